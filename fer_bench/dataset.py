@@ -1,0 +1,230 @@
+"""Read a FER dataset once into 48x48 grayscale uint8 arrays, cache them, and shape them for a run.
+
+Layouts understood (one sub-folder per class in each split):
+    ROOT/train + ROOT/test          (Kaggle "msambare/fer2013")
+    ROOT/train + ROOT/validation    (Kaggle "face expression recognition"), also under ROOT/images/
+The folder's test/validation split is the test set that runs report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .classes import canonical_class
+from .errors import UserError
+
+NATIVE_SIZE = 48
+TEST_SPLIT_NAMES = ("test", "validation", "val", "valid")
+_DECODE_VERSION = "1"  # bump when decoding changes, so old caches are not reused
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Split:
+    """Images (n, 48, 48) uint8, integer labels into the dataset's class names, and one name per image."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    files: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: np.ndarray) -> "Split":
+        return Split(self.images[index], self.labels[index], [self.files[i] for i in index])
+
+
+@dataclass
+class Dataset:
+    """A train and a test split over `class_names`; `skipped` lists unreadable files."""
+
+    source: str
+    layout: str
+    class_names: tuple[str, ...]
+    train: Split
+    test: Split
+    skipped: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Images per split and class."""
+        return {
+            name: {c: int((split.labels == i).sum()) for i, c in enumerate(self.class_names)}
+            for name, split in (("train", self.train), ("test", self.test))
+        }
+
+    def fingerprint(self) -> dict:
+        """Content hashes of the arrays, so runs on the same pixels and labels can be matched."""
+
+        def digest(split: Split) -> str:
+            h = hashlib.sha256()
+            h.update(np.ascontiguousarray(split.images).tobytes())
+            h.update(np.asarray(split.labels, dtype=np.int64).tobytes())
+            h.update("\n".join(self.class_names).encode())
+            return h.hexdigest()[:16]
+
+        return {
+            "source": self.source,
+            "layout": self.layout,
+            "classes": list(self.class_names),
+            "counts": self.counts(),
+            "train_sha256": digest(self.train),
+            "test_sha256": digest(self.test),
+            "skipped_files": len(self.skipped),
+        }
+
+
+def cache_dir() -> Path:
+    """Where decoded arrays and frozen features are cached ($FER_BENCH_CACHE, else ~/.cache/fer_bench)."""
+    return Path(os.environ.get("FER_BENCH_CACHE", Path.home() / ".cache" / "fer_bench"))
+
+
+def to_native(image: Image.Image) -> np.ndarray:
+    """Any PIL image (mode, size) → 48x48 grayscale uint8, the one conversion used everywhere."""
+    gray = image.convert("L")
+    if gray.size != (NATIVE_SIZE, NATIVE_SIZE):
+        gray = gray.resize((NATIVE_SIZE, NATIVE_SIZE), Image.Resampling.BILINEAR)
+    return np.asarray(gray, dtype=np.uint8)
+
+
+def find_split_dirs(root: Path) -> tuple[Path, Path, str]:
+    """Locate the train and test split folders of a dataset folder, or raise UserError."""
+    if not root.exists():
+        raise UserError(f"data path does not exist: {root}")
+    if not root.is_dir():
+        raise UserError(f"data path is not a folder: {root}")
+    for base in (root, root / "images"):
+        if not (base / "train").is_dir():
+            continue
+        for name in TEST_SPLIT_NAMES:
+            if (base / name).is_dir():
+                layout = f"{'images/' if base != root else ''}train+{name}"
+                return base / "train", base / name, layout
+    raise UserError(
+        f"no dataset layout found in {root}: expected train/ and test/ (or validation/) "
+        "folders with one sub-folder per class, optionally under images/"
+    )
+
+
+def _list_files(split_dir: Path) -> list[tuple[str, Path]]:
+    """(canonical class, file) for every non-hidden file in each class sub-folder."""
+    found = []
+    for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        label = canonical_class(class_dir.name)
+        for f in sorted(class_dir.iterdir()):
+            if f.is_file() and not f.name.startswith("."):
+                found.append((label, f))
+    return found
+
+
+def _file_list_key(root: Path, files: list[tuple[str, Path]]) -> str:
+    h = hashlib.sha256(_DECODE_VERSION.encode())
+    for label, f in files:
+        st = f.stat()
+        h.update(f"{label}|{f.relative_to(root)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:20]
+
+
+def _decode(root: Path, files: list[tuple[str, Path]], class_names: tuple[str, ...]):
+    images, labels, names, skipped = [], [], [], []
+    index = {c: i for i, c in enumerate(class_names)}
+    for label, f in files:
+        rel = str(f.relative_to(root))
+        try:
+            with Image.open(f) as im:
+                images.append(to_native(im))
+        except Exception:  # PIL raises many types for broken files; all mean "unreadable"
+            skipped.append(rel)
+            continue
+        labels.append(index[label])
+        names.append(rel)
+    arr = np.stack(images) if images else np.zeros((0, NATIVE_SIZE, NATIVE_SIZE), np.uint8)
+    return Split(arr, np.asarray(labels, dtype=np.int64), names), skipped
+
+
+def save_atomic_npz(path: Path, **arrays) -> None:
+    """Write an .npz so that a crash never leaves a half-written file under its final name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
+    os.close(fd)
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def read_folder_dataset(root: Path, use_cache: bool = True) -> Dataset:
+    """Read (or load from cache) every class of a folder dataset as 48x48 uint8 arrays."""
+    root = Path(root)
+    train_dir, test_dir, layout = find_split_dirs(root)
+    train_files, test_files = _list_files(train_dir), _list_files(test_dir)
+    if not train_files:
+        raise UserError(f"no class folders with files in {train_dir}")
+    class_names = tuple(sorted({c for c, _ in train_files + test_files}))
+    key = _file_list_key(root, train_files + test_files)
+    cache = cache_dir() / "datasets" / f"{key}.npz"
+    source = str(root.resolve())
+    if use_cache and cache.exists():
+        with np.load(cache, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            splits = [Split(z[f"{s}_images"], z[f"{s}_labels"], list(meta[f"{s}_files"])) for s in ("train", "test")]
+        return Dataset(source, layout, tuple(meta["class_names"]), *splits, skipped=meta["skipped"])
+    log.info("decoding %d images from %s (cached afterwards)", len(train_files) + len(test_files), root)
+    train, skipped_train = _decode(root, train_files, class_names)
+    test, skipped_test = _decode(root, test_files, class_names)
+    dataset = Dataset(source, layout, class_names, train, test, skipped_train + skipped_test)
+    meta = {"class_names": class_names, "train_files": train.files, "test_files": test.files, "skipped": dataset.skipped}
+    save_atomic_npz(
+        cache,
+        meta=np.array(json.dumps(meta)),
+        train_images=train.images,
+        train_labels=train.labels,
+        test_images=test.images,
+        test_labels=test.labels,
+    )
+    return dataset
+
+
+def select_classes(dataset: Dataset, wanted: tuple[str, ...] | None) -> Dataset:
+    """Keep only `wanted` classes (in that order; None keeps all) and relabel 0..k-1."""
+    names = dataset.class_names if wanted is None else wanted
+    unknown = [c for c in names if c not in dataset.class_names]
+    if unknown:
+        raise UserError(f"unknown class {unknown[0]!r}; the data has: {', '.join(dataset.class_names)}")
+
+    def pick(split: Split, split_name: str) -> Split:
+        parts, new_labels = [], []
+        for new, c in enumerate(names):
+            idx = np.flatnonzero(split.labels == dataset.class_names.index(c))
+            if len(idx) == 0:
+                raise UserError(f"class {c!r} has no images in the {split_name} split of {dataset.source}")
+            parts.append(idx)
+            new_labels.append(np.full(len(idx), new))
+        order = np.concatenate(parts)
+        out = split.subset(order)
+        out.labels = np.concatenate(new_labels).astype(np.int64)
+        return out
+
+    return replace(dataset, class_names=tuple(names), train=pick(dataset.train, "train"), test=pick(dataset.test, "test"))
+
+
+def split_validation(train: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    """Stratified, seeded (fit, validation) split of the training images."""
+    from sklearn.model_selection import train_test_split
+
+    if not 0 < fraction < 1:
+        raise UserError(f"--val-fraction must be between 0 and 1, got {fraction}")
+    fit_idx, val_idx = train_test_split(
+        np.arange(len(train)), test_size=fraction, stratify=train.labels, random_state=seed
+    )
+    return train.subset(np.sort(fit_idx)), train.subset(np.sort(val_idx))
