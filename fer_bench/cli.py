@@ -1,0 +1,109 @@
+"""The `fer-bench` command line. Each command is a thin shell over one module."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out
+
+import typer  # noqa: E402
+
+from .errors import UserError  # noqa: E402
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Frozen-base transfer learning vs. a scratch CNN on FER2013.")
+data_app = typer.Typer(no_args_is_help=True, help="Make, look at and convert data sets.")
+app.add_typer(data_app, name="data")
+
+
+@app.command()
+def run(
+    model: str = typer.Option("scratch", help="Registered model name (see `fer-bench models`)."),
+    data: Optional[Path] = typer.Option(None, help="Dataset folder; default: embedded synthetic faces."),
+    classes: str = typer.Option("happy,sad", help="'all' or a comma list, e.g. happy,sad."),
+    image_size: Optional[int] = typer.Option(None, help="Model input size; default: the model's own."),
+    epochs: int = typer.Option(10),
+    batch_size: int = typer.Option(32),
+    learning_rate: float = typer.Option(0.01, "--learning-rate", "--lr"),
+    optimizer: str = typer.Option("sgd", help="sgd (the seed's, no momentum), adam or rmsprop."),
+    seed: int = typer.Option(42),
+    val_split: str = typer.Option("train", help="'train': stratified fraction of train picks the checkpoint; "
+                                  "'test': the seed's protocol (picked on the reported split)."),
+    val_fraction: float = typer.Option(0.1),
+    weights: Optional[str] = typer.Option(None, help="Transfer models: imagenet (default), none, or a weights file."),
+    variant: str = typer.Option("frozen", help="Transfer models: frozen (head only) or finetune."),
+    finetune_epochs: int = typer.Option(5),
+    finetune_learning_rate: float = typer.Option(1e-4),
+    class_weight: str = typer.Option("none", help="none or balanced."),
+    dedupe: bool = typer.Option(False, help="Drop test images that also occur in train."),
+    tensorboard: bool = typer.Option(False, help="Also write TensorBoard logs into the run folder."),
+    strict: bool = typer.Option(False, help="Unreadable image files are an error instead of skipped."),
+    output: Path = typer.Option(Path("results"), help="Folder that holds run folders."),
+    force: bool = typer.Option(False, help="Redo a run whose folder is already complete."),
+):
+    """Train and evaluate one model; writes a complete run folder and prints its headline metrics."""
+    options = dict(locals())
+    output, force = options.pop("output"), options.pop("force")
+    from .run import RunConfig, execute
+
+    options["data"] = None if data is None else str(data)
+    run_dir = execute(RunConfig(**options), output=output, force=force)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    typer.echo(f"run folder: {run_dir}")
+    typer.echo(
+        f"test accuracy {metrics['accuracy']:.4f} (95% CI {metrics['accuracy_ci95'][0]:.4f}-{metrics['accuracy_ci95'][1]:.4f}), "
+        f"balanced accuracy {metrics['balanced_accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "
+        f"majority baseline {metrics['majority_baseline_accuracy']:.4f}, train time {metrics['train_seconds']:.0f} s"
+    )
+
+
+@app.command("models")
+def models_command(pattern: str = typer.Argument("*", help="Shell-style filter, e.g. '*net*'.")):
+    """List registered models with their input sizes and parameter counts."""
+    from .harness import count_params
+    from .models import create_model, list_models, model_info
+
+    for name in list_models(pattern):
+        info = model_info(name)
+        built = create_model(name, 2, info.default_size, weights=None)
+        params = count_params(built.full)
+        typer.echo(
+            f"{name:<12} default {info.default_size}px, min {info.min_size}px, "
+            f"{params['trainable_params']:,} trainable / {params['total_params']:,} total params (2 classes) — {info.description}"
+        )
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Path = typer.Argument(..., help="Folder to write train/<class>/*.png and test/<class>/*.png into."),
+    train_per_class: int = typer.Option(400),
+    test_per_class: int = typer.Option(100),
+    seed: int = typer.Option(0),
+):
+    """Write the embedded synthetic faces in the folder layout."""
+    from .synthetic import synthetic_dataset, write_folder_layout
+
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"output folder is not empty: {out}")
+    n = write_folder_layout(synthetic_dataset(train_per_class, test_per_class, seed), out)
+    typer.echo(f"wrote {n} images to {out}")
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit code 2."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    for noisy in ("absl", "tensorflow", "h5py"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    try:
+        app()
+    except UserError as error:
+        typer.echo(f"error: {error}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted; run the same command again to resume", err=True)
+        sys.exit(130)

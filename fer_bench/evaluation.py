@@ -1,0 +1,59 @@
+"""Metrics of a model's test predictions: accuracy with a bootstrap interval, balanced accuracy,
+macro-F1, per-class precision/recall/F1, the majority-class baseline, ROC-AUC for two classes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn import metrics as skm
+
+
+def bootstrap_accuracy_ci(correct: np.ndarray, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of a 0/1 'prediction was right' vector."""
+    rng = np.random.default_rng(seed)
+    correct = np.asarray(correct, dtype=np.float64)
+    means = rng.choice(correct, size=(n_boot, len(correct)), replace=True).mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def evaluate_predictions(y_true: np.ndarray, probs: np.ndarray, class_names: tuple[str, ...], train_labels: np.ndarray):
+    """Return (metrics dict, per-class DataFrame, confusion matrix counts)."""
+    y_pred = probs.argmax(axis=1)
+    k = len(class_names)
+    labels = np.arange(k)
+    majority = int(np.bincount(train_labels, minlength=k).argmax())
+    ci = bootstrap_accuracy_ci(y_pred == y_true)
+    result = {
+        "test_images": int(len(y_true)),
+        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
+        "accuracy_ci95": list(ci),
+        "balanced_accuracy": float(skm.balanced_accuracy_score(y_true, y_pred)),
+        "macro_f1": float(skm.f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "majority_class": class_names[majority],
+        "majority_baseline_accuracy": float(np.mean(y_true == majority)),
+        "majority_baseline_balanced_accuracy": 1.0 / k,
+    }
+    if k == 2:
+        result["roc_auc"] = float(skm.roc_auc_score(y_true, probs[:, 1])) if len(np.unique(y_true)) == 2 else None
+    precision, recall, f1, support = skm.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    per_class = pd.DataFrame(
+        {"class": class_names, "precision": precision, "recall": recall, "f1": f1, "support": support}
+    )
+    cm = skm.confusion_matrix(y_true, y_pred, labels=labels)
+    return result, per_class, cm
+
+
+def predictions_table(files: list[str], y_true: np.ndarray, probs: np.ndarray, class_names: tuple[str, ...]) -> pd.DataFrame:
+    """One row per test image: file, true class, predicted class, and every class probability."""
+    table = pd.DataFrame(
+        {
+            "file": files,
+            "true": [class_names[i] for i in y_true],
+            "predicted": [class_names[i] for i in probs.argmax(axis=1)],
+        }
+    )
+    for i, name in enumerate(class_names):
+        table[f"p_{name}"] = probs[:, i]
+    return table

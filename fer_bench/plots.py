@@ -1,0 +1,53 @@
+"""PNG figures of one run: training curves and the confusion matrix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
+
+
+def plot_curves(history: pd.DataFrame, path: Path, title: str) -> None:
+    """Loss and accuracy per epoch for training and validation (the seed's Figure 3)."""
+    fig, axes = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    epochs = history["epoch"] + 1
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        ax.plot(epochs, history[metric], "o-", label="train")
+        if f"val_{metric}" in history:
+            ax.plot(epochs, history[f"val_{metric}"], "o-", label="validation")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    axes[-1].set_xlabel("epoch")
+    axes[0].set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def draw_confusion(ax, cm: np.ndarray, class_names, normalise: bool, title: str) -> None:
+    """Draw one confusion matrix (counts, or rows normalised to sum 1) onto `ax`."""
+    shown = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1) if normalise else cm
+    ConfusionMatrixDisplay(shown, display_labels=list(class_names)).plot(
+        ax=ax, cmap="Blues", colorbar=False, values_format=".2f" if normalise else "d"
+    )
+    ax.set_title(title)
+    ax.tick_params(axis="x", labelrotation=45)
+
+
+def plot_confusion(cm: np.ndarray, class_names, path: Path, title: str) -> None:
+    """Counts and row-normalised confusion matrices side by side."""
+    size = 3 + 0.6 * len(class_names)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * size, size))
+    draw_confusion(axes[0], cm, class_names, normalise=False, title="counts")
+    draw_confusion(axes[1], cm, class_names, normalise=True, title="row-normalised (recall)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
