@@ -1,0 +1,68 @@
+"""Shared fixtures: an isolated cache, small folder data sets written by the tests, a CLI runner."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fer_bench.classes import FER_CLASSES
+from fer_bench.synthetic import draw_face
+
+REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "fer2013"
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path, monkeypatch):
+    """Every test gets its own cache folder, so cached arrays never leak between tests."""
+    monkeypatch.setenv("FER_BENCH_CACHE", str(tmp_path / "cache"))
+
+
+def write_faces(root: Path, split: str, class_folder: str, expression: str, n: int, seed: int = 0,
+                size: int = 48, mode: str = "L", ext: str = "png") -> list[Path]:
+    """Write `n` synthetic faces of `expression` into root/split/class_folder, resized/recoloured."""
+    rng = np.random.default_rng(seed)
+    folder = root / split / class_folder
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        image = Image.fromarray(draw_face(expression, rng)).resize((size, size)).convert(mode)
+        path = folder / f"{expression}_{seed}_{i}.{ext}"
+        image.save(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture
+def small_folder(tmp_path) -> Path:
+    """A train/test folder data set of all seven classes, 12 train and 4 test images each."""
+    root = tmp_path / "faces"
+    for k, name in enumerate(FER_CLASSES):
+        write_faces(root, "train", name, name, 12, seed=k)
+        write_faces(root, "test", name, name, 4, seed=100 + k)
+    return root
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """Run `fer-bench ARGS...` in-process; returns (exit code, stdout, stderr)."""
+    from fer_bench.cli import main
+
+    def invoke(*args: str):
+        monkeypatch.setattr(sys, "argv", ["fer-bench", *map(str, args)])
+        code = 0
+        try:
+            main()
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return invoke
+
+
+def needs_real_data():
+    return pytest.mark.skipif(not REAL_DATA.is_dir(), reason="../shared/data/fer2013 is absent")

@@ -1,0 +1,65 @@
+"""Every mistake a user can make ends in one line on stderr and exit code 2, never a traceback."""
+
+import pytest
+
+from conftest import write_faces
+
+
+def assert_one_line_error(result, fragment):
+    code, _out, err = result
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and fragment in lines[0], err
+    assert "Traceback" not in err
+
+
+def test_missing_path(cli, tmp_path):
+    assert_one_line_error(cli("run", "--data", tmp_path / "missing"), "data path does not exist")
+
+
+def test_folder_without_layout(cli, tmp_path):
+    (tmp_path / "random").mkdir()
+    assert_one_line_error(cli("run", "--data", tmp_path / "random"), "no dataset layout found")
+
+
+def test_unknown_class(cli, small_folder):
+    assert_one_line_error(cli("run", "--data", small_folder, "--classes", "happy,smug"), "unknown class 'smug'")
+
+
+def test_class_with_no_images(cli, tmp_path):
+    write_faces(tmp_path, "train", "happy", "happy", 3)
+    write_faces(tmp_path, "train", "sad", "sad", 3)
+    write_faces(tmp_path, "test", "happy", "happy", 2)
+    (tmp_path / "test" / "sad").mkdir()
+    assert_one_line_error(cli("run", "--data", tmp_path), "'sad' has no images in the test split")
+
+
+def test_unreadable_files_with_strict(cli, small_folder):
+    (small_folder / "train" / "happy" / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    assert_one_line_error(cli("run", "--data", small_folder, "--strict"), "1 unreadable image files")
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--model", "resnet9000"], "unknown model 'resnet9000'"),
+        (["--classes", "happy"], "at least two classes"),
+        (["--image-size", "4"], "too small for scratch"),
+        (["--weights", "imagenet"], "takes no --weights"),
+        (["--val-split", "holdout"], "--val-split must be one of"),
+    ],
+)
+def test_bad_options(cli, args, fragment):
+    assert_one_line_error(cli("run", *args), fragment)
+
+
+def test_models_lists_scratch(cli):
+    code, out, _ = cli("models")
+    assert code == 0 and "scratch" in out and "default 48px" in out
+
+
+def test_synth_writes_folder_layout_and_refuses_non_empty(cli, tmp_path):
+    code, out, _ = cli("data", "synth", tmp_path / "s", "--train-per-class", "2", "--test-per-class", "1")
+    assert code == 0 and "wrote 21 images" in out
+    assert len(list((tmp_path / "s" / "train" / "surprise").glob("*.png"))) == 2
+    assert_one_line_error(cli("data", "synth", tmp_path / "s"), "not empty")

@@ -1,0 +1,92 @@
+"""A whole run on synthetic faces: it learns, writes a complete run folder, finds itself, resumes."""
+
+import json
+
+import keras
+import pandas as pd
+import pytest
+
+from fer_bench import training
+from fer_bench.run import COMPLETE_MARKER, RunConfig, execute
+
+RUN_FILES = {
+    "config.json", "data.json", "environment.json", "history.csv", "best.keras", "metrics.json",
+    "per_class.csv", "confusion_matrix.csv", "confusion_matrix.png", "predictions.csv", "curves.png",
+    COMPLETE_MARKER,
+}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    run_dir = execute(RunConfig(epochs=6, seed=1), output=out)
+    return run_dir
+
+
+def test_scratch_learns_synthetic_happy_sad(finished_run):
+    metrics = json.loads((finished_run / "metrics.json").read_text())
+    assert metrics["accuracy"] >= 0.90
+    assert metrics["balanced_accuracy"] >= 0.90
+    assert metrics["majority_baseline_accuracy"] == pytest.approx(0.5)
+    assert metrics["accuracy_ci95"][0] <= metrics["accuracy"] <= metrics["accuracy_ci95"][1]
+    assert 0.9 <= metrics["roc_auc"] <= 1.0
+
+
+def test_run_folder_holds_everything(finished_run):
+    assert RUN_FILES <= {p.name for p in finished_run.iterdir()}
+    assert finished_run.name.startswith("scratch-happy-sad-48px-s1-")
+    config = json.loads((finished_run / "config.json").read_text())
+    assert config["image_size"] == 48 and config["learning_rate"] == 0.01 and config["batch_size"] == 32
+    data = json.loads((finished_run / "data.json").read_text())
+    assert data["counts"]["test"] == {"happy": 100, "sad": 100}
+    predictions = pd.read_csv(finished_run / "predictions.csv")
+    assert list(predictions.columns) == ["file", "true", "predicted", "p_happy", "p_sad"]
+    assert len(predictions) == 200
+    assert (predictions[["p_happy", "p_sad"]].sum(axis=1) - 1).abs().max() < 1e-4
+    cm = pd.read_csv(finished_run / "confusion_matrix.csv", index_col=0)
+    assert cm.to_numpy().sum() == 200
+    assert len(pd.read_csv(finished_run / "history.csv")) == 6
+
+
+def test_saved_model_predicts_from_raw_pixels(finished_run):
+    from fer_bench.synthetic import synthetic_split
+
+    faces = synthetic_split(20, seed=7, classes=("happy", "sad"))
+    model = keras.models.load_model(finished_run / "best.keras")
+    probs = model.predict(faces.images[..., None].astype("float32"), verbose=0)
+    assert (probs.argmax(1) == faces.labels).mean() >= 0.9
+
+
+def test_same_command_finds_complete_run(finished_run, monkeypatch):
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(training, "fit_stage", no_training)
+    assert execute(RunConfig(epochs=6, seed=1), output=finished_run.parent) == finished_run
+
+
+def test_interrupted_run_resumes_from_last_epoch(tmp_path, monkeypatch):
+    original = training.EpochTimer.on_epoch_end
+    epochs_started = []
+
+    def crash_after_two_epochs(self, epoch, logs=None):
+        original(self, epoch, logs)
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training.EpochTimer, "on_epoch_end", crash_after_two_epochs)
+    cfg = RunConfig(epochs=4, seed=3, classes="happy,sad,surprise")
+    with pytest.raises(KeyboardInterrupt):
+        execute(cfg, output=tmp_path)
+    (run_dir,) = tmp_path.iterdir()
+    assert not (run_dir / COMPLETE_MARKER).exists()
+    assert len(pd.read_csv(run_dir / "history.csv")) == 2
+
+    monkeypatch.setattr(training.EpochTimer, "on_epoch_end", original)
+    monkeypatch.setattr(training.EpochTimer, "on_epoch_begin",
+                        lambda self, epoch, logs=None: (epochs_started.append(epoch), setattr(self, "_start", 0.0)))
+    assert execute(cfg, output=tmp_path) == run_dir
+    assert epochs_started == [2, 3]  # resumed, not restarted
+    history = pd.read_csv(run_dir / "history.csv")
+    assert history["epoch"].tolist() == [0, 1, 2, 3]
+    assert json.loads((run_dir / COMPLETE_MARKER).read_text())["resumed"] is True
