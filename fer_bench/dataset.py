@@ -218,13 +218,11 @@ def select_classes(dataset: Dataset, wanted: tuple[str, ...] | None) -> Dataset:
     return replace(dataset, class_names=tuple(names), train=pick(dataset.train, "train"), test=pick(dataset.test, "test"))
 
 
-def split_validation(train: Split, fraction: float, seed: int) -> tuple[Split, Split]:
-    """Stratified, seeded (fit, validation) split of the training images."""
+def split_validation(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified, seeded (fit, validation) index arrays over the training labels."""
     from sklearn.model_selection import train_test_split
 
     if not 0 < fraction < 1:
         raise UserError(f"--val-fraction must be between 0 and 1, got {fraction}")
-    fit_idx, val_idx = train_test_split(
-        np.arange(len(train)), test_size=fraction, stratify=train.labels, random_state=seed
-    )
-    return train.subset(np.sort(fit_idx)), train.subset(np.sort(val_idx))
+    fit_idx, val_idx = train_test_split(np.arange(len(labels)), test_size=fraction, stratify=labels, random_state=seed)
+    return np.sort(fit_idx), np.sort(val_idx)

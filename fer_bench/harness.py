@@ -1,21 +1,28 @@
 """Train a registered model on a run's data and evaluate its best checkpoint on the test set,
-writing history, metrics, predictions, confusion matrix and curves into the run folder."""
+writing history, metrics, predictions, confusion matrix and curves into the run folder.
+
+Scratch models train end to end on raw pixels. Transfer models train their head on cached
+frozen-base features (the same numbers as end to end through the frozen base, at a fraction of
+the cost); the finetune variant then unfreezes the base's top block(s) and continues end to end.
+"""
 
 from __future__ import annotations
 
 import logging
-import time
+from dataclasses import replace
 from pathlib import Path
 
 import keras
 import numpy as np
 import pandas as pd
 
-from .dataset import Dataset
+from .dataset import Dataset, split_validation
 from .evaluation import evaluate_predictions, predictions_table
-from .models import create_model
+from .features import cached_features, feature_cache_path, weights_key
+from .models import BuiltModel, create_model
+from .models.transfer import unfreeze_top
 from .plots import plot_confusion, plot_curves
-from .run import RunConfig, class_weights, validation_split, write_json
+from .run import RunConfig, class_weights, write_json
 from .training import TrainSettings, as_model_input, fit_stage
 
 log = logging.getLogger(__name__)
@@ -28,55 +35,97 @@ def count_params(model) -> dict[str, int]:
     return {"trainable_params": trainable, "total_params": total}
 
 
+class StageData:
+    """Inputs (raw pixels or features) of train and test, cut into fit / validation per the config."""
+
+    def __init__(self, cfg: RunConfig, dataset: Dataset, x_train: np.ndarray, x_test: np.ndarray):
+        k = len(dataset.class_names)
+        y_train = keras.utils.to_categorical(dataset.train.labels, k)
+        self.x_test = x_test
+        if cfg.val_split == "test":
+            fit_idx = np.arange(len(dataset.train))
+            self.x_val, self.y_val = x_test, keras.utils.to_categorical(dataset.test.labels, k)
+        else:
+            fit_idx, val_idx = split_validation(dataset.train.labels, cfg.val_fraction, cfg.seed)
+            self.x_val, self.y_val = x_train[val_idx], y_train[val_idx]
+        self.x_fit, self.y_fit = x_train[fit_idx], y_train[fit_idx]
+        self.fit_labels = dataset.train.labels[fit_idx]
+
+    def fit(self, model, settings: TrainSettings, stage_dir: Path, best_path: Path, beat_val_loss=None):
+        return fit_stage(model, self.x_fit, self.y_fit, self.x_val, self.y_val, settings, stage_dir, best_path,
+                         beat_val_loss)
+
+
+def _train_scratch(built: BuiltModel, cfg, dataset, settings, run_dir):
+    data = StageData(cfg, dataset, as_model_input(dataset.train.images), as_model_input(dataset.test.images))
+    history = data.fit(built.full, settings, run_dir, run_dir / "best.keras")
+    best = keras.models.load_model(run_dir / "best.keras")
+    return best.predict(data.x_test, batch_size=256, verbose=0), history, data, count_params(built.full)
+
+
+def _train_transfer(built: BuiltModel, cfg, dataset, settings, run_dir):
+    fingerprint = dataset.fingerprint()
+    weights_id = weights_key(cfg.weights, cfg.seed)
+    feats = {
+        split: cached_features(built.extractor, getattr(dataset, split).images,
+                               feature_cache_path(cfg.model, weights_id, cfg.image_size, fingerprint[f"{split}_sha256"]))
+        for split in ("train", "test")
+    }
+    data = StageData(cfg, dataset, feats["train"], feats["test"])
+    built.head.get_layer("feature_norm").adapt(data.x_fit)
+    history = data.fit(built.head, settings, run_dir, run_dir / "head.keras")
+    built.head.set_weights(keras.models.load_model(run_dir / "head.keras").get_weights())
+    params = count_params(built.full)
+    finetune_dir = run_dir / "finetune"
+    if cfg.variant == "frozen":
+        built.full.save(run_dir / "best.keras")
+        return built.head.predict(feats["test"], batch_size=1024, verbose=0), history, data, params
+
+    if not (finetune_dir / "_backup").exists():  # stage 1's model is the one to beat
+        built.full.save(run_dir / "best.keras")
+    log.info("finetune: unfroze %d layers of %s's top block(s)", unfreeze_top(built), cfg.model)
+    params = count_params(built.full)
+    pixels = StageData(cfg, dataset, as_model_input(dataset.train.images), as_model_input(dataset.test.images))
+    tuned = pixels.fit(built.full, replace(settings, epochs=cfg.finetune_epochs, learning_rate=cfg.finetune_learning_rate),
+                       finetune_dir, run_dir / "best.keras", beat_val_loss=float(history["val_loss"].min()))
+    tuned = tuned.assign(epoch=tuned["epoch"] + len(history), stage="finetune")
+    history = pd.concat([history.assign(stage="head"), tuned], ignore_index=True)
+    best = keras.models.load_model(run_dir / "best.keras")
+    return best.predict(pixels.x_test, batch_size=64, verbose=0), history, pixels, params
+
+
 def train_and_evaluate(cfg: RunConfig, dataset: Dataset, run_dir: Path) -> dict:
     """Fit, pick the best checkpoint by validation loss, evaluate it on the test split."""
     keras.utils.set_random_seed(cfg.seed)
-    fit, val = validation_split(cfg, dataset)
-    k = len(dataset.class_names)
-    built = create_model(cfg.model, k, cfg.image_size)
+    built = create_model(cfg.model, len(dataset.class_names), cfg.image_size, weights=cfg.weights)
     settings = TrainSettings(
         epochs=cfg.epochs,
         batch_size=cfg.batch_size,
         learning_rate=cfg.learning_rate,
         optimizer=cfg.optimizer,
-        class_weight=class_weights(cfg, fit.labels),
+        class_weight=class_weights(cfg, dataset.train.labels),
         tensorboard_dir=run_dir / "tensorboard" if cfg.tensorboard else None,
     )
-    best_path = run_dir / "best.keras"
-    params = count_params(built.full)
-    log.info("%s: %d trainable / %d total parameters; fit %d, validation %d, test %d images",
-             cfg.model, params["trainable_params"], params["total_params"], len(fit), len(val), len(dataset.test))
+    log.info("%s (%s weights): %d train, %d test images", cfg.model, cfg.weights, len(dataset.train), len(dataset.test))
+    train = _train_scratch if built.extractor is None else _train_transfer
+    probs, history, data, params = train(built, cfg, dataset, settings, run_dir)
 
-    started = time.perf_counter()
-    history = fit_stage(
-        built.full,
-        as_model_input(fit.images),
-        keras.utils.to_categorical(fit.labels, k),
-        as_model_input(val.images),
-        keras.utils.to_categorical(val.labels, k),
-        settings,
-        run_dir,
-        best_path,
-    )
-    train_seconds = time.perf_counter() - started
-
-    best = keras.models.load_model(best_path)
-    started = time.perf_counter()
-    probs = best.predict(as_model_input(dataset.test.images), batch_size=256, verbose=0)
-    predict_seconds = time.perf_counter() - started
-    metrics, per_class, cm = evaluate_predictions(dataset.test.labels, probs, dataset.class_names, fit.labels)
-    best_epoch = int(history.loc[history["val_loss"].idxmin(), "epoch"]) + 1
+    metrics, per_class, cm = evaluate_predictions(dataset.test.labels, probs, dataset.class_names, data.fit_labels)
+    best_row = history.loc[history["val_loss"].idxmin()]
     metrics.update(
         model=cfg.model,
+        variant=cfg.variant if built.extractor is not None else None,
+        weights=cfg.weights,
         classes=list(dataset.class_names),
         image_size=cfg.image_size,
         validation=("test split (the seed's protocol: checkpoint chosen on the reported split)"
                     if cfg.val_split == "test" else f"{cfg.val_fraction:.0%} stratified of train (seed {cfg.seed})"),
-        best_epoch=best_epoch,
-        best_val_loss=float(history["val_loss"].min()),
-        best_val_accuracy=float(history.loc[best_epoch - 1, "val_accuracy"]),
-        train_seconds=float(history["epoch_seconds"].sum()) if "epoch_seconds" in history else train_seconds,
-        predict_seconds=predict_seconds,
+        fit_images=len(data.y_fit),
+        validation_images=len(data.y_val),
+        best_epoch=int(best_row["epoch"]) + 1,
+        best_val_loss=float(best_row["val_loss"]),
+        best_val_accuracy=float(best_row["val_accuracy"]),
+        train_seconds=float(history["epoch_seconds"].sum()),
         **params,
     )
     write_json(run_dir / "metrics.json", metrics)
@@ -87,7 +136,6 @@ def train_and_evaluate(cfg: RunConfig, dataset: Dataset, run_dir: Path) -> dict:
     predictions_table(dataset.test.files, dataset.test.labels, probs, dataset.class_names).to_csv(
         run_dir / "predictions.csv", index=False
     )
-    title = f"{run_dir.name}"
-    plot_curves(history, run_dir / "curves.png", title)
-    plot_confusion(cm, dataset.class_names, run_dir / "confusion_matrix.png", title)
+    plot_curves(history, run_dir / "curves.png", run_dir.name)
+    plot_confusion(cm, dataset.class_names, run_dir / "confusion_matrix.png", run_dir.name)
     return {key: metrics[key] for key in ("accuracy", "balanced_accuracy", "macro_f1", "majority_baseline_accuracy", "train_seconds")}

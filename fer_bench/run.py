@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .classes import classes_tag, parse_classes
-from .dataset import Dataset, read_folder_dataset, select_classes, split_validation
+from .dataset import Dataset, read_folder_dataset, select_classes
 from .errors import UserError
 
 log = logging.getLogger(__name__)
@@ -178,13 +178,6 @@ def execute(cfg: RunConfig, output: Path = Path("results"), force: bool = False)
     summary["resumed"] = resuming
     write_json(run_dir / COMPLETE_MARKER, summary)
     return run_dir
-
-
-def validation_split(cfg: RunConfig, dataset: Dataset):
-    """(fit split, validation split) per cfg.val_split, recorded in the run's metrics."""
-    if cfg.val_split == "test":
-        return dataset.train, dataset.test
-    return split_validation(dataset.train, cfg.val_fraction, cfg.seed)
 
 
 def class_weights(cfg: RunConfig, labels: np.ndarray) -> dict[int, float] | None:

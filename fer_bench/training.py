@@ -50,11 +50,12 @@ def read_history(path: Path) -> pd.DataFrame:
     return pd.read_csv(path).drop_duplicates("epoch", keep="last").reset_index(drop=True)
 
 
-def fit_stage(model, x_fit, y_fit, x_val, y_val, settings: TrainSettings, stage_dir: Path, best_path: Path) -> pd.DataFrame:
+def fit_stage(model, x_fit, y_fit, x_val, y_val, settings: TrainSettings, stage_dir: Path, best_path: Path,
+              beat_val_loss: float | None = None) -> pd.DataFrame:
     """Train `model` for settings.epochs, resuming if an earlier attempt was interrupted.
 
-    Writes stage_dir/history.csv and the best model by validation loss to `best_path`;
-    returns the history of all epochs of this stage.
+    Writes stage_dir/history.csv and the best model by validation loss to `best_path` (only when
+    it beats `beat_val_loss`, if given); returns the history of all epochs of this stage.
     """
     stage_dir.mkdir(parents=True, exist_ok=True)
     history_path = stage_dir / "history.csv"
@@ -64,9 +65,9 @@ def fit_stage(model, x_fit, y_fit, x_val, y_val, settings: TrainSettings, stage_
         return history
     if not backup_dir.exists():  # nothing to resume from: start this stage cleanly
         history_path.unlink(missing_ok=True)
-        best_path.unlink(missing_ok=True)
         history = read_history(history_path)
-    best_so_far = float(history["val_loss"].min()) if "val_loss" in history and len(history) else None
+    candidates = [beat_val_loss] + (history["val_loss"].tolist() if "val_loss" in history else [])
+    best_so_far = min((v for v in candidates if v is not None), default=None)
 
     model.compile(
         optimizer=make_optimizer(settings.optimizer, settings.learning_rate),

@@ -1,0 +1,59 @@
+"""The frozen-feature cache: a frozen base without augmentation gives the same features every
+epoch, so compute them once per (model, weights, input size, images, precision) and keep them."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .dataset import cache_dir, save_atomic_npz
+from .training import as_model_input
+
+log = logging.getLogger(__name__)
+PRECISION = "float32"
+
+
+def weights_key(weights: str, seed: int) -> str:
+    """Identity of a base's weights: a random base depends on the seed, a file on its content."""
+    if weights == "none":
+        return f"random-seed{seed}"
+    if weights == "imagenet":
+        return "imagenet"
+    h = hashlib.sha256()
+    with open(weights, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return f"file-{h.hexdigest()[:16]}"
+
+
+def feature_cache_path(model: str, weights_id: str, image_size: int, images_sha: str) -> Path:
+    """Cache file of one (model, weights, size, image set, precision) combination."""
+    key = f"{model}|{weights_id}|{image_size}|{images_sha}|{PRECISION}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:20]
+    return cache_dir() / "features" / f"{model}-{image_size}px-{digest}.npz"
+
+
+def extract_features(extractor, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Run the frozen extractor over uint8 images with a progress bar; returns (n, d) float32."""
+    started = time.perf_counter()
+    features = extractor.predict(as_model_input(images), batch_size=batch_size,
+                                 verbose=1 if sys.stdout.isatty() else 0)
+    seconds = time.perf_counter() - started
+    log.info("extracted %d feature vectors in %.1f s (%.1f images/s)", len(images), seconds, len(images) / max(seconds, 1e-9))
+    return features.astype(PRECISION)
+
+
+def cached_features(extractor, images: np.ndarray, path: Path) -> np.ndarray:
+    """Features from the cache file, computing and storing them (atomically) on a miss."""
+    if path.exists():
+        with np.load(path) as z:
+            log.info("frozen features from cache: %s", path.name)
+            return z["features"]
+    features = extract_features(extractor, images)
+    save_atomic_npz(path, features=features)
+    return features

@@ -1,0 +1,129 @@
+"""Transfer models: build, learn from cached features, agree with the end-to-end path, load
+weights from a file or the Keras cache, refuse bad sizes and missing weights."""
+
+import json
+
+import h5py
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from fer_bench import features
+from fer_bench.models import create_model
+from fer_bench.models import transfer
+from fer_bench.run import RunConfig, execute, load_run_data, resolve
+from fer_bench.synthetic import synthetic_split
+from fer_bench.training import as_model_input
+
+MIN_SIZES = {"vgg16": 32, "resnet50": 32, "inceptionv3": 75}
+
+
+@pytest.mark.parametrize("name", sorted(MIN_SIZES))
+def test_frozen_model_learns_saves_reloads_and_predicts_raw_pixels(name, tmp_path):
+    cfg = RunConfig(model=name, weights="none", image_size=MIN_SIZES[name], epochs=5)
+    run_dir = execute(cfg, output=tmp_path)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["accuracy"] > 0.6  # random-weight base: above chance, says nothing about ImageNet
+    assert metrics["trainable_params"] < metrics["total_params"] / 100  # only the head trains
+    assert run_dir.name.startswith(f"{name}-frozen-happy-sad-{MIN_SIZES[name]}px-")
+
+    # predictions.csv came from the head on cached features; the saved model must match from raw pixels
+    test = load_run_data(resolve(cfg)).test
+    model = keras.models.load_model(run_dir / "best.keras")
+    from_pixels = model.predict(as_model_input(test.images), verbose=0)
+    from_features = pd.read_csv(run_dir / "predictions.csv")[["p_happy", "p_sad"]].to_numpy()
+    np.testing.assert_allclose(from_pixels, from_features, atol=1e-4)
+
+
+def test_training_on_cached_features_equals_training_end_to_end(monkeypatch):
+    monkeypatch.setattr(transfer, "HEAD_DROPOUT", 0.0)  # dropout masks are the only randomness
+    faces = synthetic_split(24, seed=5, classes=("happy", "sad"))
+    x, y = as_model_input(faces.images), keras.utils.to_categorical(faces.labels, 2)
+    keras.utils.set_random_seed(0)
+    built = create_model("vgg16", 2, 32, weights="none")
+    feats = built.extractor.predict(x, verbose=0)
+    built.head.get_layer("feature_norm").adapt(feats)
+    start = built.full.get_weights()
+
+    end_to_end = built.full
+    end_to_end.compile(optimizer=keras.optimizers.SGD(0.05), loss="categorical_crossentropy")
+    end_to_end.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    expected = end_to_end.predict(x, verbose=0)
+
+    end_to_end.set_weights(start)
+    head = built.head
+    head.compile(optimizer=keras.optimizers.SGD(0.05), loss="categorical_crossentropy")
+    head.fit(feats, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    np.testing.assert_allclose(head.predict(feats, verbose=0), expected, atol=1e-4)
+    assert np.abs(expected - 0.5).max() > 0.01  # training moved the predictions
+
+
+def test_second_run_reuses_feature_cache_and_new_size_does_not(tmp_path, monkeypatch):
+    calls = []
+    original = features.extract_features
+    monkeypatch.setattr(features, "extract_features", lambda *a, **k: calls.append(1) or original(*a, **k))
+    execute(RunConfig(model="vgg16", weights="none", image_size=32, epochs=1), output=tmp_path)
+    assert len(calls) == 2  # train and test
+    execute(RunConfig(model="vgg16", weights="none", image_size=32, epochs=2), output=tmp_path)
+    assert len(calls) == 2  # same base, size and images: from the cache
+    execute(RunConfig(model="vgg16", weights="none", image_size=40, epochs=1), output=tmp_path)
+    assert len(calls) == 4
+
+
+def test_finetune_unfreezes_top_block_and_completes(tmp_path):
+    frozen = execute(RunConfig(model="vgg16", weights="none", image_size=32, epochs=2), output=tmp_path)
+    tuned = execute(RunConfig(model="vgg16", weights="none", image_size=32, epochs=2, variant="finetune",
+                              finetune_epochs=1), output=tmp_path)
+    frozen_m, tuned_m = (json.loads((d / "metrics.json").read_text()) for d in (frozen, tuned))
+    assert tuned.name.startswith("vgg16-finetune-")
+    assert tuned_m["trainable_params"] > 1_000_000 > frozen_m["trainable_params"]  # block5 convs
+    assert (tuned / "finetune" / "history.csv").exists() and (tuned / "best.keras").exists()
+
+
+def _base_weights_equal(a, b):
+    return all(np.array_equal(x, y) for x, y in zip(a.get_weights(), b.get_weights()))
+
+
+def test_weights_from_explicit_file(tmp_path):
+    source = keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3))
+    path = tmp_path / "mine.weights.h5"
+    source.save_weights(path)
+    built = create_model("vgg16", 2, 32, weights=str(path))
+    assert _base_weights_equal(built.base, source)
+
+
+def test_imagenet_weights_from_keras_cache(tmp_path, monkeypatch):
+    from keras.src.legacy.saving import legacy_h5_format  # the format of Keras' ImageNet files
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    info = transfer.model_info_for("vgg16")
+    source = keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3))
+    cached = tmp_path / "keras" / "models" / info.keras_weights_file
+    cached.parent.mkdir(parents=True)
+    with h5py.File(cached, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, source)
+    built = create_model("vgg16", 2, 32, weights="imagenet")
+    assert _base_weights_equal(built.base, source)
+
+
+def test_missing_imagenet_weights_say_which_file(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty"))
+    monkeypatch.setattr(keras.utils, "get_file", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    code, _, err = cli("run", "--model", "resnet50", "--image-size", "32")
+    assert code == 2 and "Traceback" not in err
+    assert "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5" in err and "--weights PATH" in err
+
+
+def test_missing_weights_file_and_too_small_size(cli, tmp_path):
+    code, _, err = cli("run", "--model", "vgg16", "--weights", tmp_path / "nope.h5", "--image-size", "32")
+    assert code == 2 and "weights file not found" in err
+    code, _, err = cli("run", "--model", "inceptionv3", "--weights", "none", "--image-size", "64")
+    assert code == 2 and "too small for inceptionv3: its minimum is 75" in err
+
+
+def test_wrong_weights_file_is_a_clear_error(cli, tmp_path):
+    other = keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3))
+    other.save_weights(tmp_path / "vgg.weights.h5")
+    code, _, err = cli("run", "--model", "resnet50", "--weights", tmp_path / "vgg.weights.h5", "--image-size", "32")
+    assert code == 2 and "cannot load weights" in err and "Traceback" not in err
