@@ -78,6 +78,34 @@ def models_command(pattern: str = typer.Argument("*", help="Shell-style filter, 
         )
 
 
+@app.command("benchmark")
+def benchmark_command(
+    data: Optional[Path] = typer.Option(None, help="Dataset folder; default: embedded synthetic faces."),
+    classes: str = typer.Option("happy,sad"),
+    models: str = typer.Option("vgg16,resnet50,inceptionv3", help="Comma list of transfer models."),
+    image_size: int = typer.Option(244, help="Input size of the bases (the seed used 244)."),
+    sample: int = typer.Option(256, help="Images to time feature extraction on."),
+    head_epochs: int = typer.Option(10),
+    output: Optional[Path] = typer.Option(None, help="Also write the table to this CSV."),
+):
+    """Time frozen-feature extraction and head training; prints ratios against a scratch-CNN epoch."""
+    from .benchmark import benchmark
+    from .models import check_image_size, model_info
+    from .run import RunConfig, load_run_data
+
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    for name in names:
+        info = model_info(name)
+        if not info.transfer:
+            raise UserError(f"{name} is not a transfer model")
+        check_image_size(info, image_size)
+    dataset = load_run_data(RunConfig(data=None if data is None else str(data), classes=classes))
+    table = benchmark(dataset, names, image_size, sample, head_epochs, progress=typer.echo)
+    typer.echo(table.to_markdown(index=False, floatfmt=".3g"))
+    if output is not None:
+        table.to_csv(output, index=False)
+
+
 @data_app.command("synth")
 def data_synth(
     out: Path = typer.Argument(..., help="Folder to write train/<class>/*.png and test/<class>/*.png into."),
