@@ -24,7 +24,7 @@ app.add_typer(data_app, name="data")
 @app.command()
 def run(
     model: str = typer.Option("scratch", help="Registered model name (see `fer-bench models`)."),
-    data: Optional[Path] = typer.Option(None, help="Dataset folder; default: embedded synthetic faces."),
+    data: Optional[Path] = typer.Option(None, help="Dataset folder or fer2013.csv; default: embedded synthetic faces."),
     classes: str = typer.Option("happy,sad", help="'all' or a comma list, e.g. happy,sad."),
     image_size: Optional[int] = typer.Option(None, help="Model input size; default: the model's own."),
     epochs: int = typer.Option(10),
@@ -32,14 +32,16 @@ def run(
     learning_rate: float = typer.Option(0.01, "--learning-rate", "--lr"),
     optimizer: str = typer.Option("sgd", help="sgd (the seed's, no momentum), adam or rmsprop."),
     seed: int = typer.Option(42),
-    val_split: str = typer.Option("train", help="'train': stratified fraction of train picks the checkpoint; "
-                                  "'test': the seed's protocol (picked on the reported split)."),
+    val_split: str = typer.Option("auto", help="Where the checkpoint is picked: 'train' (stratified fraction), "
+                                  "'given' (the data's own validation split), 'test' (the seed's protocol); "
+                                  "'auto': given if the data has one, else train."),
     val_fraction: float = typer.Option(0.1),
     weights: Optional[str] = typer.Option(None, help="Transfer models: imagenet (default), none, or a weights file."),
     variant: str = typer.Option("frozen", help="Transfer models: frozen (head only) or finetune."),
     finetune_epochs: int = typer.Option(5),
     finetune_learning_rate: float = typer.Option(1e-4),
     class_weight: str = typer.Option("none", help="none or balanced."),
+    test_usage: str = typer.Option("PrivateTest", help="fer2013.csv: which Usage is the test set."),
     dedupe: bool = typer.Option(False, help="Drop test images that also occur in train."),
     tensorboard: bool = typer.Option(False, help="Also write TensorBoard logs into the run folder."),
     strict: bool = typer.Option(False, help="Unreadable image files are an error instead of skipped."),
@@ -114,11 +116,41 @@ def data_synth(
     seed: int = typer.Option(0),
 ):
     """Write the embedded synthetic faces in the folder layout."""
-    from .synthetic import synthetic_dataset, write_folder_layout
+    from .dataset import write_folder_layout
+    from .synthetic import synthetic_dataset
 
     if out.exists() and any(out.iterdir()):
         raise UserError(f"output folder is not empty: {out}")
     n = write_folder_layout(synthetic_dataset(train_per_class, test_per_class, seed), out)
+    typer.echo(f"wrote {n} images to {out}")
+
+
+@data_app.command("inspect")
+def data_inspect(path: Path = typer.Argument(..., help="Dataset folder or fer2013.csv."),
+                 test_usage: str = typer.Option("PrivateTest", help="fer2013.csv: which Usage is the test set.")):
+    """Layout, images per split and class, formats, unreadable files and exact duplicates."""
+    import time
+
+    from .integrity import inspect_lines
+    from .sources import open_dataset
+
+    started = time.perf_counter()
+    for line in inspect_lines(open_dataset(path, test_usage)):
+        typer.echo(line)
+    typer.echo(f"({time.perf_counter() - started:.1f} s)")
+
+
+@data_app.command("export")
+def data_export(path: Path = typer.Argument(..., help="Dataset folder or fer2013.csv."),
+                out: Path = typer.Argument(..., help="Empty or new folder to write <split>/<class>/*.png into."),
+                test_usage: str = typer.Option("PrivateTest", help="fer2013.csv: which Usage is the test set.")):
+    """Write any supported input in the folder layout, e.g. fer2013.csv as PNG folders."""
+    from .dataset import write_folder_layout
+    from .sources import open_dataset
+
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"output folder is not empty: {out}")
+    n = write_folder_layout(open_dataset(path, test_usage), out)
     typer.echo(f"wrote {n} images to {out}")
 
 

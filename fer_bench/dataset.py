@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import tempfile
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from .errors import UserError
 
 NATIVE_SIZE = 48
 TEST_SPLIT_NAMES = ("test", "validation", "val", "valid")
-_DECODE_VERSION = "1"  # bump when decoding changes, so old caches are not reused
+_DECODE_VERSION = "2"  # bump when decoding changes, so old caches are not reused
 log = logging.getLogger(__name__)
 
 
@@ -45,20 +46,32 @@ class Split:
 
 @dataclass
 class Dataset:
-    """A train and a test split over `class_names`; `skipped` lists unreadable files."""
+    """Train and test splits (and a validation split if the source defines one) over `class_names`.
+
+    `skipped` names what could not be read (files, CSV rows); `formats` counts the image modes and
+    sizes found before conversion; `dropped_duplicates` counts test images removed by dedupe.
+    """
 
     source: str
     layout: str
     class_names: tuple[str, ...]
     train: Split
     test: Split
+    validation: Split | None = None
     skipped: list[str] = field(default_factory=list)
+    formats: dict[str, int] = field(default_factory=dict)
+    dropped_duplicates: int = 0
+
+    def splits(self) -> dict[str, Split]:
+        """The splits present, by name."""
+        named = {"train": self.train, "validation": self.validation, "test": self.test}
+        return {name: split for name, split in named.items() if split is not None}
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Images per split and class."""
         return {
             name: {c: int((split.labels == i).sum()) for i, c in enumerate(self.class_names)}
-            for name, split in (("train", self.train), ("test", self.test))
+            for name, split in self.splits().items()
         }
 
     def fingerprint(self) -> dict:
@@ -71,15 +84,16 @@ class Dataset:
             h.update("\n".join(self.class_names).encode())
             return h.hexdigest()[:16]
 
-        return {
+        result = {
             "source": self.source,
             "layout": self.layout,
             "classes": list(self.class_names),
             "counts": self.counts(),
-            "train_sha256": digest(self.train),
-            "test_sha256": digest(self.test),
-            "skipped_files": len(self.skipped),
+            **{f"{name}_sha256": digest(split) for name, split in self.splits().items()},
+            "skipped": len(self.skipped),
+            "dropped_test_duplicates_of_train": self.dropped_duplicates,
         }
+        return result
 
 
 def cache_dir() -> Path:
@@ -133,21 +147,27 @@ def _file_list_key(root: Path, files: list[tuple[str, Path]]) -> str:
     return h.hexdigest()[:20]
 
 
-def _decode(root: Path, files: list[tuple[str, Path]], class_names: tuple[str, ...]):
+def make_split(images: list[np.ndarray], labels: list[int], files: list[str]) -> Split:
+    """A Split from per-image lists (an empty list gives an empty split)."""
+    arr = np.stack(images) if images else np.zeros((0, NATIVE_SIZE, NATIVE_SIZE), np.uint8)
+    return Split(arr, np.asarray(labels, dtype=np.int64), files)
+
+
+def _decode(root: Path, files: list[tuple[str, Path]], class_names: tuple[str, ...], formats: Counter):
     images, labels, names, skipped = [], [], [], []
     index = {c: i for i, c in enumerate(class_names)}
     for label, f in files:
         rel = str(f.relative_to(root))
         try:
             with Image.open(f) as im:
+                formats[f"{im.format} {im.mode} {im.width}x{im.height}"] += 1
                 images.append(to_native(im))
         except Exception:  # PIL raises many types for broken files; all mean "unreadable"
             skipped.append(rel)
             continue
         labels.append(index[label])
         names.append(rel)
-    arr = np.stack(images) if images else np.zeros((0, NATIVE_SIZE, NATIVE_SIZE), np.uint8)
-    return Split(arr, np.asarray(labels, dtype=np.int64), names), skipped
+    return make_split(images, labels, names), skipped
 
 
 def save_atomic_npz(path: Path, **arrays) -> None:
@@ -170,28 +190,44 @@ def read_folder_dataset(root: Path, use_cache: bool = True) -> Dataset:
     train_files, test_files = _list_files(train_dir), _list_files(test_dir)
     if not train_files:
         raise UserError(f"no class folders with files in {train_dir}")
-    class_names = tuple(sorted({c for c, _ in train_files + test_files}))
     key = _file_list_key(root, train_files + test_files)
-    cache = cache_dir() / "datasets" / f"{key}.npz"
-    source = str(root.resolve())
-    if use_cache and cache.exists():
-        with np.load(cache, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            splits = [Split(z[f"{s}_images"], z[f"{s}_labels"], list(meta[f"{s}_files"])) for s in ("train", "test")]
-        return Dataset(source, layout, tuple(meta["class_names"]), *splits, skipped=meta["skipped"])
+    return cached_dataset(key, use_cache, lambda: _decode_folders(root, layout, train_files, test_files))
+
+
+def _decode_folders(root: Path, layout: str, train_files, test_files) -> Dataset:
     log.info("decoding %d images from %s (cached afterwards)", len(train_files) + len(test_files), root)
-    train, skipped_train = _decode(root, train_files, class_names)
-    test, skipped_test = _decode(root, test_files, class_names)
-    dataset = Dataset(source, layout, class_names, train, test, skipped_train + skipped_test)
-    meta = {"class_names": class_names, "train_files": train.files, "test_files": test.files, "skipped": dataset.skipped}
-    save_atomic_npz(
-        cache,
-        meta=np.array(json.dumps(meta)),
-        train_images=train.images,
-        train_labels=train.labels,
-        test_images=test.images,
-        test_labels=test.labels,
-    )
+    class_names = tuple(sorted({c for c, _ in train_files + test_files}))
+    formats: Counter = Counter()
+    train, skipped_train = _decode(root, train_files, class_names, formats)
+    test, skipped_test = _decode(root, test_files, class_names, formats)
+    return Dataset(str(root.resolve()), layout, class_names, train, test, skipped=skipped_train + skipped_test,
+                   formats=dict(formats))
+
+
+def cached_dataset(key: str, use_cache: bool, decode) -> Dataset:
+    """The dataset cached under `key`, or `decode()` it and store it (atomically) for next time."""
+    cache = cache_dir() / "datasets" / f"{key}.npz"
+    if use_cache and cache.exists():
+        try:
+            with np.load(cache, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                splits = {s: Split(z[f"{s}_images"], z[f"{s}_labels"], list(meta["files"][s])) for s in meta["files"]}
+            return Dataset(meta["source"], meta["layout"], tuple(meta["class_names"]), splits["train"], splits["test"],
+                           splits.get("validation"), skipped=meta["skipped"], formats=meta["formats"])
+        except Exception as error:  # a cache from another version or a damaged file: decode again
+            log.warning("ignoring unusable cache %s (%s)", cache, type(error).__name__)
+    dataset = decode()
+    splits = dataset.splits()
+    meta = {
+        "source": dataset.source,
+        "layout": dataset.layout,
+        "class_names": dataset.class_names,
+        "files": {name: split.files for name, split in splits.items()},
+        "skipped": dataset.skipped,
+        "formats": dataset.formats,
+    }
+    arrays = {f"{name}_{part}": getattr(split, part) for name, split in splits.items() for part in ("images", "labels")}
+    save_atomic_npz(cache, meta=np.array(json.dumps(meta)), **arrays)
     return dataset
 
 
@@ -215,7 +251,22 @@ def select_classes(dataset: Dataset, wanted: tuple[str, ...] | None) -> Dataset:
         out.labels = np.concatenate(new_labels).astype(np.int64)
         return out
 
-    return replace(dataset, class_names=tuple(names), train=pick(dataset.train, "train"), test=pick(dataset.test, "test"))
+    validation = None if dataset.validation is None else pick(dataset.validation, "validation")
+    return replace(dataset, class_names=tuple(names), train=pick(dataset.train, "train"), test=pick(dataset.test, "test"),
+                   validation=validation)
+
+
+def write_folder_layout(dataset: Dataset, out: Path) -> int:
+    """Write every split as OUT/<split>/<class>/<name>.png; returns the number of images written."""
+    out = Path(out)
+    written = 0
+    for split_name, split in dataset.splits().items():
+        for image, label, file in zip(split.images, split.labels, split.files):
+            target = out / split_name / dataset.class_names[label] / (Path(file).stem + ".png")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(target)
+            written += 1
+    return written
 
 
 def split_validation(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 import keras
 import numpy as np
@@ -36,19 +37,24 @@ def count_params(model) -> dict[str, int]:
 
 
 class StageData:
-    """Inputs (raw pixels or features) of train and test, cut into fit / validation per the config."""
+    """Model inputs (raw pixels or features) of train and test, cut into fit / validation per the config.
 
-    def __init__(self, cfg: RunConfig, dataset: Dataset, x_train: np.ndarray, x_test: np.ndarray):
+    `to_input(split_name)` gives the inputs of one of the dataset's splits.
+    """
+
+    def __init__(self, cfg: RunConfig, dataset: Dataset, to_input: Callable[[str], np.ndarray]):
         k = len(dataset.class_names)
-        y_train = keras.utils.to_categorical(dataset.train.labels, k)
-        self.x_test = x_test
-        if cfg.val_split == "test":
-            fit_idx = np.arange(len(dataset.train))
-            self.x_val, self.y_val = x_test, keras.utils.to_categorical(dataset.test.labels, k)
-        else:
+        x_train = to_input("train")
+        self.x_test = to_input("test")
+        if cfg.val_split == "train":
             fit_idx, val_idx = split_validation(dataset.train.labels, cfg.val_fraction, cfg.seed)
-            self.x_val, self.y_val = x_train[val_idx], y_train[val_idx]
-        self.x_fit, self.y_fit = x_train[fit_idx], y_train[fit_idx]
+            x_val, val_labels = x_train[val_idx], dataset.train.labels[val_idx]
+        else:  # 'test' (the seed's protocol) or 'given' (the data's own validation split)
+            fit_idx = np.arange(len(dataset.train))
+            x_val = self.x_test if cfg.val_split == "test" else to_input("validation")
+            val_labels = (dataset.test if cfg.val_split == "test" else dataset.validation).labels
+        self.x_fit, self.y_fit = x_train[fit_idx], keras.utils.to_categorical(dataset.train.labels[fit_idx], k)
+        self.x_val, self.y_val = x_val, keras.utils.to_categorical(val_labels, k)
         self.fit_labels = dataset.train.labels[fit_idx]
 
     def fit(self, model, settings: TrainSettings, stage_dir: Path, best_path: Path, beat_val_loss=None):
@@ -56,8 +62,12 @@ class StageData:
                          beat_val_loss)
 
 
+def _pixels(dataset: Dataset) -> Callable[[str], np.ndarray]:
+    return lambda split: as_model_input(dataset.splits()[split].images)
+
+
 def _train_scratch(built: BuiltModel, cfg, dataset, settings, run_dir):
-    data = StageData(cfg, dataset, as_model_input(dataset.train.images), as_model_input(dataset.test.images))
+    data = StageData(cfg, dataset, _pixels(dataset))
     history = data.fit(built.full, settings, run_dir, run_dir / "best.keras")
     best = keras.models.load_model(run_dir / "best.keras")
     return best.predict(data.x_test, batch_size=256, verbose=0), history, data, count_params(built.full)
@@ -66,12 +76,12 @@ def _train_scratch(built: BuiltModel, cfg, dataset, settings, run_dir):
 def _train_transfer(built: BuiltModel, cfg, dataset, settings, run_dir):
     fingerprint = dataset.fingerprint()
     weights_id = weights_key(cfg.weights, cfg.seed)
-    feats = {
-        split: cached_features(built.extractor, getattr(dataset, split).images,
-                               feature_cache_path(cfg.model, weights_id, cfg.image_size, fingerprint[f"{split}_sha256"]))
-        for split in ("train", "test")
-    }
-    data = StageData(cfg, dataset, feats["train"], feats["test"])
+
+    def features_of(split: str) -> np.ndarray:
+        path = feature_cache_path(cfg.model, weights_id, cfg.image_size, fingerprint[f"{split}_sha256"])
+        return cached_features(built.extractor, dataset.splits()[split].images, path)
+
+    data = StageData(cfg, dataset, features_of)
     built.head.get_layer("feature_norm").adapt(data.x_fit)
     history = data.fit(built.head, settings, run_dir, run_dir / "head.keras")
     built.head.set_weights(keras.models.load_model(run_dir / "head.keras").get_weights())
@@ -79,13 +89,13 @@ def _train_transfer(built: BuiltModel, cfg, dataset, settings, run_dir):
     finetune_dir = run_dir / "finetune"
     if cfg.variant == "frozen":
         built.full.save(run_dir / "best.keras")
-        return built.head.predict(feats["test"], batch_size=1024, verbose=0), history, data, params
+        return built.head.predict(data.x_test, batch_size=1024, verbose=0), history, data, params
 
     if not (finetune_dir / "_backup").exists():  # stage 1's model is the one to beat
         built.full.save(run_dir / "best.keras")
     log.info("finetune: unfroze %d layers of %s's top block(s)", unfreeze_top(built), cfg.model)
     params = count_params(built.full)
-    pixels = StageData(cfg, dataset, as_model_input(dataset.train.images), as_model_input(dataset.test.images))
+    pixels = StageData(cfg, dataset, _pixels(dataset))
     tuned = pixels.fit(built.full, replace(settings, epochs=cfg.finetune_epochs, learning_rate=cfg.finetune_learning_rate),
                        finetune_dir, run_dir / "best.keras", beat_val_loss=float(history["val_loss"].min()))
     tuned = tuned.assign(epoch=tuned["epoch"] + len(history), stage="finetune")
@@ -118,8 +128,11 @@ def train_and_evaluate(cfg: RunConfig, dataset: Dataset, run_dir: Path) -> dict:
         weights=cfg.weights,
         classes=list(dataset.class_names),
         image_size=cfg.image_size,
-        validation=("test split (the seed's protocol: checkpoint chosen on the reported split)"
-                    if cfg.val_split == "test" else f"{cfg.val_fraction:.0%} stratified of train (seed {cfg.seed})"),
+        validation={
+            "test": "test split (the seed's protocol: checkpoint chosen on the reported split)",
+            "given": "the data's own validation split",
+            "train": f"{cfg.val_fraction:.0%} stratified of train (seed {cfg.seed})",
+        }[cfg.val_split],
         fit_images=len(data.y_fit),
         validation_images=len(data.y_val),
         best_epoch=int(best_row["epoch"]) + 1,

@@ -13,14 +13,16 @@ import logging
 import platform
 import shutil
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
 from .classes import classes_tag, parse_classes
-from .dataset import Dataset, read_folder_dataset, select_classes
+from .dataset import Dataset, select_classes
+from .integrity import drop_test_duplicates
+from .sources import open_dataset
 from .errors import UserError
 
 log = logging.getLogger(__name__)
@@ -42,13 +44,15 @@ class RunConfig:
     learning_rate: float = 0.01
     optimizer: str = "sgd"
     seed: int = 42
-    val_split: str = "train"  # 'train': stratified fraction of train; 'test': the seed's protocol
+    val_split: str = "auto"  # 'train': stratified fraction of train; 'given': the data's own validation
+    # split (fer2013.csv PublicTest); 'test': the seed's protocol; 'auto': 'given' if the data has one, else 'train'
     val_fraction: float = 0.1
     weights: str | None = None  # transfer models: 'imagenet' (default), 'none' or a file path
     variant: str = "frozen"  # transfer models: 'frozen' or 'finetune'
     finetune_epochs: int = 5
     finetune_learning_rate: float = 1e-4
     class_weight: str = "none"  # or 'balanced'
+    test_usage: str = "PrivateTest"  # fer2013.csv only: which Usage is the test set
     dedupe: bool = False
     tensorboard: bool = False
     strict: bool = False
@@ -83,7 +87,7 @@ def resolve(cfg: RunConfig) -> RunConfig:
         if cfg.variant != "frozen":
             raise UserError(f"--variant applies to transfer models only, not {cfg.model}")
         values["weights"] = "none"
-    choices = {"val_split": ("train", "test"), "class_weight": ("none", "balanced"), "optimizer": ("sgd", "adam", "rmsprop")}
+    choices = {"val_split": ("auto", "train", "given", "test"), "class_weight": ("none", "balanced"), "optimizer": ("sgd", "adam", "rmsprop")}
     for key, allowed in choices.items():
         if values[key] not in allowed:
             raise UserError(f"--{key.replace('_', '-')} must be one of {', '.join(allowed)}, got {values[key]!r}")
@@ -96,19 +100,26 @@ def resolve(cfg: RunConfig) -> RunConfig:
 
 
 def load_run_data(cfg: RunConfig) -> Dataset:
-    """The data set of a resolved config: read (cached), class-selected, optionally deduplicated."""
-    if cfg.data is None:
-        from .synthetic import synthetic_dataset
-
-        dataset = synthetic_dataset()
-    else:
-        dataset = read_folder_dataset(Path(cfg.data))
+    """The data set of a resolved config: read (cached), optionally deduplicated, class-selected."""
+    dataset = open_dataset(cfg.data, cfg.test_usage)
     if dataset.skipped:
-        message = f"{len(dataset.skipped)} unreadable image files (first: {dataset.skipped[0]})"
+        message = f"{len(dataset.skipped)} unreadable images (first: {dataset.skipped[0]})"
         if cfg.strict:
-            raise UserError(f"{message}; remove them or run without --strict to skip them")
+            raise UserError(f"{message}; fix them or run without --strict to skip them")
         log.warning("warning: skipped %s", message)
+    if cfg.dedupe:
+        dataset = drop_test_duplicates(dataset)
+        log.info("dedupe: dropped %d test images that also occur in train", dataset.dropped_duplicates)
     return select_classes(dataset, parse_classes(cfg.classes))
+
+
+def resolve_val_split(cfg: RunConfig, dataset: Dataset) -> RunConfig:
+    """Turn val_split 'auto' into 'given' or 'train' for this data; refuse 'given' without one."""
+    if cfg.val_split == "auto":
+        return replace(cfg, val_split="given" if dataset.validation is not None else "train")
+    if cfg.val_split == "given" and dataset.validation is None:
+        raise UserError("--val-split given needs data with its own validation split (e.g. fer2013.csv PublicTest)")
+    return cfg
 
 
 def run_id(cfg: RunConfig, fingerprint: dict) -> str:
@@ -156,6 +167,7 @@ def execute(cfg: RunConfig, output: Path = Path("results"), force: bool = False)
     """Run (or resume, or find) the run described by `cfg`; returns its complete run folder."""
     cfg = resolve(cfg)
     dataset = load_run_data(cfg)
+    cfg = resolve_val_split(cfg, dataset)
     fingerprint = dataset.fingerprint()
     run_dir = Path(output) / run_id(cfg, fingerprint)
     if is_complete(run_dir) and not force:

@@ -7,8 +7,6 @@ drawn at 4x and downsampled, then randomly moved, scaled, rotated, lit and noise
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from PIL import Image, ImageDraw
 
@@ -105,17 +103,3 @@ def synthetic_dataset(train_per_class: int = 400, test_per_class: int = 100, see
         train=synthetic_split(train_per_class, seed, prefix="train/"),
         test=synthetic_split(test_per_class, seed + 1, prefix="test/"),
     )
-
-
-def write_folder_layout(dataset: Dataset, out: Path) -> int:
-    """Write a dataset as OUT/train/<class>/*.png and OUT/test/<class>/*.png; returns images written."""
-    out = Path(out)
-    written = 0
-    for split_name, split in (("train", dataset.train), ("test", dataset.test)):
-        for image, label, file in zip(split.images, split.labels, split.files):
-            name = Path(file).name
-            target = out / split_name / dataset.class_names[label] / (Path(name).stem + ".png")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(image).save(target)
-            written += 1
-    return written

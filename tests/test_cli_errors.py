@@ -36,7 +36,7 @@ def test_class_with_no_images(cli, tmp_path):
 
 def test_unreadable_files_with_strict(cli, small_folder):
     (small_folder / "train" / "happy" / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
-    assert_one_line_error(cli("run", "--data", small_folder, "--strict"), "1 unreadable image files")
+    assert_one_line_error(cli("run", "--data", small_folder, "--strict"), "1 unreadable images")
 
 
 @pytest.mark.parametrize(

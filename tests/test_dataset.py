@@ -76,12 +76,12 @@ def test_select_unknown_class_and_empty_class_fail(small_folder):
 
 
 def test_validation_split_is_stratified_and_seeded(small_folder):
-    train = ds.read_folder_dataset(small_folder).train
-    fit_a, val_a = ds.split_validation(train, 0.25, seed=1)
-    fit_b, val_b = ds.split_validation(train, 0.25, seed=1)
-    assert val_a.files == val_b.files
-    assert np.bincount(val_a.labels).tolist() == [3] * 7
-    assert not set(fit_a.files) & set(val_a.files)
+    labels = ds.read_folder_dataset(small_folder).train.labels
+    fit_a, val_a = ds.split_validation(labels, 0.25, seed=1)
+    fit_b, val_b = ds.split_validation(labels, 0.25, seed=1)
+    assert val_a.tolist() == val_b.tolist()
+    assert np.bincount(labels[val_a]).tolist() == [3] * 7
+    assert not set(fit_a) & set(val_a) and len(fit_a) + len(val_a) == len(labels)
 
 
 def test_to_native_converts_colour_and_size():
