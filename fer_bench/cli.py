@@ -60,8 +60,63 @@ def run(
     typer.echo(
         f"test accuracy {metrics['accuracy']:.4f} (95% CI {metrics['accuracy_ci95'][0]:.4f}-{metrics['accuracy_ci95'][1]:.4f}), "
         f"balanced accuracy {metrics['balanced_accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "
-        f"majority baseline {metrics['majority_baseline_accuracy']:.4f}, train time {metrics['train_seconds']:.0f} s"
+        f"majority baseline {metrics['majority_baseline_accuracy']:.4f}, train time {metrics['total_train_seconds']:.0f} s"
     )
+
+
+@app.command()
+def experiment(
+    file: Path = typer.Argument(..., help="Experiment TOML (or a name under experiments/)."),
+    data: Optional[Path] = typer.Option(None, help="Dataset folder or fer2013.csv for every run."),
+    output: Path = typer.Option(Path("results"), help="Folder that holds run folders."),
+    dry_run: bool = typer.Option(False, help="List the runs and their status; train nothing."),
+):
+    """Run a grid of runs (skipping complete ones), then write its comparison."""
+    from .compare import compare
+    from .experiment import find_experiment_file, load_experiment, plan, run_experiment
+
+    spec = load_experiment(find_experiment_file(str(file)), None if data is None else str(data))
+    if dry_run:
+        planned = plan(spec, output)
+        typer.echo(f"{spec.name}: {len(planned)} runs")
+        for cfg, run_dir, status in planned:
+            typer.echo(f"  {status:<8} {run_dir.name}  (weights {cfg.weights}, {cfg.epochs} epochs, "
+                       f"{cfg.optimizer} lr {cfg.learning_rate}, batch {cfg.batch_size}, val {cfg.val_split})")
+        return
+    run_dirs = run_experiment(spec, output, echo=typer.echo)
+    out = output / "comparisons" / spec.name
+    markdown, _ = compare(run_dirs, out)
+    typer.echo(markdown)
+    typer.echo(f"comparison written to {out}")
+
+
+@app.command("compare")
+def compare_command(
+    sources: list[str] = typer.Argument(None, help="Run folders, folders of run folders, or an experiment name; "
+                                        "default: every run in --results."),
+    results: Path = typer.Option(Path("results"), help="Folder that holds run folders."),
+    out: Optional[Path] = typer.Option(None, help="Where to write tables and figures."),
+    data: Optional[Path] = typer.Option(None, help="With an experiment name: the data it was run on."),
+):
+    """Tabulate complete runs with 95% CIs and McNemar tests against scratch; writes MD, CSV, LaTeX, PNGs."""
+    from .compare import compare
+    from .experiment import find_experiment_file, load_experiment, plan
+
+    run_dirs, name = [], "comparison"
+    for source in sources or [str(results)]:
+        path = Path(source)
+        if path.is_dir():
+            run_dirs.append(path)
+            continue
+        spec = load_experiment(find_experiment_file(source), None if data is None else str(data))
+        run_dirs += [run_dir for _, run_dir, status in plan(spec, results) if status != "to do"]
+        name = spec.name
+    out = out or results / "comparisons" / name
+    markdown, skipped = compare(run_dirs, out)
+    for run_dir in skipped:
+        typer.echo(f"skipped (incomplete): {run_dir}")
+    typer.echo(markdown)
+    typer.echo(f"comparison written to {out}")
 
 
 @app.command("models")

@@ -16,6 +16,7 @@ from .training import as_model_input
 
 log = logging.getLogger(__name__)
 PRECISION = "float32"
+_CACHE_VERSION = "2"  # bump when the cache file's contents change
 
 
 def weights_key(weights: str, seed: int) -> str:
@@ -33,27 +34,28 @@ def weights_key(weights: str, seed: int) -> str:
 
 def feature_cache_path(model: str, weights_id: str, image_size: int, images_sha: str) -> Path:
     """Cache file of one (model, weights, size, image set, precision) combination."""
-    key = f"{model}|{weights_id}|{image_size}|{images_sha}|{PRECISION}"
+    key = f"{_CACHE_VERSION}|{model}|{weights_id}|{image_size}|{images_sha}|{PRECISION}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:20]
     return cache_dir() / "features" / f"{model}-{image_size}px-{digest}.npz"
 
 
 def extract_features(extractor, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Run the frozen extractor over uint8 images with a progress bar; returns (n, d) float32."""
-    started = time.perf_counter()
+    log.info("extracting frozen features of %d images", len(images))
     features = extractor.predict(as_model_input(images), batch_size=batch_size,
-                                 verbose=1 if sys.stdout.isatty() else 0)
-    seconds = time.perf_counter() - started
-    log.info("extracted %d feature vectors in %.1f s (%.1f images/s)", len(images), seconds, len(images) / max(seconds, 1e-9))
+                                 verbose=1 if sys.stdout.isatty() else 2)
     return features.astype(PRECISION)
 
 
-def cached_features(extractor, images: np.ndarray, path: Path) -> np.ndarray:
-    """Features from the cache file, computing and storing them (atomically) on a miss."""
+def cached_features(extractor, images: np.ndarray, path: Path) -> tuple[np.ndarray, float]:
+    """(features, seconds it took to compute them), from the cache file or computed and stored on a miss."""
     if path.exists():
         with np.load(path) as z:
             log.info("frozen features from cache: %s", path.name)
-            return z["features"]
+            return z["features"], float(z["seconds"])
+    started = time.perf_counter()
     features = extract_features(extractor, images)
-    save_atomic_npz(path, features=features)
-    return features
+    seconds = time.perf_counter() - started
+    log.info("%d feature vectors in %.1f s (%.1f images/s)", len(images), seconds, len(images) / max(seconds, 1e-9))
+    save_atomic_npz(path, features=features, seconds=np.array(seconds))
+    return features, seconds

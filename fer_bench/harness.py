@@ -79,13 +79,16 @@ def _train_transfer(built: BuiltModel, cfg, dataset, settings, run_dir):
 
     def features_of(split: str) -> np.ndarray:
         path = feature_cache_path(cfg.model, weights_id, cfg.image_size, fingerprint[f"{split}_sha256"])
-        return cached_features(built.extractor, dataset.splits()[split].images, path)
+        features, seconds = cached_features(built.extractor, dataset.splits()[split].images, path)
+        params["feature_extraction_seconds"] += seconds
+        return features
 
+    params = {"feature_extraction_seconds": 0.0}
     data = StageData(cfg, dataset, features_of)
     built.head.get_layer("feature_norm").adapt(data.x_fit)
     history = data.fit(built.head, settings, run_dir, run_dir / "head.keras")
     built.head.set_weights(keras.models.load_model(run_dir / "head.keras").get_weights())
-    params = count_params(built.full)
+    params.update(count_params(built.full))
     finetune_dir = run_dir / "finetune"
     if cfg.variant == "frozen":
         built.full.save(run_dir / "best.keras")
@@ -94,7 +97,7 @@ def _train_transfer(built: BuiltModel, cfg, dataset, settings, run_dir):
     if not (finetune_dir / "_backup").exists():  # stage 1's model is the one to beat
         built.full.save(run_dir / "best.keras")
     log.info("finetune: unfroze %d layers of %s's top block(s)", unfreeze_top(built), cfg.model)
-    params = count_params(built.full)
+    params.update(count_params(built.full))
     pixels = StageData(cfg, dataset, _pixels(dataset))
     tuned = pixels.fit(built.full, replace(settings, epochs=cfg.finetune_epochs, learning_rate=cfg.finetune_learning_rate),
                        finetune_dir, run_dir / "best.keras", beat_val_loss=float(history["val_loss"].min()))
@@ -141,6 +144,8 @@ def train_and_evaluate(cfg: RunConfig, dataset: Dataset, run_dir: Path) -> dict:
         train_seconds=float(history["epoch_seconds"].sum()),
         **params,
     )
+    metrics.setdefault("feature_extraction_seconds", 0.0)
+    metrics["total_train_seconds"] = metrics["train_seconds"] + metrics["feature_extraction_seconds"]
     write_json(run_dir / "metrics.json", metrics)
     per_class.to_csv(run_dir / "per_class.csv", index=False)
     pd.DataFrame(cm, index=dataset.class_names, columns=dataset.class_names).rename_axis("true \\ predicted").to_csv(
@@ -151,4 +156,5 @@ def train_and_evaluate(cfg: RunConfig, dataset: Dataset, run_dir: Path) -> dict:
     )
     plot_curves(history, run_dir / "curves.png", run_dir.name)
     plot_confusion(cm, dataset.class_names, run_dir / "confusion_matrix.png", run_dir.name)
-    return {key: metrics[key] for key in ("accuracy", "balanced_accuracy", "macro_f1", "majority_baseline_accuracy", "train_seconds")}
+    return {key: metrics[key] for key in ("accuracy", "balanced_accuracy", "macro_f1", "majority_baseline_accuracy",
+                                          "total_train_seconds")}

@@ -7,6 +7,8 @@ drawn at 4x and downsampled, then randomly moved, scaled, rotated, lit and noise
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from PIL import Image, ImageDraw
 
@@ -94,8 +96,9 @@ def synthetic_split(per_class: int, seed: int, classes: tuple[str, ...] = FER_CL
     return Split(np.stack(images), np.asarray(labels, dtype=np.int64), files)
 
 
+@lru_cache(maxsize=2)
 def synthetic_dataset(train_per_class: int = 400, test_per_class: int = 100, seed: int = 0) -> Dataset:
-    """The embedded data set `fer-bench run` uses when no --data is given."""
+    """The embedded data set `fer-bench run` uses when no --data is given (drawn once per process)."""
     return Dataset(
         source="synthetic",
         layout=f"synthetic(train={train_per_class},test={test_per_class},seed={seed})",

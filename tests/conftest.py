@@ -15,6 +15,20 @@ from fer_bench.synthetic import draw_face
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "fer2013"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_cache(tmp_path_factory):
+    """Module-scoped fixtures never touch the user's cache either."""
+    import os
+
+    previous = os.environ.get("FER_BENCH_CACHE")
+    os.environ["FER_BENCH_CACHE"] = str(tmp_path_factory.mktemp("session-cache"))
+    yield
+    if previous is None:
+        del os.environ["FER_BENCH_CACHE"]
+    else:
+        os.environ["FER_BENCH_CACHE"] = previous
+
+
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path, monkeypatch):
     """Every test gets its own cache folder, so cached arrays never leak between tests."""
