@@ -119,6 +119,45 @@ def compare_command(
     typer.echo(f"comparison written to {out}")
 
 
+@app.command()
+def predict(
+    images: list[Path] = typer.Argument(..., help="JPEG/PNG/BMP photos, colour or gray, any size."),
+    run: Optional[Path] = typer.Option(None, help="Run folder; default: the best complete run in --results."),
+    results: Path = typer.Option(Path("results"), help="Where to look for the best run."),
+    detect: bool = typer.Option(True, "--detect/--no-detect", help="Find the largest face, or use the whole image."),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+):
+    """Classify the expression of the face in each image with a finished run."""
+    from . import predict as predictor
+
+    loaded = predictor.load_run(run or predictor.best_run_dir(results))
+    predictions = predictor.predict_files(loaded, images, detect)
+    if as_json:
+        typer.echo(predictor.as_json(predictions, loaded))
+        return
+    typer.echo(f"run: {loaded.run_dir} ({loaded.model_name}, test accuracy {loaded.test_accuracy:.4f})")
+    for p in predictions:
+        where = f"face at {p.face_box}" if p.face_found else ("no face found, used the whole image" if detect else "whole image")
+        probs = ", ".join(f"{c} {v:.1%}" for c, v in p.probabilities.items())
+        typer.echo(f"{p.image}: {where}\n  {probs}\n  {p.sentence}")
+
+
+@app.command("app")
+def app_command(
+    run: Optional[Path] = typer.Option(None, help="Run folder; default: the best complete run in --results."),
+    results: Path = typer.Option(Path("results")),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind (local only by default)."),
+    port: int = typer.Option(8000),
+):
+    """Start the web app (Shiny for Python): upload a photo, read its expression."""
+    from .app import serve
+    from .predict import best_run_dir, load_run
+
+    loaded = load_run(run or best_run_dir(results))
+    typer.echo(f"serving {loaded.run_dir} on http://{host}:{port}")
+    serve(loaded, host, port)
+
+
 @app.command("models")
 def models_command(pattern: str = typer.Argument("*", help="Shell-style filter, e.g. '*net*'.")):
     """List registered models with their input sizes and parameter counts."""
