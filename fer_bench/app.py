@@ -46,6 +46,10 @@ def build_app(run: LoadedRun):
             except UserError as error:
                 return str(error)
 
+        def success() -> tuple[object, Prediction] | None:
+            result = answer()
+            return None if result is None or isinstance(result, str) else result
+
         @render.ui
         def message():
             result = answer()
@@ -59,8 +63,7 @@ def build_app(run: LoadedRun):
 
         @render.plot(alt="the uploaded image with the detected face")
         def photo():
-            result = answer()
-            if result is None or isinstance(result, str):
+            if (result := success()) is None:
                 return None
             image, prediction = result
             fig, ax = plt.subplots()
@@ -73,8 +76,7 @@ def build_app(run: LoadedRun):
 
         @render.plot(alt="class probabilities")
         def probabilities():
-            result = answer()
-            if result is None or isinstance(result, str):
+            if (result := success()) is None:
                 return None
             _, prediction = result
             fig, ax = plt.subplots()

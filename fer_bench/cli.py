@@ -213,8 +213,7 @@ def data_synth(
     from .dataset import write_folder_layout
     from .synthetic import synthetic_dataset
 
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"output folder is not empty: {out}")
+    _require_empty(out)
     n = write_folder_layout(synthetic_dataset(train_per_class, test_per_class, seed), out)
     typer.echo(f"wrote {n} images to {out}")
 
@@ -242,10 +241,14 @@ def data_export(path: Path = typer.Argument(..., help="Dataset folder or fer2013
     from .dataset import write_folder_layout
     from .sources import open_dataset
 
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"output folder is not empty: {out}")
+    _require_empty(out)
     n = write_folder_layout(open_dataset(path, test_usage), out)
     typer.echo(f"wrote {n} images to {out}")
+
+
+def _require_empty(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"output folder is not empty: {out}")
 
 
 def main() -> None:

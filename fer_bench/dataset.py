@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -257,15 +258,23 @@ def select_classes(dataset: Dataset, wanted: tuple[str, ...] | None) -> Dataset:
 
 
 def write_folder_layout(dataset: Dataset, out: Path) -> int:
-    """Write every split as OUT/<split>/<class>/<name>.png; returns the number of images written."""
+    """Write every split as OUT/<split>/<class>/<name>.png; returns the number of images written.
+
+    Files go to a hidden sibling folder first, renamed to OUT only when all are written.
+    """
     out = Path(out)
+    partial = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
     written = 0
     for split_name, split in dataset.splits().items():
         for image, label, file in zip(split.images, split.labels, split.files):
-            target = out / split_name / dataset.class_names[label] / (Path(file).stem + ".png")
+            target = partial / split_name / dataset.class_names[label] / (Path(file).stem + ".png")
             target.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(image).save(target)
             written += 1
+    if out.exists():
+        out.rmdir()  # callers ensure it is empty
+    partial.rename(out)
     return written
 
 
