@@ -95,7 +95,9 @@ def detect_face(image: Image.Image) -> tuple[int, int, int, int] | None:
     """Box (x, y, w, h) of the largest frontal face, or None when there is none."""
     gray = np.asarray(image.convert("L"))
     min_side = max(24, min(gray.shape) // 20)
-    boxes = _face_cascade().detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side))
+    # scaleFactor 1.05 / minNeighbors 3 found 84 % of FER2013 *train* faces pasted into colour photos
+    # (1.1 / 5, OpenCV's usual example, found 74 %), with no false boxes on noise
+    boxes = _face_cascade().detectMultiScale(gray, scaleFactor=1.05, minNeighbors=3, minSize=(min_side, min_side))
     if len(boxes) == 0:
         return None
     x, y, w, h = max(boxes, key=lambda b: b[2] * b[3])
