@@ -76,6 +76,7 @@ def _train_scratch(built: BuiltModel, cfg, dataset, settings, run_dir):
 def _train_transfer(built: BuiltModel, cfg, dataset, settings, run_dir):
     fingerprint = dataset.fingerprint()
     weights_id = weights_key(cfg.weights, cfg.seed)
+    params = {"feature_extraction_seconds": 0.0}
 
     def features_of(split: str) -> np.ndarray:
         path = feature_cache_path(cfg.model, weights_id, cfg.image_size, fingerprint[f"{split}_sha256"])
@@ -83,17 +84,16 @@ def _train_transfer(built: BuiltModel, cfg, dataset, settings, run_dir):
         params["feature_extraction_seconds"] += seconds
         return features
 
-    params = {"feature_extraction_seconds": 0.0}
     data = StageData(cfg, dataset, features_of)
     built.head.get_layer("feature_norm").adapt(data.x_fit)
     history = data.fit(built.head, settings, run_dir, run_dir / "head.keras")
     built.head.set_weights(keras.models.load_model(run_dir / "head.keras").get_weights())
     params.update(count_params(built.full))
-    finetune_dir = run_dir / "finetune"
     if cfg.variant == "frozen":
         built.full.save(run_dir / "best.keras")
         return built.head.predict(data.x_test, batch_size=1024, verbose=0), history, data, params
 
+    finetune_dir = run_dir / "finetune"
     if not (finetune_dir / "_backup").exists():  # stage 1's model is the one to beat
         built.full.save(run_dir / "best.keras")
     log.info("finetune: unfroze %d layers of %s's top block(s)", unfreeze_top(built), cfg.model)
