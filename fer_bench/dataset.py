@@ -157,7 +157,9 @@ def make_split(images: list[np.ndarray], labels: list[int], files: list[str]) ->
 def _decode(root: Path, files: list[tuple[str, Path]], class_names: tuple[str, ...], formats: Counter):
     images, labels, names, skipped = [], [], [], []
     index = {c: i for i, c in enumerate(class_names)}
-    for label, f in files:
+    for n, (label, f) in enumerate(files, start=1):
+        if n % 5000 == 0:
+            log.info("  decoded %d of %d", n, len(files))
         rel = str(f.relative_to(root))
         try:
             with Image.open(f) as im:

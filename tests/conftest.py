@@ -78,5 +78,7 @@ def cli(monkeypatch, capsys):
     return invoke
 
 
-def needs_real_data():
-    return pytest.mark.skipif(not REAL_DATA.is_dir(), reason="../shared/data/fer2013 is absent")
+def needs_real_data(test):
+    """Mark a test as using ../shared/data/fer2013, skipping it cleanly when that is absent."""
+    skip = pytest.mark.skipif(not REAL_DATA.is_dir(), reason="../shared/data/fer2013 is absent")
+    return pytest.mark.realdata(skip(test))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import write_faces
+from conftest import REAL_DATA, needs_real_data, write_faces
 from fer_bench import dataset as ds
 from fer_bench.classes import parse_classes
 from fer_bench.errors import UserError
@@ -96,3 +96,14 @@ def test_missing_and_layoutless_paths(tmp_path):
     (tmp_path / "train").mkdir()
     with pytest.raises(UserError, match="no dataset layout found"):
         ds.find_split_dirs(tmp_path)
+
+
+@needs_real_data
+def test_real_fer2013_folder_counts_and_duplicates():
+    from fer_bench.integrity import duplicate_report
+
+    data = ds.read_folder_dataset(REAL_DATA)
+    assert data.layout == "train+test" and not data.skipped
+    assert len(data.train) == 28709 and len(data.test) == 3589
+    assert data.counts()["test"]["happy"] == 895 and data.counts()["train"]["disgust"] == 436
+    assert 0.05 < duplicate_report(data)["across"]["test in train"] / len(data.test) < 0.10  # "about 8 %"

@@ -94,7 +94,7 @@ def test_huge_image_is_downscaled(tmp_path):
     assert detect_face(image) is not None
 
 
-@needs_real_data()
+@needs_real_data
 def test_real_face_pasted_into_photo_is_found():
     face = Image.open(sorted((REAL_DATA / "test" / "happy").glob("*.jpg"))[0]).convert("L").resize((200, 200))
     canvas = Image.new("RGB", (640, 480), (150, 60, 60))
