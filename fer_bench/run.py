@@ -21,9 +21,9 @@ import numpy as np
 
 from .classes import classes_tag, parse_classes
 from .dataset import Dataset, select_classes
+from .errors import UserError
 from .integrity import drop_test_duplicates
 from .sources import open_dataset
-from .errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,10 @@ def resolve(cfg: RunConfig) -> RunConfig:
     values["classes"] = "all" if wanted is None else ",".join(wanted)
     if info.transfer:
         values["weights"] = cfg.weights or "imagenet"
+        if values["weights"] not in ("imagenet", "none"):
+            if not Path(values["weights"]).is_file():
+                raise UserError(f"weights file not found: {values['weights']}")
+            values["weights"] = str(Path(values["weights"]).resolve())
         if cfg.variant not in ("frozen", "finetune"):
             raise UserError(f"--variant must be 'frozen' or 'finetune', got {cfg.variant!r}")
     else:
@@ -124,23 +128,16 @@ def resolve_val_split(cfg: RunConfig, dataset: Dataset) -> RunConfig:
 
 def run_id(cfg: RunConfig, fingerprint: dict) -> str:
     """Readable id (model, classes, size, seed) plus a short hash of config and data."""
+    from .features import weights_key
     from .models import model_info
 
     identity = {k: v for k, v in asdict(cfg).items() if k not in _NOT_IDENTITY and k != "data"}
-    identity["weights"] = _weights_identity(cfg.weights)
-    identity["train_sha256"] = fingerprint["train_sha256"]
-    identity["test_sha256"] = fingerprint["test_sha256"]
+    identity["weights"] = weights_key(cfg.weights, cfg.seed)  # a weights file counts by its content
+    identity.update({k: v for k, v in fingerprint.items() if k.endswith("_sha256")})
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
     variant = f"-{cfg.variant}" if model_info(cfg.model).transfer else ""
     tag = classes_tag(parse_classes(cfg.classes))
     return f"{cfg.model}{variant}-{tag}-{cfg.image_size}px-s{cfg.seed}-{digest}"
-
-
-def _weights_identity(weights: str | None) -> str | None:
-    if weights in (None, "none", "imagenet"):
-        return weights
-    path = Path(weights)
-    return f"{path.name}:{path.stat().st_size}" if path.exists() else weights
 
 
 def library_versions() -> dict[str, str]:
