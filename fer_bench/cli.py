@@ -182,7 +182,7 @@ def benchmark_command(
     image_size: int = typer.Option(244, help="Input size of the bases (the seed used 244)."),
     sample: int = typer.Option(256, help="Images to time feature extraction on."),
     head_epochs: int = typer.Option(10),
-    output: Optional[Path] = typer.Option(None, help="Also write the table to this CSV."),
+    output: Optional[Path] = typer.Option(None, help="Also write the table to this CSV (and a PNG beside it)."),
 ):
     """Time frozen-feature extraction and head training; prints ratios against a scratch-CNN epoch."""
     from .benchmark import benchmark
@@ -199,7 +199,11 @@ def benchmark_command(
     table = benchmark(dataset, names, image_size, sample, head_epochs, progress=typer.echo)
     typer.echo(table.to_markdown(index=False, floatfmt=".3g"))
     if output is not None:
+        from .plots import plot_benchmark
+
         table.to_csv(output, index=False)
+        plot_benchmark(table, output.with_suffix(".png"))
+        typer.echo(f"wrote {output} and {output.with_suffix('.png')}")
 
 
 @data_app.command("synth")

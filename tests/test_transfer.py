@@ -127,3 +127,15 @@ def test_wrong_weights_file_is_a_clear_error(cli, tmp_path):
     other.save_weights(tmp_path / "vgg.weights.h5")
     code, _, err = cli("run", "--model", "resnet50", "--weights", tmp_path / "vgg.weights.h5", "--image-size", "32")
     assert code == 2 and "cannot load weights" in err and "Traceback" not in err
+
+
+def test_benchmark_reports_ratios_against_scratch_epoch(cli, tmp_path):
+    code, out, _ = cli("benchmark", "--models", "vgg16", "--image-size", "32", "--sample", "16",
+                       "--head-epochs", "1", "--output", tmp_path / "bench.csv")
+    assert code == 0 and "baseline: one scratch CNN epoch" in out
+    table = pd.read_csv(tmp_path / "bench.csv")
+    assert table["model"].tolist() == ["vgg16"] and table["extract_images_per_s"].iloc[0] > 0
+    assert table["head_epochs_vs_scratch_epoch"].iloc[0] > 0
+    assert (tmp_path / "bench.png").stat().st_size > 0
+    code, _, err = cli("benchmark", "--models", "scratch")
+    assert code == 2 and "not a transfer model" in err
