@@ -13,7 +13,7 @@ import pandas as pd
 from scipy.stats import binomtest
 
 from .errors import UserError
-from .run import COMPLETE_MARKER, is_complete
+from .run import is_complete
 
 BASELINE_MODEL = "scratch"
 CONFIG_COLUMNS = ["model", "variant", "weights", "classes", "image_size", "epochs"]

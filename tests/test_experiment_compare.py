@@ -1,6 +1,5 @@
 """Experiment grids run end to end and resume; compare writes tables, figures and McNemar p-values."""
 
-import json
 
 import numpy as np
 import pandas as pd

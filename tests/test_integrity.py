@@ -30,7 +30,7 @@ def fer_csv(tmp_path):
         f"6,{pixels(3, 'neutral')},PublicTest",  # line 4: neutral → validation
         f"0,{pixels(4, 'angry')},PrivateTest",   # line 5: angry → test
         f"3,{pixels(1)},PrivateTest",       # line 6: duplicate of line 2 → test
-        f"3,1 2 3,Training",                # line 7: wrong pixel count
+        "3,1 2 3,Training",                # line 7: wrong pixel count
         f"9,{pixels(5)},Training",          # line 8: unknown emotion id
         f"2,{pixels(6).replace(' 1', ' x', 1)},Training",  # line 9: non-numeric pixel
         f"x,{pixels(7)},Training",          # line 10: non-numeric emotion

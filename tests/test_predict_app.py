@@ -2,7 +2,6 @@
 output, and the web app driven in Debian's Chromium with Playwright."""
 
 import json
-import shutil
 import socket
 import subprocess
 import sys
