@@ -3,6 +3,7 @@ resume from the last finished epoch (Keras BackupAndRestore)."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sys
 import time
@@ -12,6 +13,8 @@ from pathlib import Path
 import keras
 import numpy as np
 import pandas as pd
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -75,6 +78,7 @@ def fit_stage(model, x_fit, y_fit, x_val, y_val, settings: TrainSettings, stage_
         metrics=["accuracy"],
     )
     callbacks = [
+        keras.callbacks.TerminateOnNaN(),  # a diverged stage stops; the checkpoint keeps its last good model
         EpochTimer(),
         keras.callbacks.ModelCheckpoint(
             best_path, monitor="val_loss", save_best_only=True, initial_value_threshold=best_so_far
@@ -96,7 +100,11 @@ def fit_stage(model, x_fit, y_fit, x_val, y_val, settings: TrainSettings, stage_
         verbose=1 if sys.stdout.isatty() else 2,  # bars in a terminal, a line per epoch in logs
     )
     shutil.rmtree(backup_dir, ignore_errors=True)
-    return read_history(history_path)
+    history = read_history(history_path)
+    if history["loss"].isna().any():
+        log.warning("warning: training diverged (NaN loss) in epoch %d and stopped; the best checkpoint before it is kept",
+                    int(history.loc[history["loss"].isna(), "epoch"].iloc[0]) + 1)
+    return history
 
 
 def as_model_input(images: np.ndarray) -> np.ndarray:

@@ -90,3 +90,23 @@ def test_interrupted_run_resumes_from_last_epoch(tmp_path, monkeypatch):
     history = pd.read_csv(run_dir / "history.csv")
     assert history["epoch"].tolist() == [0, 1, 2, 3]
     assert json.loads((run_dir / COMPLETE_MARKER).read_text())["resumed"] is True
+
+
+def test_diverging_stage_stops_and_keeps_last_good_checkpoint(tmp_path):
+    import numpy as np
+
+    from fer_bench.training import TrainSettings, fit_stage
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype("float32")
+    y = keras.utils.to_categorical(rng.integers(0, 2, 64), 2)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    good = fit_stage(model, x, y, x, y, TrainSettings(epochs=1, learning_rate=0.01), tmp_path, tmp_path / "best.keras")
+    kept = keras.models.load_model(tmp_path / "best.keras").get_weights()
+    poisoned = x.copy()
+    poisoned[0, 0] = np.nan  # the first batch's loss becomes NaN, like a diverging fine-tune
+    history = fit_stage(model, poisoned, y, x, y, TrainSettings(epochs=5), tmp_path / "b",
+                        tmp_path / "best.keras", beat_val_loss=float(good["val_loss"].min()))
+    assert len(history) < 5 and history["loss"].isna().any()
+    for before, after in zip(kept, keras.models.load_model(tmp_path / "best.keras").get_weights()):
+        np.testing.assert_array_equal(before, after)
