@@ -15,12 +15,11 @@ import pandas as pd
 
 from .dataset import Dataset
 from .models import create_model
-from .training import TrainSettings, as_model_input, make_optimizer
+from .training import TrainSettings, as_model_input, compile_for_training
 
 
 def _time_fit(model, x, y, epochs: int, settings: TrainSettings) -> float:
-    model.compile(optimizer=make_optimizer(settings.optimizer, settings.learning_rate),
-                  loss="categorical_crossentropy", metrics=["accuracy"])
+    compile_for_training(model, settings)
     model.fit(x[:settings.batch_size * 2], y[:settings.batch_size * 2], batch_size=settings.batch_size, verbose=0)  # warm-up
     started = time.perf_counter()
     model.fit(x, y, batch_size=settings.batch_size, epochs=epochs, verbose=0)

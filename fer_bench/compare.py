@@ -13,7 +13,7 @@ import pandas as pd
 from scipy.stats import binomtest
 
 from .errors import UserError
-from .run import is_complete
+from .run import find_run_dirs
 
 BASELINE_MODEL = "scratch"
 CONFIG_COLUMNS = ["model", "variant", "weights", "classes", "image_size", "epochs"]
@@ -26,18 +26,6 @@ def mcnemar_exact(baseline_correct: np.ndarray, model_correct: np.ndarray) -> fl
     if b + c == 0:
         return 1.0
     return float(binomtest(min(b, c), b + c, 0.5).pvalue)
-
-
-def find_run_dirs(paths: list[Path]) -> tuple[list[Path], list[Path]]:
-    """(complete, incomplete) run folders among the given run folders or folders of run folders."""
-    complete, incomplete = [], []
-    for path in paths:
-        if not path.is_dir():
-            raise UserError(f"not a run folder or results folder: {path}")
-        candidates = [path] if (path / "config.json").exists() else sorted(p for p in path.iterdir() if (p / "config.json").exists())
-        for run_dir in candidates:
-            (complete if is_complete(run_dir) else incomplete).append(run_dir)
-    return complete, incomplete
 
 
 def _load_run(run_dir: Path) -> dict:

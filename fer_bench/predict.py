@@ -14,7 +14,7 @@ from PIL import Image, ImageOps
 
 from .dataset import to_native
 from .errors import UserError
-from .run import is_complete
+from .run import find_run_dirs, is_complete
 
 MAX_SIDE = 2048  # larger photos are downscaled before detection
 Image.MAX_IMAGE_PIXELS = 300_000_000  # refuse (clearly) only truly absurd images
@@ -59,10 +59,8 @@ def load_run(run_dir: Path) -> LoadedRun:
 
 def best_run_dir(results: Path) -> Path:
     """The complete run in `results` with the highest test accuracy."""
-    scored = []
-    for run_dir in sorted(Path(results).glob("*/")):
-        if is_complete(run_dir) and (run_dir / "metrics.json").exists():
-            scored.append((json.loads((run_dir / "metrics.json").read_text())["accuracy"], run_dir))
+    complete = find_run_dirs([Path(results)])[0] if Path(results).is_dir() else []
+    scored = [(json.loads((run_dir / "metrics.json").read_text())["accuracy"], run_dir) for run_dir in complete]
     if not scored:
         raise UserError(f"no complete run in {results}; train one with `fer-bench run` or pass --run RUN_DIR")
     return max(scored, key=lambda item: item[0])[1]

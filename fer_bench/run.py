@@ -160,6 +160,18 @@ def is_complete(run_dir: Path) -> bool:
     return (run_dir / COMPLETE_MARKER).exists()
 
 
+def find_run_dirs(paths: list[Path]) -> tuple[list[Path], list[Path]]:
+    """(complete, incomplete) run folders among the given run folders or folders of run folders."""
+    complete, incomplete = [], []
+    for path in paths:
+        if not path.is_dir():
+            raise UserError(f"not a run folder or results folder: {path}")
+        candidates = [path] if (path / "config.json").exists() else sorted(p for p in path.iterdir() if (p / "config.json").exists())
+        for run_dir in candidates:
+            (complete if is_complete(run_dir) else incomplete).append(run_dir)
+    return complete, incomplete
+
+
 def execute(cfg: RunConfig, output: Path = Path("results"), force: bool = False) -> Path:
     """Run (or resume, or find) the run described by `cfg`; returns its complete run folder."""
     cfg = resolve(cfg)

@@ -35,6 +35,12 @@ def make_optimizer(name: str, learning_rate: float):
     return optimizers[name](learning_rate=learning_rate)
 
 
+def compile_for_training(model, settings: TrainSettings) -> None:
+    """Compile with the run's optimizer, categorical cross-entropy and accuracy (the seed's setup)."""
+    model.compile(optimizer=make_optimizer(settings.optimizer, settings.learning_rate),
+                  loss="categorical_crossentropy", metrics=["accuracy"])
+
+
 class EpochTimer(keras.callbacks.Callback):
     """Adds `epoch_seconds` to each epoch's logs, so the history CSV records time per epoch."""
 
@@ -72,11 +78,7 @@ def fit_stage(model, x_fit, y_fit, x_val, y_val, settings: TrainSettings, stage_
     candidates = [beat_val_loss] + (history["val_loss"].tolist() if "val_loss" in history else [])
     best_so_far = min((v for v in candidates if v is not None), default=None)
 
-    model.compile(
-        optimizer=make_optimizer(settings.optimizer, settings.learning_rate),
-        loss="categorical_crossentropy",
-        metrics=["accuracy"],
-    )
+    compile_for_training(model, settings)
     callbacks = [
         keras.callbacks.TerminateOnNaN(),  # a diverged stage stops; the checkpoint keeps its last good model
         EpochTimer(),
