@@ -19,7 +19,7 @@ from .training import TrainSettings, as_model_input, compile_for_training
 
 
 def _time_fit(model, x, y, epochs: int, settings: TrainSettings) -> float:
-    compile_for_training(model, settings)
+    compile_for_training(model, settings, steps_per_epoch=1)
     model.fit(x[:settings.batch_size * 2], y[:settings.batch_size * 2], batch_size=settings.batch_size, verbose=0)  # warm-up
     started = time.perf_counter()
     model.fit(x, y, batch_size=settings.batch_size, epochs=epochs, verbose=0)

@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Optional
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out
+import typer
 
-import typer  # noqa: E402
-
-from .errors import UserError  # noqa: E402
+from .errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Frozen-base transfer learning vs. a scratch CNN on FER2013.")
 data_app = typer.Typer(no_args_is_help=True, help="Make, look at and convert data sets.")
 app.add_typer(data_app, name="data")
+
+
+@app.callback()
+def global_options(verbose: bool = typer.Option(False, "--verbose", help="Also show TensorFlow's own log lines.")):
+    """Frozen-base transfer learning vs. a scratch CNN on FER2013."""
+    from .quiet import import_tensorflow
+
+    import_tensorflow(verbose)
 
 
 @app.command()
@@ -27,10 +32,25 @@ def run(
     data: Optional[Path] = typer.Option(None, help="Dataset folder or fer2013.csv; default: embedded synthetic faces."),
     classes: str = typer.Option("happy,sad", help="'all' or a comma list, e.g. happy,sad."),
     image_size: Optional[int] = typer.Option(None, help="Model input size; default: the model's own."),
-    epochs: int = typer.Option(10),
-    batch_size: int = typer.Option(32),
-    learning_rate: float = typer.Option(0.01, "--learning-rate", "--lr"),
-    optimizer: str = typer.Option("sgd", help="sgd (the seed's, no momentum), adam or rmsprop."),
+    width: Optional[float] = typer.Option(None, help="Channel multiplier of models that have one (vggnet)."),
+    recipe: str = typer.Option("seed", help="Training recipe: seed (the report's 10 epochs of plain SGD) or strong; "
+                               "every option below left unset takes the recipe's value."),
+    epochs: Optional[int] = typer.Option(None),
+    batch_size: Optional[int] = typer.Option(None),
+    optimizer: Optional[str] = typer.Option(None, help="sgd (no momentum in the seed recipe), nesterov, adam, adamw, rmsprop."),
+    learning_rate: Optional[float] = typer.Option(None, "--learning-rate", "--lr"),
+    momentum: Optional[float] = typer.Option(None, help="Momentum of sgd / nesterov."),
+    weight_decay: Optional[float] = typer.Option(None, help="Decoupled weight decay."),
+    label_smoothing: Optional[float] = typer.Option(None),
+    warmup_epochs: Optional[int] = typer.Option(None, help="Linear learning-rate warm-up epochs."),
+    schedule: Optional[str] = typer.Option(None, help="constant or cosine (after the warm-up)."),
+    patience: Optional[int] = typer.Option(None, help="Early stopping on validation loss after this many epochs "
+                                            "without improvement; 0 = off."),
+    augment: Optional[str] = typer.Option(None, help="none or a comma list of flip, shift, rotation, zoom, erasing."),
+    precision: Optional[str] = typer.Option(None, help="auto (bfloat16 where the hardware has it), float32, bfloat16, "
+                                            "float16."),
+    tta: Optional[str] = typer.Option(None, help="Test-time augmentation reported beside the plain numbers: "
+                                      "none, flip or crops."),
     seed: int = typer.Option(42),
     val_split: str = typer.Option("auto", help="Where the checkpoint is picked: 'train' (stratified fraction), "
                                   "'given' (the data's own validation split), 'test' (the seed's protocol); "
@@ -51,7 +71,8 @@ def run(
     """Train and evaluate one model; writes a complete run folder and prints its headline metrics."""
     options = dict(locals())
     output, force = options.pop("output"), options.pop("force")
-    from .run import RunConfig, execute
+    from .config import RunConfig
+    from .run import execute
 
     options["data"] = None if data is None else str(data)
     run_dir = execute(RunConfig(**options), output=output, force=force)
@@ -187,7 +208,8 @@ def benchmark_command(
     """Time frozen-feature extraction and head training; prints ratios against a scratch-CNN epoch."""
     from .benchmark import benchmark
     from .models import check_image_size, model_info
-    from .run import RunConfig, load_run_data
+    from .config import RunConfig
+    from .run import load_run_data
 
     names = [m.strip() for m in models.split(",") if m.strip()]
     for name in names:
@@ -258,8 +280,6 @@ def _require_empty(out: Path) -> None:
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    for noisy in ("absl", "tensorflow", "h5py"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
         app()
     except UserError as error:

@@ -13,6 +13,7 @@ import pandas as pd
 from scipy.stats import binomtest
 
 from .errors import UserError
+from .files import save_figure, write_csv
 from .run import find_run_dirs
 
 BASELINE_MODEL = "scratch"
@@ -124,7 +125,7 @@ def _plot(runs: list[dict], table: pd.DataFrame, out: Path) -> None:
     for ax in list(axes.flat)[len(runs):]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(out / "confusion_matrices.png", dpi=100)
+    save_figure(out / "confusion_matrices.png", fig, dpi=100)
     plt.close(fig)
 
     labels = [f"{m}{'' if v == '-' else '-' + v}\n{s}px s{seed}" for m, v, s, seed in
@@ -138,7 +139,7 @@ def _plot(runs: list[dict], table: pd.DataFrame, out: Path) -> None:
     ax.set_ylim(0, 1)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    fig.savefig(out / "accuracy.png", dpi=110)
+    save_figure(out / "accuracy.png", fig, dpi=110)
     plt.close(fig)
 
 
@@ -152,13 +153,13 @@ def compare(run_dirs: list[Path], out: Path) -> tuple[str, list[Path]]:
     table = pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in runs])
     table = table.sort_values(CONFIG_COLUMNS + ["seed"], kind="stable").reset_index(drop=True)
     out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "comparison.csv", index=False)
+    write_csv(out / "comparison.csv", table, index=False)
     shown = _formatted(table)
     markdown = shown.to_markdown(index=False)
     latex = [shown.to_latex(index=False, escape=True)]
     if table.duplicated(CONFIG_COLUMNS).any():
         summary = summarise_seeds(table)
-        summary.to_csv(out / "summary.csv", index=False)
+        write_csv(out / "summary.csv", summary, index=False)
         summary_shown = _formatted_summary(summary)
         markdown += "\n\nAcross seeds (mean ± std):\n\n" + summary_shown.to_markdown(index=False)
         latex.append(summary_shown.to_latex(index=False, escape=True))

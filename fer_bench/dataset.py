@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,6 +22,7 @@ from PIL import Image
 
 from .classes import canonical_class
 from .errors import UserError
+from .files import save_npz
 
 NATIVE_SIZE = 48
 TEST_SPLIT_NAMES = ("test", "validation", "val", "valid")
@@ -173,19 +173,6 @@ def _decode(root: Path, files: list[tuple[str, Path]], class_names: tuple[str, .
     return make_split(images, labels, names), skipped
 
 
-def save_atomic_npz(path: Path, **arrays) -> None:
-    """Write an .npz so that a crash never leaves a half-written file under its final name."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def read_folder_dataset(root: Path, use_cache: bool = True) -> Dataset:
     """Read (or load from cache) every class of a folder dataset as 48x48 uint8 arrays."""
     root = Path(root)
@@ -230,7 +217,7 @@ def cached_dataset(key: str, use_cache: bool, decode) -> Dataset:
         "formats": dataset.formats,
     }
     arrays = {f"{name}_{part}": getattr(split, part) for name, split in splits.items() for part in ("images", "labels")}
-    save_atomic_npz(cache, meta=np.array(json.dumps(meta)), **arrays)
+    save_npz(cache, meta=np.array(json.dumps(meta)), **arrays)
     return dataset
 
 

@@ -57,3 +57,27 @@ def predictions_table(files: list[str], y_true: np.ndarray, probs: np.ndarray, c
     for i, name in enumerate(class_names):
         table[f"p_{name}"] = probs[:, i]
     return table
+
+
+CROP_SHIFT = 3  # pixels: the 'crops' views are the image shifted this far toward each corner
+
+
+def tta_views(pixels: np.ndarray, mode: str) -> list[np.ndarray]:
+    """Test-time views of (n, h, w, 1) pixels: 'none' the image; 'flip' plus its mirror image;
+    'crops' ten views, the image and its mirror each shifted by CROP_SHIFT px to the four corners
+    and centred (edge pixels repeat), as ten-crop evaluation does for a fixed input size."""
+    views = [pixels]
+    if mode == "crops":
+        s = CROP_SHIFT
+        padded = np.pad(pixels, ((0, 0), (s, s), (s, s), (0, 0)), mode="edge")
+        h, w = pixels.shape[1:3]
+        views = [padded[:, dy:dy + h, dx:dx + w] for dy, dx in ((s, s), (0, 0), (0, 2 * s), (2 * s, 0), (2 * s, 2 * s))]
+    if mode in ("flip", "crops"):
+        views += [v[:, :, ::-1] for v in views]
+    return views
+
+
+def predict_with_tta(model, pixels: np.ndarray, mode: str, batch_size: int = 256) -> np.ndarray:
+    """Class probabilities averaged over the test-time views of `mode`."""
+    views = tta_views(pixels, mode)
+    return sum(model.predict(np.ascontiguousarray(v), batch_size=batch_size, verbose=0) for v in views) / len(views)

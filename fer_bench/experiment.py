@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError
-from .run import RunConfig, execute, is_complete, load_run_data, resolve, resolve_val_split, run_id
+from .config import RunConfig, resolve, resolve_val_split
+from .run import execute, is_complete, load_run_data, run_id
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def plan(experiment: Experiment, output: Path) -> list[tuple[RunConfig, Path, st
     for cfg in experiment.configs:
         cfg = resolve(cfg)
         dataset = load_run_data(cfg)
-        cfg = resolve_val_split(cfg, dataset)
+        cfg = resolve_val_split(cfg, dataset.validation is not None)
         run_dir = Path(output) / run_id(cfg, dataset.fingerprint())
         status = "complete" if is_complete(run_dir) else ("partial" if run_dir.exists() else "to do")
         planned.append((cfg, run_dir, status))

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import cache_dir, save_atomic_npz
+from .dataset import cache_dir
+from .files import save_npz
 from .training import as_model_input
 
 log = logging.getLogger(__name__)
-PRECISION = "float32"
 _CACHE_VERSION = "2"  # bump when the cache file's contents change
 
 
@@ -32,19 +32,19 @@ def weights_key(weights: str, seed: int) -> str:
     return f"file-{h.hexdigest()[:16]}"
 
 
-def feature_cache_path(model: str, weights_id: str, image_size: int, images_sha: str) -> Path:
+def feature_cache_path(model: str, weights_id: str, image_size: int, images_sha: str, precision: str) -> Path:
     """Cache file of one (model, weights, size, image set, precision) combination."""
-    key = f"{_CACHE_VERSION}|{model}|{weights_id}|{image_size}|{images_sha}|{PRECISION}"
+    key = f"{_CACHE_VERSION}|{model}|{weights_id}|{image_size}|{images_sha}|{precision}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:20]
     return cache_dir() / "features" / f"{model}-{image_size}px-{digest}.npz"
 
 
 def extract_features(extractor, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Run the frozen extractor over uint8 images with a progress bar; returns (n, d) float32."""
+    """Run the frozen extractor over uint8 images with a progress bar; returns (n, d) float32 (any precision)."""
     log.info("extracting frozen features of %d images", len(images))
     features = extractor.predict(as_model_input(images), batch_size=batch_size,
                                  verbose=1 if sys.stdout.isatty() else 2)
-    return features.astype(PRECISION)
+    return features.astype(np.float32)
 
 
 def cached_features(extractor, images: np.ndarray, path: Path) -> tuple[np.ndarray, float]:
@@ -57,5 +57,5 @@ def cached_features(extractor, images: np.ndarray, path: Path) -> tuple[np.ndarr
     features = extract_features(extractor, images)
     seconds = time.perf_counter() - started
     log.info("%d feature vectors in %.1f s (%.1f images/s)", len(images), seconds, len(images) / max(seconds, 1e-9))
-    save_atomic_npz(path, features=features, seconds=np.array(seconds))
+    save_npz(path, features=features, seconds=np.array(seconds))
     return features, seconds

@@ -17,14 +17,17 @@ import keras
 import numpy as np
 import pandas as pd
 
+from .config import RunConfig, class_weights
 from .dataset import Dataset, split_validation
-from .evaluation import evaluate_predictions, predictions_table
+from .evaluation import evaluate_predictions, predict_with_tta, predictions_table
 from .features import cached_features, feature_cache_path, weights_key
+from .files import save_model, write_csv, write_json
 from .models import BuiltModel, create_model
 from .models.transfer import unfreeze_top
 from .plots import plot_confusion, plot_curves
-from .run import RunConfig, class_weights, write_json
 from .training import TrainSettings, as_model_input, fit_stage
+from .training.augment import with_augmentation
+from .training.precision import precision_policy
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +71,9 @@ def _pixels(dataset: Dataset) -> Callable[[str], np.ndarray]:
 
 def _train_scratch(built: BuiltModel, cfg, dataset, settings, run_dir):
     data = StageData(cfg, dataset, _pixels(dataset))
-    history = data.fit(built.full, settings, run_dir, run_dir / "best.keras")
+    history = data.fit(with_augmentation(built.full, cfg.augment, cfg.seed), settings, run_dir, run_dir / "best.keras")
     best = keras.models.load_model(run_dir / "best.keras")
-    return best.predict(data.x_test, batch_size=256, verbose=0), history, data, count_params(built.full)
+    return best.predict(data.x_test, batch_size=256, verbose=0), history, data, count_params(built.full), best
 
 
 def _train_transfer(built: BuiltModel, cfg, dataset, settings, run_dir):
@@ -79,7 +82,7 @@ def _train_transfer(built: BuiltModel, cfg, dataset, settings, run_dir):
     params = {"feature_extraction_seconds": 0.0}
 
     def features_of(split: str) -> np.ndarray:
-        path = feature_cache_path(cfg.model, weights_id, cfg.image_size, fingerprint[f"{split}_sha256"])
+        path = feature_cache_path(cfg.model, weights_id, cfg.image_size, fingerprint[f"{split}_sha256"], cfg.precision)
         features, seconds = cached_features(built.extractor, dataset.splits()[split].images, path)
         params["feature_extraction_seconds"] += seconds
         return features
@@ -90,40 +93,47 @@ def _train_transfer(built: BuiltModel, cfg, dataset, settings, run_dir):
     built.head.set_weights(keras.models.load_model(run_dir / "head.keras").get_weights())
     params.update(count_params(built.full))
     if cfg.variant == "frozen":
-        built.full.save(run_dir / "best.keras")
-        return built.head.predict(data.x_test, batch_size=1024, verbose=0), history, data, params
+        save_model(run_dir / "best.keras", built.full)
+        return built.head.predict(data.x_test, batch_size=1024, verbose=0), history, data, params, built.full
 
     finetune_dir = run_dir / "finetune"
-    if not (finetune_dir / "_backup").exists():  # stage 1's model is the one to beat
-        built.full.save(run_dir / "best.keras")
+    if not finetune_dir.exists():  # fine-tuning has not started: stage 1's model is the one to beat
+        save_model(run_dir / "best.keras", built.full)
     log.info("finetune: unfroze %d layers of %s's top block(s)", unfreeze_top(built), cfg.model)
     params.update(count_params(built.full))
     pixels = StageData(cfg, dataset, _pixels(dataset))
-    tuned = pixels.fit(built.full, replace(settings, epochs=cfg.finetune_epochs, learning_rate=cfg.finetune_learning_rate),
+    tuned = pixels.fit(with_augmentation(built.full, cfg.augment, cfg.seed),
+                       replace(settings, epochs=cfg.finetune_epochs, learning_rate=cfg.finetune_learning_rate, warmup_epochs=0),
                        finetune_dir, run_dir / "best.keras", beat_val_loss=float(history["val_loss"].min()))
     tuned = tuned.assign(epoch=tuned["epoch"] + len(history), stage="finetune")
     history = pd.concat([history.assign(stage="head"), tuned], ignore_index=True)
     best = keras.models.load_model(run_dir / "best.keras")
-    return best.predict(pixels.x_test, batch_size=64, verbose=0), history, pixels, params
+    return best.predict(pixels.x_test, batch_size=64, verbose=0), history, pixels, params, best
 
 
 def train_and_evaluate(cfg: RunConfig, dataset: Dataset, run_dir: Path) -> dict:
     """Fit, pick the best checkpoint by validation loss, evaluate it on the test split."""
     keras.utils.set_random_seed(cfg.seed)
-    built = create_model(cfg.model, len(dataset.class_names), cfg.image_size, weights=cfg.weights)
     settings = TrainSettings(
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        learning_rate=cfg.learning_rate,
-        optimizer=cfg.optimizer,
+        **{key: getattr(cfg, key) for key in ("epochs", "batch_size", "learning_rate", "optimizer", "momentum",
+                                              "weight_decay", "label_smoothing", "warmup_epochs", "schedule", "patience")},
         class_weight=class_weights(cfg, dataset.train.labels),
         tensorboard_dir=run_dir / "tensorboard" if cfg.tensorboard else None,
     )
-    log.info("%s (%s weights): %d train, %d test images", cfg.model, cfg.weights, len(dataset.train), len(dataset.test))
-    train = _train_scratch if built.extractor is None else _train_transfer
-    probs, history, data, params = train(built, cfg, dataset, settings, run_dir)
+    log.info("%s (%s weights, %s recipe, %s): %d train, %d test images", cfg.model, cfg.weights, cfg.recipe,
+             cfg.precision, len(dataset.train), len(dataset.test))
+    with precision_policy(cfg.precision):
+        built = create_model(cfg.model, len(dataset.class_names), cfg.image_size, weights=cfg.weights, width=cfg.width)
+        train = _train_scratch if built.extractor is None else _train_transfer
+        probs, history, data, params, best = train(built, cfg, dataset, settings, run_dir)
 
     metrics, per_class, cm = evaluate_predictions(dataset.test.labels, probs, dataset.class_names, data.fit_labels)
+    frozen = built.extractor is not None and cfg.variant == "frozen"
+    if cfg.tta != "none":
+        tta_probs = predict_with_tta(best, as_model_input(dataset.test.images), cfg.tta)
+        tta_metrics, _, _ = evaluate_predictions(dataset.test.labels, tta_probs, dataset.class_names, data.fit_labels)
+        metrics["tta"] = {"mode": cfg.tta, **{k: tta_metrics[k] for k in ("accuracy", "accuracy_ci95", "balanced_accuracy",
+                                                                             "macro_f1")}}
     best_row = history.loc[history["val_loss"].idxmin()]
     metrics.update(
         model=cfg.model,
@@ -131,6 +141,9 @@ def train_and_evaluate(cfg: RunConfig, dataset: Dataset, run_dir: Path) -> dict:
         weights=cfg.weights,
         classes=list(dataset.class_names),
         image_size=cfg.image_size,
+        recipe=cfg.recipe,
+        precision=cfg.precision,
+        augmentation="none (frozen base: features computed once, without augmentation)" if frozen else cfg.augment,
         validation={
             "test": "test split (the seed's protocol: checkpoint chosen on the reported split)",
             "given": "the data's own validation split",
@@ -147,13 +160,11 @@ def train_and_evaluate(cfg: RunConfig, dataset: Dataset, run_dir: Path) -> dict:
     metrics.setdefault("feature_extraction_seconds", 0.0)
     metrics["total_train_seconds"] = metrics["train_seconds"] + metrics["feature_extraction_seconds"]
     write_json(run_dir / "metrics.json", metrics)
-    per_class.to_csv(run_dir / "per_class.csv", index=False)
-    pd.DataFrame(cm, index=dataset.class_names, columns=dataset.class_names).rename_axis("true \\ predicted").to_csv(
-        run_dir / "confusion_matrix.csv"
-    )
-    predictions_table(dataset.test.files, dataset.test.labels, probs, dataset.class_names).to_csv(
-        run_dir / "predictions.csv", index=False
-    )
+    write_csv(run_dir / "per_class.csv", per_class, index=False)
+    write_csv(run_dir / "confusion_matrix.csv", pd.DataFrame(cm, index=dataset.class_names, columns=dataset.class_names)
+              .rename_axis("true \\ predicted"))
+    write_csv(run_dir / "predictions.csv", predictions_table(dataset.test.files, dataset.test.labels, probs,
+                                                            dataset.class_names), index=False)
     plot_curves(history, run_dir / "curves.png", run_dir.name)
     plot_confusion(cm, dataset.class_names, run_dir / "confusion_matrix.png", run_dir.name)
     return {key: metrics[key] for key in ("accuracy", "balanced_accuracy", "macro_f1", "majority_baseline_accuracy",

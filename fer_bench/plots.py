@@ -12,6 +12,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
 
+from .files import save_figure  # noqa: E402
+
 
 def plot_curves(history: pd.DataFrame, path: Path, title: str) -> None:
     """Loss and accuracy per epoch for training and validation (the seed's Figure 3)."""
@@ -27,7 +29,7 @@ def plot_curves(history: pd.DataFrame, path: Path, title: str) -> None:
     axes[-1].set_xlabel("epoch")
     axes[0].set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(path, fig, dpi=110)
     plt.close(fig)
 
 
@@ -49,7 +51,7 @@ def plot_confusion(cm: np.ndarray, class_names, path: Path, title: str) -> None:
     draw_confusion(axes[1], cm, class_names, normalise=True, title="row-normalised (recall)")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(path, fig, dpi=110)
     plt.close(fig)
 
 
@@ -64,5 +66,5 @@ def plot_benchmark(table: pd.DataFrame, path: Path) -> None:
     ax.set_title(f"frozen bases at {int(table['image_size'].iloc[0])} px")
     ax.margins(y=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(path, fig, dpi=110)
     plt.close(fig)

@@ -6,8 +6,10 @@ import keras
 import pandas as pd
 import pytest
 
-from fer_bench import training
-from fer_bench.run import COMPLETE_MARKER, RunConfig, execute
+from fer_bench import harness
+from fer_bench.config import RunConfig
+from fer_bench.run import COMPLETE_MARKER, execute
+from fer_bench.training import callbacks
 
 RUN_FILES = {
     "config.json", "data.json", "environment.json", "history.csv", "best.keras", "metrics.json",
@@ -61,12 +63,12 @@ def test_same_command_finds_complete_run(finished_run, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("trained again")
 
-    monkeypatch.setattr(training, "fit_stage", no_training)
+    monkeypatch.setattr(harness, "train_and_evaluate", no_training)
     assert execute(RunConfig(epochs=6, seed=1), output=finished_run.parent) == finished_run
 
 
 def test_interrupted_run_resumes_from_last_epoch(tmp_path, monkeypatch):
-    original = training.EpochTimer.on_epoch_end
+    original = callbacks.EpochTimer.on_epoch_end
     epochs_started = []
 
     def crash_after_two_epochs(self, epoch, logs=None):
@@ -74,7 +76,7 @@ def test_interrupted_run_resumes_from_last_epoch(tmp_path, monkeypatch):
         if epoch == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(training.EpochTimer, "on_epoch_end", crash_after_two_epochs)
+    monkeypatch.setattr(callbacks.EpochTimer, "on_epoch_end", crash_after_two_epochs)
     cfg = RunConfig(epochs=4, seed=3, classes="happy,sad,surprise")
     with pytest.raises(KeyboardInterrupt):
         execute(cfg, output=tmp_path)
@@ -82,8 +84,8 @@ def test_interrupted_run_resumes_from_last_epoch(tmp_path, monkeypatch):
     assert not (run_dir / COMPLETE_MARKER).exists()
     assert len(pd.read_csv(run_dir / "history.csv")) == 2
 
-    monkeypatch.setattr(training.EpochTimer, "on_epoch_end", original)
-    monkeypatch.setattr(training.EpochTimer, "on_epoch_begin",
+    monkeypatch.setattr(callbacks.EpochTimer, "on_epoch_end", original)
+    monkeypatch.setattr(callbacks.EpochTimer, "on_epoch_begin",
                         lambda self, epoch, logs=None: (epochs_started.append(epoch), setattr(self, "_start", 0.0)))
     assert execute(cfg, output=tmp_path) == run_dir
     assert epochs_started == [2, 3]  # resumed, not restarted

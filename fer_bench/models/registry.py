@@ -24,6 +24,7 @@ class ModelInfo:
     min_size: int
     transfer: bool = False
     keras_weights_file: str | None = None  # ImageNet no-top weights file name in ~/.keras/models
+    default_width: float | None = None  # channel multiplier of models that have a width setting
 
 
 @dataclass

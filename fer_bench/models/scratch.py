@@ -36,5 +36,5 @@ def build_scratch(info: ModelInfo, num_classes: int, image_size: int, **_options
     x = layers.Activation("relu")(x)
     x = layers.Dropout(0.5)(x)
     x = layers.Dense(num_classes)(x)
-    probs = layers.Activation("softmax", name="probs")(x)
+    probs = layers.Activation("softmax", dtype="float32", name="probs")(x)
     return BuiltModel(info, keras.Model(pixels, probs, name="scratch"))

@@ -131,7 +131,7 @@ def build_transfer(info: ModelInfo, num_classes: int, image_size: int, weights: 
     feature_in = keras.Input((features.shape[-1],), name="features")
     h = layers.Normalization(name="feature_norm")(feature_in)
     h = layers.Dropout(HEAD_DROPOUT, name="head_dropout")(h)
-    probs = layers.Dense(num_classes, activation="softmax", name="probs")(h)
+    probs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="probs")(h)
     head = keras.Model(feature_in, probs, name="head")
 
     full = keras.Model(pixels, head(extractor(pixels)), name=info.name)

@@ -1,0 +1,179 @@
+"""The run config and the training recipes it draws its defaults from.
+
+A recipe is a named set of training values (`seed`: the student report's 10 epochs of plain SGD;
+`strong`: a modern from-scratch recipe). Every recipe value is also a run option: an option left
+unset takes the recipe's value, an option given overrides it, and the resolved config, with every
+value filled in, is what `config.json` records and what the run id hashes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import numpy as np
+
+from .classes import parse_classes
+from .errors import UserError
+
+AUGMENTATIONS = ("flip", "shift", "rotation", "zoom", "erasing")
+OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw", "rmsprop")
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+TTA_MODES = ("none", "flip", "crops")
+
+RECIPES: dict[str, dict] = {
+    # The seed report: batch 32, 10 epochs, Keras' default SGD (lr 0.01, no momentum), nothing else.
+    "seed": dict(epochs=10, batch_size=32, optimizer="sgd", learning_rate=0.01, momentum=0.0, weight_decay=0.0,
+                 label_smoothing=0.0, warmup_epochs=0, schedule="constant", patience=0, augment="none",
+                 precision="float32", tta="none"),
+    # Modern from-scratch training, values chosen on a 10 % validation split of FER2013 train:
+    # on-the-fly augmentation, AdamW with decoupled weight decay, linear warm-up then cosine decay,
+    # label smoothing, early stopping on validation loss, flip test-time augmentation.
+    "strong": dict(epochs=40, batch_size=64, optimizer="adamw", learning_rate=2e-3, momentum=0.9, weight_decay=0.05,
+                   label_smoothing=0.1, warmup_epochs=2, schedule="cosine", patience=10,
+                   augment="flip,shift,rotation,zoom,erasing", precision="auto", tta="flip"),
+}
+RECIPE_KEYS = tuple(RECIPES["seed"])
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run; every field is a `fer-bench run` flag.
+
+    Fields left None take their value from the recipe (training values) or the model (size, width).
+    """
+
+    model: str = "scratch"
+    data: str | None = None  # None: the embedded synthetic faces
+    classes: str = "happy,sad"
+    image_size: int | None = None  # None: the model's own default size
+    width: float | None = None  # channel multiplier of models that have one (None: the model's default)
+    recipe: str = "seed"
+    epochs: int | None = None
+    batch_size: int | None = None
+    optimizer: str | None = None
+    learning_rate: float | None = None
+    momentum: float | None = None  # sgd / nesterov
+    weight_decay: float | None = None  # decoupled, every optimizer
+    label_smoothing: float | None = None
+    warmup_epochs: int | None = None
+    schedule: str | None = None  # 'constant' or 'cosine' (after the warm-up)
+    patience: int | None = None  # early stopping on validation loss; 0 = off
+    augment: str | None = None  # comma list of AUGMENTATIONS, or 'none'
+    precision: str | None = None  # 'auto' resolves to float32 or bfloat16 for this machine
+    tta: str | None = None  # test-time augmentation reported beside the plain numbers
+    seed: int = 42
+    val_split: str = "auto"  # 'train': stratified fraction of train; 'given': the data's own validation
+    # split (fer2013.csv PublicTest); 'test': the seed's protocol; 'auto': 'given' if the data has one, else 'train'
+    val_fraction: float = 0.1
+    weights: str | None = None  # transfer models: 'imagenet' (default), 'none' or a file path
+    variant: str = "frozen"  # transfer models: 'frozen' or 'finetune'
+    finetune_epochs: int = 5
+    finetune_learning_rate: float = 1e-4
+    class_weight: str = "none"  # or 'balanced'
+    test_usage: str = "PrivateTest"  # fer2013.csv only: which Usage is the test set
+    dedupe: bool = False
+    tensorboard: bool = False
+    strict: bool = False
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "RunConfig":
+        """Build from a mapping such as an experiment TOML row, refusing unknown keys (naming the nearest)."""
+        import difflib
+
+        known = [f.name for f in fields(cls)]
+        for key in sorted(set(values) - set(known)):
+            near = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else f"; known: {', '.join(sorted(known))}"
+            raise UserError(f"unknown run option {key!r}{hint}")
+        return cls(**values)
+
+
+def _check_choice(key: str, value, allowed) -> None:
+    if value not in allowed:
+        raise UserError(f"--{key.replace('_', '-')} must be one of {', '.join(allowed)}, got {value!r}")
+
+
+def _resolve_augment(value: str) -> str:
+    if value in ("none", ""):
+        return "none"
+    ops = [op.strip() for op in value.split(",") if op.strip()]
+    for op in ops:
+        _check_choice("augment", op, AUGMENTATIONS + ("none",))
+    return ",".join(op for op in AUGMENTATIONS if op in ops)  # canonical order: the same set, the same id
+
+
+def resolve(cfg: RunConfig) -> RunConfig:
+    """Fill recipe and model defaults and check every option value; returns a new config."""
+    from .models import check_image_size, model_info
+    from .training.precision import resolve_precision
+
+    info = model_info(cfg.model)
+    _check_choice("recipe", cfg.recipe, tuple(RECIPES))
+    values = asdict(cfg)
+    for key, default in RECIPES[cfg.recipe].items():
+        if values[key] is None:
+            values[key] = default
+    values["image_size"] = cfg.image_size or info.default_size
+    check_image_size(info, values["image_size"])
+    if info.default_width is None:
+        if cfg.width is not None:
+            raise UserError(f"{cfg.model} has no width setting (--width applies to: vggnet)")
+    else:
+        values["width"] = float(cfg.width or info.default_width)
+        if values["width"] <= 0:
+            raise UserError("--width must be positive")
+    wanted = parse_classes(cfg.classes)
+    values["classes"] = "all" if wanted is None else ",".join(wanted)
+    if info.transfer:
+        values["weights"] = cfg.weights or "imagenet"
+        if values["weights"] not in ("imagenet", "none"):
+            if not Path(values["weights"]).is_file():
+                raise UserError(f"weights file not found: {values['weights']}")
+            values["weights"] = str(Path(values["weights"]).resolve())
+        _check_choice("variant", cfg.variant, ("frozen", "finetune"))
+    else:
+        if cfg.weights not in (None, "none"):
+            raise UserError(f"{cfg.model} is trained from scratch and takes no --weights")
+        if cfg.variant != "frozen":
+            raise UserError(f"--variant applies to transfer models only, not {cfg.model}")
+        values["weights"] = "none"
+    choices = {"val_split": ("auto", "train", "given", "test"), "class_weight": ("none", "balanced"),
+               "optimizer": OPTIMIZERS, "schedule": ("constant", "cosine"), "precision": PRECISIONS, "tta": TTA_MODES}
+    for key, allowed in choices.items():
+        _check_choice(key, values[key], allowed)
+    values["augment"] = _resolve_augment(values["augment"])
+    values["precision"] = resolve_precision(values["precision"])
+    for key in ("epochs", "batch_size"):
+        if values[key] < 1:
+            raise UserError(f"--{key.replace('_', '-')} must be at least 1")
+    for key in ("learning_rate", "finetune_learning_rate"):
+        if not values[key] > 0:
+            raise UserError(f"--{key.replace('_', '-')} must be positive")
+    for key in ("momentum", "weight_decay", "label_smoothing", "warmup_epochs", "patience"):
+        if values[key] < 0:
+            raise UserError(f"--{key.replace('_', '-')} must not be negative")
+    if not 0 < values["val_fraction"] < 1:
+        raise UserError("--val-fraction must be between 0 and 1")
+    if cfg.data is not None:
+        values["data"] = str(Path(cfg.data).resolve())
+    return RunConfig(**values)
+
+
+def resolve_val_split(cfg: RunConfig, has_validation: bool) -> RunConfig:
+    """Turn val_split 'auto' into 'given' or 'train' for this data; refuse 'given' without one."""
+    if cfg.val_split == "auto":
+        return replace(cfg, val_split="given" if has_validation else "train")
+    if cfg.val_split == "given" and not has_validation:
+        raise UserError("--val-split given needs data with its own validation split (e.g. fer2013.csv PublicTest)")
+    return cfg
+
+
+def class_weights(cfg: RunConfig, labels: np.ndarray) -> dict[int, float] | None:
+    """sklearn's 'balanced' class weights when asked for, else None."""
+    if cfg.class_weight != "balanced":
+        return None
+    from sklearn.utils.class_weight import compute_class_weight
+
+    classes = np.unique(labels)
+    return {int(c): float(w) for c, w in zip(classes, compute_class_weight("balanced", classes=classes, y=labels))}

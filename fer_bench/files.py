@@ -1,0 +1,59 @@
+"""Atomic file writes: every file is written under a temporary name beside its target and renamed
+into place, so a crash or a kill never leaves a half-written file under its final name, and
+concurrent writers of the same file (shared caches) never see each other's partial output."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path):
+    """Yield a temporary path beside `path` (same suffixes, e.g. `.weights.h5`); on success it is renamed to `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stem = path.name[: len(path.name) - len("".join(path.suffixes))]
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{stem}.", suffix=f".tmp{''.join(path.suffixes)}")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json(path: Path, value) -> None:
+    """JSON with indentation, written atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(value, indent=2, default=str) + "\n")
+
+
+def write_csv(path: Path, frame, **options) -> None:
+    """A pandas DataFrame as CSV, written atomically."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, **options)
+
+
+def save_figure(path: Path, fig, **options) -> None:
+    """A matplotlib figure as PNG, written atomically."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", **options)
+
+
+def save_model(path: Path, model) -> None:
+    """A Keras model as `.keras`, written atomically."""
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+
+
+def save_npz(path: Path, **arrays) -> None:
+    """Arrays as `.npz`, written atomically."""
+    with atomic_path(path) as tmp:
+        np.savez(tmp, **arrays)

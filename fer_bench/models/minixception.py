@@ -1,0 +1,53 @@
+"""mini-Xception (Arriaga, Valdenegro-Toro & Plöger 2017, "Real-time Convolutional Neural Networks
+for Emotion and Gender Classification"), the network inside the `fer` package, registered as
+`minixception`: two plain 3x3 convolutions, four residual blocks of depthwise-separable
+convolutions (16→128 channels), then a convolution to one map per class and global average
+pooling. About 60 k parameters; 64x64 input as in the paper (48x48 faces are resized)."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from ..dataset import NATIVE_SIZE
+from .registry import BuiltModel, ModelInfo, register_model
+
+MINIXCEPTION = ModelInfo(
+    name="minixception",
+    description="mini-Xception (Arriaga et al. 2017), ~60k params, the `fer` package's network",
+    default_size=64,
+    min_size=32,
+)
+BLOCK_CHANNELS = (16, 32, 64, 128)
+L2 = 0.01
+
+
+@register_model(MINIXCEPTION)
+def build_minixception(info: ModelInfo, num_classes: int, image_size: int, **_options) -> BuiltModel:
+    """Raw pixels → resize → −1..1 → two convs → four separable residual blocks → class maps → GAP → softmax."""
+    reg = keras.regularizers.L2(L2)
+    pixels = keras.Input((NATIVE_SIZE, NATIVE_SIZE, 1), name="pixels")
+    x = pixels
+    if image_size != NATIVE_SIZE:
+        x = layers.Resizing(image_size, image_size, interpolation="bilinear", name="resize")(x)
+    x = layers.Rescaling(1 / 127.5, offset=-1.0, name="rescale")(x)
+    for i in (1, 2):
+        x = layers.Conv2D(8, 3, use_bias=False, kernel_regularizer=reg, name=f"stem_conv{i}")(x)
+        x = layers.BatchNormalization(name=f"stem_bn{i}")(x)
+        x = layers.ReLU(name=f"stem_relu{i}")(x)
+    for block, channels in enumerate(BLOCK_CHANNELS, start=1):
+        residual = layers.Conv2D(channels, 1, strides=2, padding="same", use_bias=False, name=f"block{block}_shortcut")(x)
+        residual = layers.BatchNormalization(name=f"block{block}_shortcut_bn")(residual)
+        x = layers.SeparableConv2D(channels, 3, padding="same", use_bias=False, depthwise_regularizer=reg,
+                                   pointwise_regularizer=reg, name=f"block{block}_sep1")(x)
+        x = layers.BatchNormalization(name=f"block{block}_bn1")(x)
+        x = layers.ReLU(name=f"block{block}_relu")(x)
+        x = layers.SeparableConv2D(channels, 3, padding="same", use_bias=False, depthwise_regularizer=reg,
+                                   pointwise_regularizer=reg, name=f"block{block}_sep2")(x)
+        x = layers.BatchNormalization(name=f"block{block}_bn2")(x)
+        x = layers.MaxPooling2D(3, strides=2, padding="same", name=f"block{block}_pool")(x)
+        x = layers.Add(name=f"block{block}_add")([x, residual])
+    x = layers.Conv2D(num_classes, 3, padding="same", name="class_maps")(x)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    probs = layers.Activation("softmax", dtype="float32", name="probs")(x)
+    return BuiltModel(info, keras.Model(pixels, probs, name="minixception"))

@@ -1,0 +1,6 @@
+"""Training: the fit loop (checkpoint, history, resume), optimisers and schedules, augmentation
+layers, numeric precision."""
+
+from .fit import TrainSettings, as_model_input, compile_for_training, fit_stage
+
+__all__ = ["TrainSettings", "as_model_input", "compile_for_training", "fit_stage"]

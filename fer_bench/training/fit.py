@@ -1,0 +1,140 @@
+"""The one training loop: fit with the run's optimiser and schedule, a best-by-validation-loss
+checkpoint, a per-epoch history CSV, early stopping, and resume from the last finished epoch."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from ..files import write_csv, write_json
+from .callbacks import BestCheckpoint, EarlyStop, EpochTimer, HistoryWriter, ResumePoint, read_resume_point
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainSettings:
+    """Optimisation settings shared by every model (defaults are the seed's recipe)."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    learning_rate: float = 0.01
+    optimizer: str = "sgd"
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    label_smoothing: float = 0.0
+    warmup_epochs: int = 0
+    schedule: str = "constant"
+    patience: int = 0  # early stopping on validation loss; 0 = off
+    class_weight: dict[int, float] | None = None
+    tensorboard_dir: Path | None = None
+
+
+def learning_rate_schedule(settings: TrainSettings, steps_per_epoch: int):
+    """A constant rate, or linear warm-up then cosine decay to zero over the stage's epochs."""
+    warmup = settings.warmup_epochs * steps_per_epoch
+    total = settings.epochs * steps_per_epoch
+    if settings.schedule == "constant" and not warmup:
+        return settings.learning_rate
+    if settings.schedule == "constant":
+        return keras.optimizers.schedules.CosineDecay(0.0, decay_steps=1, alpha=1.0, warmup_target=settings.learning_rate,
+                                                      warmup_steps=warmup)
+    return keras.optimizers.schedules.CosineDecay(0.0, decay_steps=max(total - warmup, 1), warmup_target=settings.learning_rate,
+                                                  warmup_steps=warmup)
+
+
+def make_optimizer(settings: TrainSettings, steps_per_epoch: int):
+    """Keras optimizer by name; 'sgd' with momentum 0 is Keras' plain SGD, as in the seed."""
+    lr = learning_rate_schedule(settings, steps_per_epoch)
+    decay = {"weight_decay": settings.weight_decay} if settings.weight_decay else {}
+    if settings.optimizer in ("sgd", "nesterov"):
+        return keras.optimizers.SGD(lr, momentum=settings.momentum, nesterov=settings.optimizer == "nesterov", **decay)
+    optimizers = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "rmsprop": keras.optimizers.RMSprop}
+    if settings.optimizer == "adamw":
+        decay = {"weight_decay": settings.weight_decay}  # AdamW's own default decay is not zero
+    return optimizers[settings.optimizer](lr, **decay)
+
+
+def compile_for_training(model, settings: TrainSettings, steps_per_epoch: int) -> None:
+    """Compile with the run's optimizer and schedule, (label-smoothed) categorical cross-entropy, accuracy."""
+    model.compile(optimizer=make_optimizer(settings, steps_per_epoch),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=settings.label_smoothing),
+                  metrics=["accuracy"])
+
+
+def read_history(path: Path) -> pd.DataFrame:
+    """A history CSV with one row per finished epoch."""
+    if not path.exists():
+        return pd.DataFrame({"epoch": pd.Series(dtype=int)})
+    return pd.read_csv(path)
+
+
+def fit_stage(model, x_fit, y_fit, x_val, y_val, settings: TrainSettings, stage_dir: Path, best_path: Path,
+              beat_val_loss: float | None = None) -> pd.DataFrame:
+    """Train `model` for settings.epochs (or until early stopping), resuming an interrupted attempt.
+
+    Writes stage_dir/history.csv and the best model by validation loss to `best_path` (only when
+    it beats `beat_val_loss`, if given); returns the history of all epochs of this stage. A finished
+    stage leaves `stage_dir/stage.json`, so calling this again returns its history at once.
+    """
+    history_path, resume_dir, done_path = stage_dir / "history.csv", stage_dir / "_resume", stage_dir / "stage.json"
+    if done_path.exists() and best_path.exists():
+        return read_history(history_path)
+    epochs_done, weights = read_resume_point(resume_dir)
+    history = read_history(history_path)
+    history = history[history["epoch"] < epochs_done]  # epochs after the resume point are redone
+    write_csv(history_path, history, index=False)
+    candidates = [beat_val_loss] + (history["val_loss"].tolist() if "val_loss" in history else [])
+    best_so_far = min((v for v in candidates if v is not None), default=None)
+
+    compile_for_training(model, settings, steps_per_epoch=-(-len(x_fit) // settings.batch_size))
+    if weights is not None:
+        model.optimizer.build(model.trainable_variables)
+        model.load_weights(weights)
+        log.info("resuming after epoch %d of %d", epochs_done, settings.epochs)
+    early_stop = EarlyStop(settings.patience, history.get("val_loss", pd.Series()).tolist())
+    callbacks = [
+        keras.callbacks.TerminateOnNaN(),  # a diverged stage stops; the checkpoint keeps its last good model
+        EpochTimer(),
+        BestCheckpoint(best_path, best_so_far),
+        HistoryWriter(history_path, history),
+        ResumePoint(resume_dir),
+        early_stop,
+    ]
+    if settings.tensorboard_dir is not None:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(settings.tensorboard_dir)))
+    if epochs_done < settings.epochs:
+        model.fit(
+            x_fit,
+            y_fit,
+            batch_size=settings.batch_size,
+            epochs=settings.epochs,
+            initial_epoch=epochs_done,
+            validation_data=(x_val, y_val),
+            class_weight=settings.class_weight,
+            shuffle=True,
+            callbacks=callbacks,
+            verbose=1 if sys.stdout.isatty() else 2,  # bars in a terminal, a line per epoch in logs
+        )
+    history = read_history(history_path)
+    if history["loss"].isna().any():
+        log.warning("warning: training diverged (NaN loss) in epoch %d and stopped; the best checkpoint before it is kept",
+                    int(history.loc[history["loss"].isna(), "epoch"].iloc[0]) + 1)
+    elif early_stop.stopped_early:
+        log.info("early stop after epoch %d: validation loss has not improved for %d epochs", len(history),
+                 settings.patience)
+    write_json(done_path, {"epochs_run": len(history), "stopped_early": early_stop.stopped_early})
+    shutil.rmtree(resume_dir, ignore_errors=True)
+    return history
+
+
+def as_model_input(images: np.ndarray) -> np.ndarray:
+    """(n, 48, 48) uint8 pixels → (n, 48, 48, 1) float32 raw 0-255, every model's input."""
+    return images[..., None].astype(np.float32)

@@ -1,0 +1,77 @@
+"""Runs survive SIGKILL at any moment, two processes never train one run, and a run that cannot
+start leaves nothing behind."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from fer_bench.run import COMPLETE_MARKER
+
+EPOCHS = 4
+
+
+def _start(out: Path, *extra: str) -> subprocess.Popen:
+    command = [sys.executable, "-m", "fer_bench", "run", "--epochs", str(EPOCHS), "--output", str(out), *extra]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+
+
+def _history(out: Path) -> pd.DataFrame | None:
+    for path in out.glob("*/history.csv"):
+        frame = pd.read_csv(path)
+        if len(frame):
+            return frame
+    return None
+
+
+def test_sigkill_after_first_epoch_then_rerun_completes_each_epoch_once(tmp_path):
+    out = tmp_path / "results"
+    process = _start(out)
+    deadline = time.monotonic() + 240
+    while _history(out) is None:
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "no epoch finished in time"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    assert not (run_dir / COMPLETE_MARKER).exists()
+
+    rerun = _start(out)
+    stdout, stderr = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, stderr
+    assert "resuming" in stderr
+    history = pd.read_csv(run_dir / "history.csv")
+    assert history["epoch"].tolist() == list(range(EPOCHS))
+    assert json.loads((run_dir / COMPLETE_MARKER).read_text())["resumed"] is True
+    assert not list(run_dir.rglob(".*.tmp*")), "a temporary file was left behind"
+
+
+def test_two_concurrent_starts_of_one_run_train_it_once(tmp_path):
+    out = tmp_path / "results"
+    first, second = _start(out), _start(out)
+    results = [p.communicate(timeout=300) for p in (first, second)]
+    codes = sorted([first.returncode, second.returncode])
+    assert codes in ([0, 0], [0, 2]), results
+    if codes == [0, 2]:  # the loser was refused with one clear line
+        loser = results[[first.returncode, second.returncode].index(2)]
+        assert loser[1].strip().splitlines()[-1].startswith("error: run ") and "another process" in loser[1]
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    assert pd.read_csv(run_dir / "history.csv")["epoch"].tolist() == list(range(EPOCHS))
+
+
+def test_run_that_cannot_start_leaves_no_folder(tmp_path, cli, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    out = tmp_path / "results"
+    wrong = tmp_path / "wrong.weights.h5"
+    import keras
+
+    keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]).save_weights(wrong)
+    code, _, err = cli("run", "--model", "vgg16", "--image-size", "32", "--weights", str(wrong), "--output", out)
+    assert code == 2 and err.startswith("error: cannot load weights")
+    assert not out.exists() or not any(p.is_dir() for p in out.iterdir())

@@ -1,0 +1,132 @@
+"""Recipes, augmentation, precision, test-time augmentation and the strong scratch models."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from fer_bench.config import RECIPES, RunConfig, resolve
+from fer_bench.errors import UserError
+from fer_bench.evaluation import predict_with_tta, tta_views
+from fer_bench.models import create_model
+from fer_bench.run import execute, run_id
+from fer_bench.training.augment import with_augmentation
+from fer_bench.training.precision import cpu_has_fast_bfloat16, precision_policy, resolve_precision
+
+FINGERPRINT = {"train_sha256": "a", "test_sha256": "b"}
+
+
+def test_recipe_values_fill_unset_options_and_change_the_run_id():
+    seed = resolve(RunConfig())
+    strong = resolve(RunConfig(recipe="strong"))
+    assert (seed.epochs, seed.optimizer, seed.learning_rate, seed.augment) == (10, "sgd", 0.01, "none")
+    assert strong.optimizer == "adamw" and strong.label_smoothing == 0.1 and strong.schedule == "cosine"
+    assert strong.augment == RECIPES["strong"]["augment"]
+    assert run_id(seed, FINGERPRINT) != run_id(strong, FINGERPRINT)
+    # an override wins over the recipe and is part of the identity too
+    assert resolve(RunConfig(recipe="strong", epochs=3)).epochs == 3
+    assert run_id(strong, FINGERPRINT) != run_id(resolve(RunConfig(recipe="strong", epochs=3)), FINGERPRINT)
+    # the same augmentations in another order are the same run
+    a = resolve(RunConfig(augment="zoom,flip"))
+    b = resolve(RunConfig(augment="flip,zoom"))
+    assert a.augment == "flip,zoom" and run_id(a, FINGERPRINT) == run_id(b, FINGERPRINT)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"recipe": "fancy"}, "--recipe must be one of"),
+    ({"augment": "flip,blur"}, "--augment must be one of"),
+    ({"precision": "int8"}, "--precision must be one of"),
+    ({"tta": "all"}, "--tta must be one of"),
+    ({"width": 0.5}, "scratch has no width setting"),
+    ({"label_smoothing": -0.1}, "must not be negative"),
+])
+def test_bad_recipe_options_are_user_errors(options, message):
+    with pytest.raises(UserError, match=message):
+        resolve(RunConfig(**options))
+
+
+def test_unknown_option_names_the_nearest():
+    with pytest.raises(UserError, match="did you mean 'learning_rate'"):
+        RunConfig.from_dict({"learning_rat": 0.1})
+
+
+def test_precision_auto_follows_the_cpu(tmp_path):
+    flags = tmp_path / "cpuinfo"
+    flags.write_text("flags\t: fpu avx2 avx512f avx512_bf16\n")
+    assert cpu_has_fast_bfloat16(flags)
+    flags.write_text("flags\t: fpu avx2 fma\n")
+    assert not cpu_has_fast_bfloat16(flags)
+    assert resolve_precision("float32") == "float32"
+    assert resolve_precision("auto") in ("float32", "bfloat16")
+
+
+def test_bfloat16_policy_keeps_probabilities_float32():
+    with precision_policy("bfloat16"):
+        model = create_model("vggnet", 3, width=0.25).full
+    assert keras.config.dtype_policy().name == "float32"  # restored
+    assert model.get_layer("stage1_conv1").compute_dtype == "bfloat16"
+    probs = model.predict(np.zeros((2, 48, 48, 1), "float32"), verbose=0)
+    assert probs.dtype == np.float32 and np.allclose(probs.sum(1), 1, atol=1e-3)
+
+
+def test_augmentation_acts_only_in_training(tmp_path):
+    model = with_augmentation(create_model("vggnet", 2, width=0.25).full, "flip,shift,rotation,zoom,erasing", seed=0)
+    x = np.random.default_rng(0).integers(0, 255, (8, 48, 48, 1)).astype("float32")
+    inference = model(x, training=False)
+    assert np.allclose(inference, model(x, training=False))
+    # inference skips the augmentation layers: the same numbers as the bare model
+    assert np.allclose(inference, model.layers[-1](x, training=False), atol=1e-6)
+    # in training the augmentation changes the input the network sees
+    augmented = x
+    for layer in model.layers[1:-1]:
+        augmented = layer(augmented, training=True)
+    assert not np.allclose(augmented, x)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    reloaded = keras.models.load_model(path)
+    assert np.allclose(reloaded.predict(x, verbose=0), reloaded.predict(x, verbose=0))
+    assert np.allclose(reloaded.predict(x, verbose=0), inference, atol=1e-5)
+
+
+def test_tta_views():
+    x = np.arange(2 * 48 * 48, dtype="float32").reshape(2, 48, 48, 1)
+    assert len(tta_views(x, "none")) == 1
+    flip = tta_views(x, "flip")
+    assert len(flip) == 2 and np.array_equal(flip[1][:, :, 0], x[:, :, -1])
+    crops = tta_views(x, "crops")
+    assert len(crops) == 10 and all(v.shape == x.shape for v in crops)
+    assert np.array_equal(crops[0], x) and not np.array_equal(crops[1], x)
+
+
+def test_tta_averages_over_views():
+    class Mean:  # a "model" whose answer depends on the left half of the image
+        def predict(self, v, batch_size, verbose):
+            left = v[:, :, :24].mean(axis=(1, 2, 3)) / 255
+            return np.stack([left, 1 - left], axis=1)
+
+    x = np.zeros((1, 48, 48, 1), "float32")
+    x[:, :, :24] = 255
+    assert predict_with_tta(Mean(), x, "none")[0, 0] == pytest.approx(1.0)
+    assert predict_with_tta(Mean(), x, "flip")[0, 0] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("name, params", [("vggnet", (1_500_000, 2_000_000)), ("minixception", (40_000, 70_000))])
+def test_strong_models_build_with_expected_size(name, params):
+    model = create_model(name, 7).full
+    assert params[0] <= model.count_params() <= params[1]
+    assert model.input_shape == (None, 48, 48, 1) and model.output_shape == (None, 7)
+
+
+def test_strong_recipe_run_learns_and_records_tta(tmp_path):
+    run_dir = execute(RunConfig(model="vggnet", width=0.25, recipe="strong", epochs=8, warmup_epochs=1, batch_size=16,
+                                tta="crops"), output=tmp_path)
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["recipe"] == "strong" and config["optimizer"] == "adamw" and config["width"] == 0.25
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["accuracy"] >= 0.85
+    assert metrics["tta"]["mode"] == "crops" and metrics["tta"]["accuracy"] >= 0.85
+    assert metrics["augmentation"] == RECIPES["strong"]["augment"]
+    model = keras.models.load_model(run_dir / "best.keras")
+    x = np.random.default_rng(1).integers(0, 255, (4, 48, 48, 1)).astype("float32")
+    assert np.array_equal(model.predict(x, verbose=0), model.predict(x, verbose=0))
