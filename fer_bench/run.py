@@ -95,9 +95,9 @@ class RunLocked(UserError):
 
 @contextlib.contextmanager
 def run_lock(run_dir: Path):
-    """Hold an exclusive lock on `run_dir` (a `.<id>.lock` file beside it) or raise RunLocked."""
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    with open(run_dir.parent / f".{run_dir.name}.lock", "a+") as handle:
+    """Hold an exclusive lock on `run_dir` (its `.lock` file; creates the folder) or raise RunLocked."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".lock", "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -125,10 +125,11 @@ def execute(cfg: RunConfig, output: Path = Path("results"), force: bool = False)
     with run_lock(run_dir):
         if is_complete(run_dir) and not force:  # finished by another process while we looked
             return run_dir
-        if force and run_dir.exists():
-            shutil.rmtree(run_dir)
-        resuming = run_dir.exists()
-        run_dir.mkdir(parents=True, exist_ok=True)
+        if force:
+            for item in run_dir.iterdir():
+                if item.name != ".lock":
+                    shutil.rmtree(item) if item.is_dir() else item.unlink()
+        resuming = (run_dir / "config.json").exists()
         log.info("%s run folder %s", "resuming" if resuming else "new", run_dir)
         write_json(run_dir / "config.json", asdict(cfg))
         write_json(run_dir / "data.json", fingerprint)

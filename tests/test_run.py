@@ -80,7 +80,7 @@ def test_interrupted_run_resumes_from_last_epoch(tmp_path, monkeypatch):
     cfg = RunConfig(epochs=4, seed=3, classes="happy,sad,surprise")
     with pytest.raises(KeyboardInterrupt):
         execute(cfg, output=tmp_path)
-    (run_dir,) = tmp_path.iterdir()
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     assert not (run_dir / COMPLETE_MARKER).exists()
     assert len(pd.read_csv(run_dir / "history.csv")) == 2
 
