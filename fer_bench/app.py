@@ -26,7 +26,7 @@ def build_app(run: LoadedRun):
         ui.input_file("image", "Photo", accept=[".jpg", ".jpeg", ".png", ".bmp"]),
         ui.output_ui("message"),
         ui.layout_columns(ui.output_plot("photo"), ui.output_plot("probabilities")),
-        ui.p(f"Answered by run {run.run_dir.name} ({run.model_name}, test accuracy {run.test_accuracy:.1%}).",
+        ui.p(f"Answered by {run.source} ({run.model_name}, test accuracy {run.test_accuracy:.1%}).",
              id="run-info"),
         title="fer_bench",
     )

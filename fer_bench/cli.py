@@ -156,11 +156,57 @@ def predict(
     if as_json:
         typer.echo(predictor.as_json(predictions, loaded))
         return
-    typer.echo(f"run: {loaded.run_dir} ({loaded.model_name}, test accuracy {loaded.test_accuracy:.4f})")
+    typer.echo(f"run: {loaded.source} ({loaded.model_name}, test accuracy {loaded.test_accuracy:.4f})")
     for p in predictions:
         where = f"face at {p.face_box}" if p.face_found else ("no face found, used the whole image" if detect else "whole image")
         probs = ", ".join(f"{c} {v:.1%}" for c, v in p.probabilities.items())
         typer.echo(f"{p.image}: {where}\n  {probs}\n  {p.sentence}")
+
+
+@app.command("evaluate")
+def evaluate_command(
+    run: str = typer.Argument(..., help="A complete run folder, or 'bundled' for the model shipped with fer-bench."),
+    data: Path = typer.Option(..., help="Labelled images: a data set folder or CSV (its test split), a folder with "
+                              "only test/, or one folder of class sub-folders."),
+    classes: Optional[str] = typer.Option(None, help="Score only these of the run's classes (argmax among them)."),
+    tta: str = typer.Option("none", help="Test-time augmentation: none, flip or crops."),
+    test_usage: str = typer.Option("PrivateTest", help="fer2013.csv: which Usage is scored."),
+    output: Optional[Path] = typer.Option(None, help="Where evaluations go; default: <run>/evaluations "
+                                          "(results/evaluations/bundled for the bundled model)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the headline metrics as JSON."),
+):
+    """Score a finished run on another labelled data set; writes metrics, per-class, confusion matrix, predictions."""
+    from .config import TTA_MODES
+    from .predict import load_run
+    from .scoring import evaluate_run
+
+    if tta not in TTA_MODES:
+        raise UserError(f"--tta must be one of {', '.join(TTA_MODES)}, got {tta!r}")
+    loaded = load_run(run)
+    out_root = output or (Path("results/evaluations/bundled") if run == "bundled" else loaded.run_dir / "evaluations")
+    folder, metrics = evaluate_run(loaded, data, out_root, classes, tta, test_usage)
+    headline = {k: metrics[k] for k in ("run", "data", "classes", "tta", "test_images", "accuracy", "accuracy_ci95",
+                                        "balanced_accuracy", "macro_f1")}
+    if as_json:
+        typer.echo(json.dumps({**headline, "folder": str(folder)}, indent=2))
+        return
+    if metrics["restricted_to_classes"]:
+        typer.echo(f"scored among {', '.join(metrics['classes'])} only (argmax restricted to these classes)")
+    ci = metrics["accuracy_ci95"]
+    typer.echo(f"{loaded.source} on {metrics['data']} ({metrics['layout']}, {metrics['test_images']} images, "
+               f"TTA {tta}): accuracy {metrics['accuracy']:.4f} (95% CI {ci[0]:.4f}-{ci[1]:.4f}), "
+               f"balanced accuracy {metrics['balanced_accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}")
+    typer.echo(f"written to {folder}")
+
+
+@app.command("bundle")
+def bundle_command(run: Path = typer.Argument(..., help="A complete run folder to ship as the bundled model.")):
+    """(Maintainers) Make a complete run the model shipped inside the package (fer_bench/bundled/)."""
+    from .models.saved import write_bundle
+
+    target = write_bundle(run)
+    size = sum(f.stat().st_size for f in target.iterdir()) / 1e6
+    typer.echo(f"bundled {run.name} into {target} ({size:.1f} MB)")
 
 
 @app.command("app")
@@ -175,7 +221,7 @@ def app_command(
     from .predict import best_run_dir, load_run
 
     loaded = load_run(run or best_run_dir(results))
-    typer.echo(f"serving {loaded.run_dir} on http://{host}:{port}")
+    typer.echo(f"serving {loaded.source} on http://{host}:{port}")
     serve(loaded, host, port)
 
 

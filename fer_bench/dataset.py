@@ -184,6 +184,20 @@ def read_folder_dataset(root: Path, use_cache: bool = True) -> Dataset:
     return cached_dataset(key, use_cache, lambda: _decode_folders(root, layout, train_files, test_files))
 
 
+def read_labelled_folder(root: Path) -> tuple[Split, tuple[str, ...], list[str], str]:
+    """Images to score from a folder that is not a train/test data set: its test/ (or validation/)
+    split, or its class sub-folders. Returns (split, class names, skipped files, layout)."""
+    if not root.is_dir():
+        raise UserError(f"data path does not exist or is not a folder: {root}")
+    split_dir = next((root / name for name in TEST_SPLIT_NAMES if (root / name).is_dir()), root)
+    files = _list_files(split_dir)
+    if not files:
+        raise UserError(f"no class sub-folders with images in {split_dir}")
+    class_names = tuple(sorted({c for c, _ in files}))
+    split, skipped = _decode(root, files, class_names, Counter())
+    return split, class_names, skipped, "class folders" if split_dir == root else f"{split_dir.name}/ only"
+
+
 def _decode_folders(root: Path, layout: str, train_files, test_files) -> Dataset:
     log.info("decoding %d images from %s (cached afterwards)", len(train_files) + len(test_files), root)
     class_names = tuple(sorted({c for c, _ in train_files + test_files}))

@@ -13,6 +13,20 @@ from pathlib import Path
 import numpy as np
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def make_work_dir(parent: Path, prefix: str) -> Path:
+    """A hidden temporary folder in `parent`, readable like any new folder, to fill and rename into place."""
+    parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    os.chmod(work, 0o777 & ~_umask())
+    return work
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path):
     """Yield a temporary path beside `path` (same suffixes, e.g. `.weights.h5`); on success it is renamed to `path`."""
@@ -21,6 +35,7 @@ def atomic_path(path: Path):
     stem = path.name[: len(path.name) - len("".join(path.suffixes))]
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{stem}.", suffix=f".tmp{''.join(path.suffixes)}")
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from others on a shared disk
     try:
         yield Path(tmp)
         os.replace(tmp, path)

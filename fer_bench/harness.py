@@ -26,7 +26,7 @@ from .models import BuiltModel, create_model
 from .models.transfer import unfreeze_top
 from .plots import plot_confusion, plot_curves
 from .training import TrainSettings, as_model_input, fit_stage
-from .training.augment import with_augmentation
+from .models.augment import with_augmentation
 from .training.precision import precision_policy
 
 log = logging.getLogger(__name__)

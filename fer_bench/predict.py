@@ -42,28 +42,40 @@ class LoadedRun:
     model_name: str
     test_accuracy: float
 
+    @property
+    def source(self) -> str:
+        """The run folder, or 'the bundled model' for the one shipped with the package."""
+        from .models import saved
 
-def load_run(run_dir: Path) -> LoadedRun:
-    """Load a complete run folder's best model, or raise UserError."""
-    import keras
+        return "the bundled model" if self.run_dir == saved.BUNDLED_DIR else str(self.run_dir)
 
-    run_dir = Path(run_dir)
+
+def load_run(run_dir: Path | str) -> LoadedRun:
+    """Load a complete run folder's best model (`bundled`: the model shipped with the package), or raise UserError."""
+    from .models import saved
+
+    run_dir = saved.bundled_run_dir() if str(run_dir) == "bundled" else Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"run folder not found: {run_dir}")
     if not is_complete(run_dir):
         raise UserError(f"run folder is incomplete (no complete.json): {run_dir}; finish it with the same `fer-bench run` command")
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    model = keras.models.load_model(run_dir / "best.keras")
+    model = saved.load_saved_model(run_dir / "best.keras")
     return LoadedRun(run_dir, model, tuple(metrics["classes"]), metrics["model"], metrics["accuracy"])
 
 
 def best_run_dir(results: Path) -> Path:
-    """The complete run in `results` with the highest test accuracy."""
+    """The complete run in `results` with the highest test accuracy; the bundled model if there is none."""
+    from .models import saved
+
     complete = find_run_dirs([Path(results)])[0] if Path(results).is_dir() else []
     scored = [(json.loads((run_dir / "metrics.json").read_text())["accuracy"], run_dir) for run_dir in complete]
-    if not scored:
-        raise UserError(f"no complete run in {results}; train one with `fer-bench run` or pass --run RUN_DIR")
-    return max(scored, key=lambda item: item[0])[1]
+    if scored:
+        return max(scored, key=lambda item: item[0])[1]
+    if (saved.BUNDLED_DIR / "best.keras").exists():
+        return saved.BUNDLED_DIR
+    raise UserError(f"no complete run in {results} and no bundled model; train one with `fer-bench run` "
+                    "or pass --run RUN_DIR")
 
 
 def read_image(data: bytes, name: str) -> Image.Image:
@@ -137,5 +149,5 @@ def predict_files(run: LoadedRun, paths: list[Path], detect: bool = True) -> lis
 
 def as_json(predictions: list[Prediction], run: LoadedRun) -> str:
     """Machine-readable predictions, with the run that answered."""
-    return json.dumps({"run": str(run.run_dir), "model": run.model_name, "classes": list(run.class_names),
+    return json.dumps({"run": run.source, "model": run.model_name, "classes": list(run.class_names),
                        "predictions": [asdict(p) for p in predictions]}, indent=2)

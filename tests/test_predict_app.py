@@ -71,7 +71,7 @@ def test_bad_files_are_one_line_errors(cli, trained_run, tmp_path, content, frag
     assert code == 2 and fragment in err and "Traceback" not in err
 
 
-def test_truncated_image_and_incomplete_run(cli, trained_run, tmp_path):
+def test_truncated_image_and_incomplete_run(cli, trained_run, tmp_path, monkeypatch):
     photo = face_in_canvas(tmp_path / "p.jpg", "happy")
     (tmp_path / "cut.jpg").write_bytes(photo.read_bytes()[:400])
     code, _, err = cli("predict", tmp_path / "cut.jpg", "--run", trained_run)
@@ -80,8 +80,9 @@ def test_truncated_image_and_incomplete_run(cli, trained_run, tmp_path):
     half.mkdir()
     code, _, err = cli("predict", photo, "--run", half)
     assert code == 2 and "incomplete" in err
+    monkeypatch.setattr("fer_bench.models.saved.BUNDLED_DIR", tmp_path / "no-bundle")
     code, _, err = cli("predict", photo, "--results", tmp_path / "empty")
-    assert code == 2 and "no complete run" in err
+    assert code == 2 and "no complete run" in err and "no bundled model" in err
 
 
 def test_huge_image_is_downscaled(tmp_path):

@@ -1,5 +1,5 @@
-"""Training: the fit loop (checkpoint, history, resume), optimisers and schedules, augmentation
-layers, numeric precision."""
+"""Training: the fit loop (checkpoint, history, resume, early stopping), optimisers and schedules,
+numeric precision."""
 
 from .fit import TrainSettings, as_model_input, compile_for_training, fit_stage
 

@@ -1,0 +1,55 @@
+"""Load a saved `.keras` model of any registered kind, and the model shipped inside the package."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import UserError
+from . import augment  # noqa: F401  (registers RandomAffine, which saved models may contain)
+
+BUNDLED_DIR = Path(__file__).resolve().parents[1] / "bundled"
+
+
+def load_saved_model(path: Path):
+    """A saved model ready to predict (no optimizer state), or UserError if the file is unusable."""
+    import keras
+
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as error:
+        raise UserError(f"cannot load model {path}: {str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
+
+
+def bundled_run_dir() -> Path:
+    """The run folder shipped with the package (`fer-bench bundle` wrote it)."""
+    if not (BUNDLED_DIR / "best.keras").exists():  # a development checkout before `fer-bench bundle`
+        raise UserError("this installation has no bundled model; train one with `fer-bench run` or pass --run RUN_DIR")
+    return BUNDLED_DIR
+
+
+BUNDLE_FILES = ("config.json", "data.json", "environment.json", "metrics.json", "per_class.csv",
+                "confusion_matrix.csv", "confusion_matrix.png", "history.csv", "curves.png", "complete.json")
+
+
+def write_bundle(run_dir: Path, target: Path = BUNDLED_DIR) -> Path:
+    """Copy a complete run into `target` as the bundled model: its record files and its best model
+    without optimizer state (a third of the size). Written beside and renamed into place."""
+    import shutil
+
+    from ..files import make_work_dir
+
+    if not (run_dir / "complete.json").exists():
+        raise UserError(f"not a complete run folder: {run_dir}")
+    work = make_work_dir(target.parent, ".bundle-")
+    try:
+        load_saved_model(run_dir / "best.keras").save(work / "best.keras")
+        for name in BUNDLE_FILES:
+            if (run_dir / name).exists():
+                shutil.copy2(run_dir / name, work / name)
+        (work / "SOURCE").write_text(f"{run_dir.name}\n")
+        if target.exists():
+            shutil.rmtree(target)
+        work.rename(target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target

@@ -1,0 +1,109 @@
+"""Score a finished run (or the bundled model) on another labelled data set: any supported layout
+(its test split), a folder holding only test/, a single folder of class sub-folders, or a CSV.
+
+Classes are matched by name and alias; `classes` restricts scoring to some of the run's classes
+(argmax among them only). Results go to `<run>/evaluations/<data-id>/`, never over the run's own
+files, and the folder appears only when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .classes import parse_classes
+from .dataset import Split, read_labelled_folder
+from .errors import UserError
+from .evaluation import evaluate_predictions, predict_with_tta, predictions_table
+from .files import make_work_dir, write_csv, write_json
+from .plots import plot_confusion
+from .training import as_model_input
+
+
+@dataclass
+class LabelledSet:
+    """Images to score, with their own class names."""
+
+    source: str
+    layout: str
+    split: Split
+    class_names: tuple[str, ...]
+    skipped: list[str]
+
+
+def open_labelled_set(data: Path, test_usage: str = "PrivateTest") -> LabelledSet:
+    """The images of `data` to score: the test split of a data set, else every labelled image."""
+    from .sources import open_dataset
+
+    data = Path(data)
+    if data.is_file() or any((base / "train").is_dir() for base in (data, data / "images")):
+        dataset = open_dataset(data, test_usage)
+        return LabelledSet(str(data.resolve()), f"{dataset.layout} (test split)", dataset.test, dataset.class_names,
+                           dataset.skipped)
+    split, class_names, skipped, layout = read_labelled_folder(data)
+    return LabelledSet(str(data.resolve()), layout, split, class_names, skipped)
+
+
+def _match_classes(labelled: LabelledSet, run_classes: tuple[str, ...], wanted: tuple[str, ...] | None):
+    """(images, labels into `scored`, scored class names, their columns in the run's output)."""
+    scored = wanted or tuple(c for c in run_classes if c in labelled.class_names)
+    unknown_to_run = [c for c in (wanted or labelled.class_names) if c not in run_classes]
+    if unknown_to_run:
+        raise UserError(f"class {unknown_to_run[0]!r} is not one the run knows ({', '.join(run_classes)}); "
+                        "pass --classes with classes it knows")
+    missing = [c for c in scored if c not in labelled.class_names]
+    if missing:
+        raise UserError(f"the data has no images of class {missing[0]!r}")
+    keep = np.isin(np.asarray(labelled.class_names)[labelled.split.labels], scored)
+    names = np.asarray(labelled.class_names)[labelled.split.labels[keep]]
+    labels = np.array([scored.index(n) for n in names], dtype=np.int64)
+    files = [f for f, k in zip(labelled.split.files, keep) if k]
+    return labelled.split.images[keep], labels, files, scored, [run_classes.index(c) for c in scored]
+
+
+def data_id(labelled: LabelledSet, scored: tuple[str, ...], tta: str) -> str:
+    """Folder name of one evaluation: the data's name and a hash of its pixels, labels, classes and TTA."""
+    h = hashlib.sha256(np.ascontiguousarray(labelled.split.images).tobytes())
+    h.update(labelled.split.labels.tobytes())
+    h.update(("|".join(labelled.class_names) + "|" + "|".join(scored) + "|" + tta).encode())
+    name = Path(labelled.source).stem.replace(" ", "_")[:40] or "data"
+    return f"{name}-{h.hexdigest()[:10]}"
+
+
+def evaluate_run(loaded, data: Path, out_root: Path, classes: str | None = None, tta: str = "none",
+                 test_usage: str = "PrivateTest") -> tuple[Path, dict]:
+    """Score `loaded` (a predict.LoadedRun) on `data`; returns (evaluation folder, headline metrics)."""
+    labelled = open_labelled_set(data, test_usage)
+    wanted = parse_classes(classes) if classes else None
+    images, labels, files, scored, columns = _match_classes(labelled, loaded.class_names, wanted)
+    if not len(images):
+        raise UserError(f"no images to score in {data}")
+    probs = predict_with_tta(loaded.model, as_model_input(images), tta)[:, columns]
+    probs = probs / probs.sum(axis=1, keepdims=True)  # argmax and probabilities among the scored classes
+    metrics, per_class, cm = evaluate_predictions(labels, probs, scored, labels)
+    metrics.pop("majority_class"), metrics.pop("majority_baseline_accuracy")  # no training labels here
+    restricted = len(scored) < len(loaded.class_names)
+    metrics.update(run=loaded.source, model=loaded.model_name, data=labelled.source, layout=labelled.layout,
+                   classes=list(scored), tta=tta, skipped_unreadable=len(labelled.skipped),
+                   restricted_to_classes=restricted)
+    target = out_root / data_id(labelled, scored, tta)
+    work = make_work_dir(out_root, ".evaluating-")
+    try:
+        write_json(work / "metrics.json", metrics)
+        write_csv(work / "per_class.csv", per_class, index=False)
+        write_csv(work / "confusion_matrix.csv", pd.DataFrame(cm, index=scored, columns=scored)
+                  .rename_axis("true \\ predicted"))
+        write_csv(work / "predictions.csv", predictions_table(files, labels, probs, scored), index=False)
+        plot_confusion(cm, scored, work / "confusion_matrix.png", f"{loaded.model_name} on {Path(labelled.source).name}")
+        if target.exists():
+            shutil.rmtree(target)
+        work.rename(target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target, json.loads((target / "metrics.json").read_text())

@@ -1,0 +1,94 @@
+"""`fer-bench evaluate` on other labelled data, and the bundled model."""
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from fer_bench.config import RunConfig
+from fer_bench.dataset import write_folder_layout
+from fer_bench.models import saved
+from fer_bench.run import execute
+from fer_bench.synthetic import synthetic_dataset
+
+
+@pytest.fixture(scope="module")
+def three_class_run(tmp_path_factory):
+    return execute(RunConfig(classes="happy,sad,surprise", epochs=5, seed=2),
+                   output=tmp_path_factory.mktemp("results"))
+
+
+@pytest.fixture(scope="module")
+def second_set(tmp_path_factory) -> Path:
+    """Another synthetic data set (other seed), written as train/test folders."""
+    root = tmp_path_factory.mktemp("second") / "faces"
+    write_folder_layout(synthetic_dataset(5, 30, seed=9), root)
+    return root
+
+
+def test_evaluate_restricted_to_two_classes(cli, three_class_run, second_set):
+    own_metrics = (three_class_run / "metrics.json").read_text()
+    code, out, err = cli("evaluate", three_class_run, "--data", second_set, "--classes", "happy,sad")
+    assert code == 0, err
+    assert "scored among happy, sad only" in out
+    (folder,) = (three_class_run / "evaluations").iterdir()
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["classes"] == ["happy", "sad"] and metrics["test_images"] == 60
+    assert metrics["accuracy"] >= 0.8 and metrics["restricted_to_classes"]
+    predictions = pd.read_csv(folder / "predictions.csv")
+    assert list(predictions.columns) == ["file", "true", "predicted", "p_happy", "p_sad"]
+    assert np.allclose(predictions[["p_happy", "p_sad"]].sum(axis=1), 1, atol=1e-5)
+    assert {"per_class.csv", "confusion_matrix.csv", "confusion_matrix.png"} <= {p.name for p in folder.iterdir()}
+    assert (three_class_run / "metrics.json").read_text() == own_metrics  # the run's own results untouched
+
+
+def test_evaluate_single_class_folder_and_csv_with_json(cli, three_class_run, second_set, tmp_path):
+    code, out, err = cli("evaluate", three_class_run, "--data", second_set / "test", "--classes", "happy,sad,surprise",
+                         "--json", "--tta", "flip")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["test_images"] == 90 and result["tta"] == "flip" and result["accuracy"] >= 0.8
+    rows = [f"{3 if name.startswith('happy') else 4},{' '.join(['128'] * 2304)},PrivateTest"
+            for name in ("happy", "sad")]
+    (tmp_path / "faces.csv").write_text("emotion,pixels,Usage\n" + "\n".join(rows) + "\n")
+    code, out, err = cli("evaluate", three_class_run, "--data", tmp_path / "faces.csv", "--classes", "happy,sad", "--json")
+    assert code == 0, err
+    assert json.loads(out)["test_images"] == 2
+
+
+def test_evaluate_refuses_a_class_the_run_does_not_know(cli, three_class_run, second_set):
+    code, _, err = cli("evaluate", three_class_run, "--data", second_set / "test")
+    assert code == 2 and err.startswith("error: class 'angry' is not one the run knows")
+    code, _, err = cli("evaluate", three_class_run, "--data", second_set, "--classes", "happy,fear")
+    assert code == 2 and "'fear' is not one the run knows" in err
+
+
+def test_bundle_is_used_when_results_is_empty(cli, three_class_run, tmp_path, monkeypatch):
+    bundle = saved.write_bundle(three_class_run, tmp_path / "bundled")
+    assert not list(bundle.glob(".*"))
+    monkeypatch.setattr(saved, "BUNDLED_DIR", bundle)
+    photo = tmp_path / "face.png"
+    from fer_bench.synthetic import draw_face
+    from PIL import Image
+
+    Image.fromarray(draw_face("happy", np.random.default_rng(3))).resize((120, 120)).save(photo)
+    code, out, err = cli("predict", photo, "--results", tmp_path / "empty-results", "--no-detect")
+    assert code == 0, err
+    assert out.startswith("run: the bundled model (scratch")
+
+
+def test_shipped_bundled_model_loads_and_predicts():
+    """The model inside the package: small, complete, and it predicts from raw pixels."""
+    files = {p.name for p in saved.BUNDLED_DIR.iterdir()}
+    assert {"best.keras", "config.json", "data.json", "metrics.json", "complete.json"} <= files
+    assert sum(p.stat().st_size for p in saved.BUNDLED_DIR.iterdir()) < 12e6
+    metrics = json.loads((saved.BUNDLED_DIR / "metrics.json").read_text())
+    assert len(metrics["classes"]) == 7
+    model = saved.load_saved_model(saved.BUNDLED_DIR / "best.keras")
+    faces = synthetic_dataset(2, 2, seed=1).test.images[..., None].astype("float32")
+    probs = model.predict(faces, verbose=0)
+    assert probs.shape == (len(faces), 7) and np.allclose(probs.sum(1), 1, atol=1e-4)
+    assert isinstance(model, keras.Model)
