@@ -90,23 +90,52 @@ def experiment(
     file: Path = typer.Argument(..., help="Experiment TOML (or a name under experiments/)."),
     data: Optional[Path] = typer.Option(None, help="Dataset folder or fer2013.csv for every run."),
     output: Path = typer.Option(Path("results"), help="Folder that holds run folders."),
-    dry_run: bool = typer.Option(False, help="List the runs and their status; train nothing."),
+    dry_run: bool = typer.Option(False, help="List the runs (of --shard's part) and their status; train nothing."),
+    shard: Optional[str] = typer.Option(None, help="Run only part K of N of the grid ('K/N'), or 'slurm' to take "
+                                        "K/N from the Slurm job array."),
+    jobs: int = typer.Option(1, help="Local worker processes, each with its share of the cores (or one GPU)."),
+    no_compare: bool = typer.Option(False, "--no-compare", help="Do not write the comparison at the end."),
 ):
     """Run a grid of runs (skipping complete ones), then write its comparison."""
-    from .compare import compare
-    from .experiment import find_experiment_file, load_experiment, plan, run_experiment
+    from .experiment import find_experiment_file, load_experiment, parse_shard, plan, run_experiment, shard_plan
 
-    spec = load_experiment(find_experiment_file(str(file)), None if data is None else str(data))
+    path = find_experiment_file(str(file))
+    spec = load_experiment(path, None if data is None else str(data))
+    part = parse_shard(shard)
+    if jobs < 1 or (jobs > 1 and part is not None):
+        raise UserError("--jobs must be at least 1, and cannot be combined with --shard")
     if dry_run:
         planned = plan(spec, output)
-        typer.echo(f"{spec.name}: {len(planned)} runs")
-        for cfg, run_dir, status in planned:
-            typer.echo(f"  {status:<8} {run_dir.name}  (weights {cfg.weights}, {cfg.epochs} epochs, "
+        shown = range(len(planned)) if part is None else shard_plan(planned, part[1])[part[0] - 1]
+        title = f"{spec.name}: {len(planned)} runs" + (f", part {part[0]}/{part[1]}: {len(shown)} of them" if part else "")
+        typer.echo(title)
+        for i in shown:
+            cfg, run_dir, status = planned[i]
+            typer.echo(f"  {status:<8} {run_dir.name}  ({cfg.recipe} recipe, weights {cfg.weights}, {cfg.epochs} epochs, "
                        f"{cfg.optimizer} lr {cfg.learning_rate}, batch {cfg.batch_size}, val {cfg.val_split})")
         return
-    run_dirs = run_experiment(spec, output, echo=typer.echo)
-    out = output / "comparisons" / spec.name
-    markdown, _ = compare(run_dirs, out)
+    if jobs > 1:
+        from .workers import run_workers
+
+        codes = run_workers(path, jobs, data, output, echo=typer.echo)
+        if any(codes):
+            raise UserError(f"{sum(c != 0 for c in codes)} of {jobs} workers failed (exit codes {codes})")
+        missing = [run_dir for _, run_dir, status in plan(spec, output) if status != "complete"]
+    else:
+        _, missing = run_experiment(spec, output, echo=typer.echo, shard=part)
+    if missing:
+        typer.echo(f"{len(missing)} runs of {spec.name} are not complete yet (other parts); "
+                   f"`fer-bench compare {spec.name}` once every part has finished")
+    elif not no_compare:
+        _write_comparison([run_dir for _, run_dir, _ in plan(spec, output)], output / "comparisons" / spec.name)
+
+
+def _write_comparison(run_dirs: list[Path], out: Path) -> None:
+    from .compare import compare
+
+    markdown, skipped = compare(run_dirs, out)
+    for run_dir in skipped:
+        typer.echo(f"skipped (incomplete): {run_dir}")
     typer.echo(markdown)
     typer.echo(f"comparison written to {out}")
 
@@ -120,7 +149,6 @@ def compare_command(
     data: Optional[Path] = typer.Option(None, help="With an experiment name: the data it was run on."),
 ):
     """Tabulate complete runs with 95% CIs and McNemar tests against scratch; writes MD, CSV, LaTeX, PNGs."""
-    from .compare import compare
     from .experiment import find_experiment_file, load_experiment, plan
 
     run_dirs, name = [], "comparison"
@@ -130,14 +158,13 @@ def compare_command(
             run_dirs.append(path)
             continue
         spec = load_experiment(find_experiment_file(source), None if data is None else str(data))
-        run_dirs += [run_dir for _, run_dir, status in plan(spec, results) if status != "to do"]
+        planned = plan(spec, results)
+        for _, run_dir, status in planned:
+            if status == "to do":
+                typer.echo(f"missing (not started): {run_dir.name}")
+        run_dirs += [run_dir for _, run_dir, status in planned if status != "to do"]
         name = spec.name
-    out = out or results / "comparisons" / name
-    markdown, skipped = compare(run_dirs, out)
-    for run_dir in skipped:
-        typer.echo(f"skipped (incomplete): {run_dir}")
-    typer.echo(markdown)
-    typer.echo(f"comparison written to {out}")
+    _write_comparison(run_dirs, out or results / "comparisons" / name)
 
 
 @app.command()
@@ -227,17 +254,19 @@ def app_command(
 
 @app.command("models")
 def models_command(pattern: str = typer.Argument("*", help="Shell-style filter, e.g. '*net*'.")):
-    """List registered models with their input sizes and parameter counts."""
+    """List registered models: input sizes, parameters and FLOPs per image (7 classes, default size)."""
     from .harness import count_params
     from .models import create_model, list_models, model_info
+    from .models.flops import flops_per_image
 
     for name in list_models(pattern):
         info = model_info(name)
-        built = create_model(name, 2, info.default_size, weights=None)
+        built = create_model(name, 7, info.default_size, weights=None)
         params = count_params(built.full)
+        width = f", width {info.default_width}" if info.default_width else ""
         typer.echo(
-            f"{name:<12} default {info.default_size}px, min {info.min_size}px, "
-            f"{params['trainable_params']:,} trainable / {params['total_params']:,} total params (2 classes) — {info.description}"
+            f"{name:<12} {info.default_size}px (min {info.min_size}){width}, {params['trainable_params']:,} trainable / "
+            f"{params['total_params']:,} params, {flops_per_image(built.full) / 1e9:.3g} GFLOPs/image — {info.description}"
         )
 
 

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import itertools
 import logging
-import tomllib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UserError
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
 from .config import RunConfig, resolve, resolve_val_split
+from .errors import UserError
 from .run import execute, is_complete, load_run_data, run_id
 
 log = logging.getLogger(__name__)
@@ -80,18 +85,88 @@ def check_weights_available(configs: list[RunConfig]) -> None:
             resolve_weights_file(info, cfg.weights)
 
 
-def run_experiment(experiment: Experiment, output: Path, echo=print) -> list[Path]:
-    """Run every run of the grid that is not complete yet; returns all run folders."""
+def expected_cost(cfg: RunConfig) -> float:
+    """A run's expected training cost in forward-pass FLOPs per training image, for balancing shards:
+    scratch models pay every epoch (a backward pass is about twice a forward one); a frozen base
+    pays one feature pass; fine-tuning adds its epochs through the base."""
+    from .models import model_info
+
+    flops = _flops(cfg.model, cfg.image_size, cfg.width)
+    if not model_info(cfg.model).transfer:
+        return 3 * flops * cfg.epochs
+    return flops * (1 + (3 * cfg.finetune_epochs if cfg.variant == "finetune" else 0))
+
+
+_FLOPS_CACHE: dict[tuple, int] = {}
+
+
+def _flops(model: str, size: int, width: float | None) -> int:
+    from .models import create_model
+    from .models.flops import flops_per_image
+
+    key = (model, size, width)
+    if key not in _FLOPS_CACHE:
+        _FLOPS_CACHE[key] = flops_per_image(create_model(model, 7, size, weights="none", width=width).full)
+    return _FLOPS_CACHE[key]
+
+
+def parse_shard(spec: str | None, environ=os.environ) -> tuple[int, int] | None:
+    """'K/N' (1 ≤ K ≤ N) or 'slurm' (from SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT) → (K, N)."""
+    if spec is None:
+        return None
+    if spec == "slurm":
+        try:
+            task, first = int(environ["SLURM_ARRAY_TASK_ID"]), int(environ.get("SLURM_ARRAY_TASK_MIN", "1"))
+            count = int(environ["SLURM_ARRAY_TASK_COUNT"])
+        except (KeyError, ValueError):
+            raise UserError("--shard slurm needs SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT "
+                            "(run it inside a Slurm job array)") from None
+        spec = f"{task - first + 1}/{count}"
+    try:
+        k, n = (int(part) for part in spec.split("/"))
+    except ValueError:
+        raise UserError(f"--shard must be K/N (e.g. 2/4) or 'slurm', got {spec!r}") from None
+    if not 1 <= k <= n:
+        raise UserError(f"--shard {spec}: K must be between 1 and N")
+    return k, n
+
+
+def shard_plan(planned: list[tuple[RunConfig, Path, str]], n: int) -> list[list[int]]:
+    """Split the grid into `n` disjoint parts of similar expected cost (largest first, each to the
+    least-loaded part; ties broken by run id), the same on every machine whatever is complete."""
+    order = sorted(range(len(planned)), key=lambda i: (-expected_cost(planned[i][0]), planned[i][1].name))
+    parts: list[list[int]] = [[] for _ in range(n)]
+    loads = [0.0] * n
+    for i in order:
+        lightest = min(range(n), key=lambda p: (loads[p], p))
+        parts[lightest].append(i)
+        loads[lightest] += expected_cost(planned[i][0])
+    return [sorted(part) for part in parts]
+
+
+def run_experiment(experiment: Experiment, output: Path, echo=print, shard: tuple[int, int] | None = None
+                   ) -> tuple[list[Path], list[Path]]:
+    """Run every run of the grid (or of one shard of it) that is not complete yet.
+
+    Returns (this part's run folders, the grid's run folders that are not complete yet). A run
+    another worker is training right now is skipped and left to it."""
+    from .run import RunLocked
+
     planned = plan(experiment, output)
-    todo = [cfg for cfg, _, status in planned if status != "complete"]
-    check_weights_available(todo)
+    mine = list(range(len(planned))) if shard is None else shard_plan(planned, shard[1])[shard[0] - 1]
+    check_weights_available([planned[i][0] for i in mine if planned[i][2] != "complete"])
     done = []
-    for i, (cfg, run_dir, status) in enumerate(planned, start=1):
-        prefix = f"[{i}/{len(planned)}] {run_dir.name}"
+    for count, i in enumerate(mine, start=1):
+        cfg, run_dir, status = planned[i]
+        prefix = f"[{count}/{len(mine)}] {run_dir.name}"
         if status == "complete":
             echo(f"{prefix}: complete, skipped")
         else:
             echo(f"{prefix}: {'resuming' if status == 'partial' else 'running'}")
-            execute(cfg, output=output)
+            try:
+                execute(cfg, output=output)
+            except RunLocked:
+                echo(f"{prefix}: another worker is training it, skipped")
         done.append(run_dir)
-    return done
+    missing = [run_dir for _, run_dir, _ in planned if not is_complete(run_dir)]
+    return done, missing

@@ -53,9 +53,12 @@ def test_bad_options(cli, args, fragment):
     assert_one_line_error(cli("run", *args), fragment)
 
 
-def test_models_lists_scratch(cli):
+def test_models_lists_every_model_with_params_and_flops(cli):
     code, out, _ = cli("models")
-    assert code == 0 and "scratch" in out and "default 48px" in out
+    lines = {line.split()[0]: line for line in out.splitlines()}
+    assert code == 0 and set(lines) == {"scratch", "vggnet", "minixception", "vgg16", "resnet50", "inceptionv3"}
+    assert "48px (min 8)" in lines["scratch"] and "width 0.5" in lines["vggnet"]
+    assert "30.7 GFLOPs/image" in lines["vgg16"] and "7.71 GFLOPs/image" in lines["resnet50"]
 
 
 def test_synth_writes_folder_layout_and_refuses_non_empty(cli, tmp_path):

@@ -1,0 +1,47 @@
+"""Local parallel workers for an experiment: J processes of `fer-bench experiment --shard k/J`, each
+with its share of the CPU cores (or one GPU each), their output relayed line by line with the
+worker's number in front."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+
+def worker_environment(k: int, jobs: int, gpus: int, base=os.environ) -> dict[str, str]:
+    """Environment of worker k (1-based): its GPU if there are any, else its share of the cores."""
+    env = dict(base)
+    if gpus:
+        env["CUDA_VISIBLE_DEVICES"] = str((k - 1) % gpus)
+    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    env.update(TF_NUM_INTRAOP_THREADS=threads, TF_NUM_INTEROP_THREADS="1", OMP_NUM_THREADS=threads)
+    return env
+
+
+def _relay(k: int, stream, echo) -> None:
+    for line in stream:
+        echo(f"[worker {k}] {line.rstrip()}")
+
+
+def run_workers(experiment_file: Path, jobs: int, data: Path | None, output: Path, echo=print) -> list[int]:
+    """Start `jobs` workers on disjoint shards of the grid, relay their output, wait; returns exit codes."""
+    import tensorflow as tf
+
+    gpus = len(tf.config.list_physical_devices("GPU"))
+    processes = []
+    for k in range(1, jobs + 1):
+        command = [sys.executable, "-m", "fer_bench", "experiment", str(experiment_file), "--shard", f"{k}/{jobs}",
+                   "--output", str(output), "--no-compare"] + (["--data", str(data)] if data is not None else [])
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                   env=worker_environment(k, jobs, gpus))
+        relay = threading.Thread(target=_relay, args=(k, process.stdout, echo), daemon=True)
+        relay.start()
+        processes.append((process, relay))
+    codes = []
+    for process, relay in processes:
+        codes.append(process.wait())
+        relay.join()
+    return codes
