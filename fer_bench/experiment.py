@@ -1,5 +1,6 @@
-"""Experiments are TOML files: shared `[defaults]` plus a `[grid]` of lists whose product is the
-set of runs. Every key is a `fer-bench run` option (RunConfig field)."""
+"""Experiments are TOML files: shared `[defaults]`, a `[grid]` of lists whose product is the set of
+runs, and optionally `[[runs]]` tables, each one run per grid point (for grids that are not a full
+product, e.g. variants that only transfer models have). Every key is a `fer-bench run` option."""
 
 from __future__ import annotations
 
@@ -45,9 +46,9 @@ def load_experiment(path: Path, data: str | None = None) -> Experiment:
         spec = tomllib.loads(Path(path).read_text())
     except tomllib.TOMLDecodeError as error:
         raise UserError(f"{path} is not valid TOML: {error}") from None
-    unknown = set(spec) - {"description", "defaults", "grid"}
+    unknown = set(spec) - {"description", "defaults", "grid", "runs"}
     if unknown:
-        raise UserError(f"{path}: unknown section {sorted(unknown)[0]!r} (use description, [defaults], [grid])")
+        raise UserError(f"{path}: unknown section {sorted(unknown)[0]!r} (use description, [defaults], [grid], [[runs]])")
     defaults = dict(spec.get("defaults", {}))
     grid = spec.get("grid", {})
     for key, values in grid.items():
@@ -55,9 +56,12 @@ def load_experiment(path: Path, data: str | None = None) -> Experiment:
             raise UserError(f"{path}: grid key {key!r} must be a non-empty list")
     if data is not None:
         defaults["data"] = str(data)
+    runs = spec.get("runs", [{}])
+    if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
+        raise UserError(f"{path}: [[runs]] must be tables of run options")
     keys = list(grid)
-    configs = [RunConfig.from_dict({**defaults, **dict(zip(keys, combo))})
-               for combo in itertools.product(*(grid[k] for k in keys))]
+    configs = [RunConfig.from_dict({**defaults, **dict(zip(keys, combo)), **run})
+               for combo in itertools.product(*(grid[k] for k in keys)) for run in runs]
     return Experiment(Path(path).stem, spec.get("description", ""), configs)
 
 

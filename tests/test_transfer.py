@@ -12,7 +12,8 @@ import pytest
 from fer_bench import features
 from fer_bench.models import create_model
 from fer_bench.models import transfer
-from fer_bench.run import RunConfig, execute, load_run_data, resolve
+from fer_bench.config import RunConfig, resolve
+from fer_bench.run import execute, load_run_data
 from fer_bench.synthetic import synthetic_split
 from fer_bench.training import as_model_input
 
@@ -139,3 +140,31 @@ def test_benchmark_reports_ratios_against_scratch_epoch(cli, tmp_path):
     assert (tmp_path / "bench.png").stat().st_size > 0
     code, _, err = cli("benchmark", "--models", "scratch")
     assert code == 2 and "not a transfer model" in err
+
+
+def test_finetune_from_trained_weights_stays_finite_under_the_strong_recipe(tmp_path):
+    """Start from a base whose BatchNorm statistics are real (trained here, then saved), as ImageNet
+    weights are: fine-tuning with augmentation and the strong schedule must stay finite and learn."""
+    faces = synthetic_split(60, seed=11, classes=("happy", "sad"))
+    base = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3))
+    pixels = keras.Input((48, 48, 1))
+    x = keras.layers.Resizing(32, 32)(pixels)
+    x = keras.layers.Concatenate()([x, x, x])
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(x)
+    x = keras.layers.GlobalAveragePooling2D()(base(x, training=True))
+    pretrain = keras.Model(pixels, keras.layers.Dense(2, activation="softmax")(x))
+    pretrain.compile(keras.optimizers.SGD(0.01), "categorical_crossentropy")
+    pretrain.fit(as_model_input(faces.images), keras.utils.to_categorical(faces.labels, 2), epochs=2, verbose=0)
+    moving_var = next(w for w in base.weights if "moving_variance" in w.path)
+    assert not np.allclose(moving_var.numpy(), 1.0)  # the statistics really moved
+    weights = tmp_path / "trained_base.weights.h5"
+    base.save_weights(weights)
+
+    run_dir = execute(RunConfig(model="resnet50", weights=str(weights), image_size=32, variant="finetune",
+                                recipe="strong", epochs=3, finetune_epochs=2, batch_size=32), output=tmp_path / "r")
+    head, tuned = pd.read_csv(run_dir / "history.csv"), pd.read_csv(run_dir / "finetune" / "history.csv")
+    assert len(head) == 3 and len(tuned) == 2
+    for history in (head, tuned):
+        assert np.isfinite(history[["loss", "val_loss"]].to_numpy()).all()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["accuracy"] > 0.6 and metrics["augmentation"] == "flip,shift,rotation,zoom,erasing"
