@@ -63,6 +63,8 @@ def run(
     class_weight: str = typer.Option("none", help="none or balanced."),
     test_usage: str = typer.Option("PrivateTest", help="fer2013.csv: which Usage is the test set."),
     dedupe: bool = typer.Option(False, help="Drop test images that also occur in train."),
+    devices: str = typer.Option("1", help="Train on N local GPUs (or 'all') with MirroredStrategy; --batch-size "
+                                "is the global batch. Without GPUs the CPU is split into N logical devices."),
     tensorboard: bool = typer.Option(False, help="Also write TensorBoard logs into the run folder."),
     strict: bool = typer.Option(False, help="Unreadable image files are an error instead of skipped."),
     output: Path = typer.Option(Path("results"), help="Folder that holds run folders."),

@@ -73,6 +73,7 @@ class RunConfig:
     class_weight: str = "none"  # or 'balanced'
     test_usage: str = "PrivateTest"  # fer2013.csv only: which Usage is the test set
     dedupe: bool = False
+    devices: str = "1"  # local devices for MirroredStrategy: a number or 'all' (GPUs); not part of the run id
     tensorboard: bool = False
     strict: bool = False
 
@@ -157,6 +158,9 @@ def resolve(cfg: RunConfig) -> RunConfig:
         raise UserError("--val-fraction must be between 0 and 1")
     if cfg.data is not None:
         values["data"] = str(Path(cfg.data).resolve())
+    from .training.devices import resolve_devices
+
+    values["devices"] = str(resolve_devices(cfg.devices))
     return RunConfig(**values)
 
 

@@ -27,6 +27,7 @@ from .models.transfer import unfreeze_top
 from .plots import plot_confusion, plot_curves
 from .training import TrainSettings, as_model_input, fit_stage
 from .models.augment import with_augmentation
+from .training.devices import device_scope
 from .training.precision import precision_policy
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,7 @@ def train_and_evaluate(cfg: RunConfig, dataset: Dataset, run_dir: Path) -> dict:
     )
     log.info("%s (%s weights, %s recipe, %s): %d train, %d test images", cfg.model, cfg.weights, cfg.recipe,
              cfg.precision, len(dataset.train), len(dataset.test))
-    with precision_policy(cfg.precision):
+    with precision_policy(cfg.precision), device_scope(int(cfg.devices), cfg.batch_size):
         built = create_model(cfg.model, len(dataset.class_names), cfg.image_size, weights=cfg.weights, width=cfg.width)
         train = _train_scratch if built.extractor is None else _train_transfer
         probs, history, data, params, best = train(built, cfg, dataset, settings, run_dir)
@@ -143,6 +144,8 @@ def train_and_evaluate(cfg: RunConfig, dataset: Dataset, run_dir: Path) -> dict:
         image_size=cfg.image_size,
         recipe=cfg.recipe,
         precision=cfg.precision,
+        devices=int(cfg.devices),
+        per_device_batch_size=cfg.batch_size // int(cfg.devices),
         augmentation="none (frozen base: features computed once, without augmentation)" if frozen else cfg.augment,
         validation={
             "test": "test split (the seed's protocol: checkpoint chosen on the reported split)",

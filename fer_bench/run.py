@@ -30,7 +30,7 @@ from .sources import open_dataset
 log = logging.getLogger(__name__)
 
 COMPLETE_MARKER = "complete.json"
-_NOT_IDENTITY = {"tensorboard", "strict"}  # options that do not change the result
+_NOT_IDENTITY = {"tensorboard", "strict", "devices"}  # options that do not change the result
 
 
 def load_run_data(cfg: RunConfig) -> Dataset:

@@ -1,0 +1,86 @@
+"""Experiment shards (disjoint, covering, balanced), local parallel workers, and MirroredStrategy
+over two logical CPU devices."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from fer_bench.errors import UserError
+from fer_bench.experiment import expected_cost, load_experiment, parse_shard, plan, shard_plan
+
+GRID = """description = "scale-out test grid"
+[defaults]
+epochs = 1
+classes = "happy,sad"
+[grid]
+model = ["scratch", "minixception", "vggnet"]
+seed = [1, 2, 3]
+"""
+
+
+@pytest.fixture
+def grid_file(tmp_path):
+    path = tmp_path / "scale_grid.toml"
+    path.write_text(GRID)
+    return path
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 9, 12])
+def test_shards_are_disjoint_cover_the_grid_and_balance_cost(grid_file, tmp_path, n):
+    planned = plan(load_experiment(grid_file), tmp_path / "results")
+    parts = shard_plan(planned, n)
+    flat = [i for part in parts for i in part]
+    assert sorted(flat) == list(range(len(planned)))  # every run exactly once
+    assert parts == shard_plan(planned, n)  # the same on every machine
+    costs = [sum(expected_cost(planned[i][0]) for i in part) for part in parts]
+    biggest = max(expected_cost(cfg) for cfg, _, _ in planned)
+    assert max(costs) - min(costs) <= biggest  # greedy balance: within one run's cost
+
+
+def test_parse_shard():
+    assert parse_shard("2/4") == (2, 4)
+    assert parse_shard("slurm", {"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "4",
+                                 "SLURM_ARRAY_TASK_MIN": "1"}) == (3, 4)
+    assert parse_shard("slurm", {"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_COUNT": "2",
+                                 "SLURM_ARRAY_TASK_MIN": "0"}) == (1, 2)
+    for bad in ("5/4", "0/2", "two", "slurm"):
+        with pytest.raises(UserError):
+            parse_shard(bad, {})
+
+
+def test_dry_run_of_a_shard_lists_its_part(cli, grid_file, tmp_path):
+    code, out, _ = cli("experiment", grid_file, "--dry-run", "--shard", "2/3", "--output", tmp_path / "r")
+    assert code == 0 and "scale_grid: 9 runs, part 2/3: 3 of them" in out
+    assert len([line for line in out.splitlines() if "to do" in line]) == 3
+
+
+def test_two_local_workers_complete_a_grid_and_compare_it(tmp_path):
+    grid = tmp_path / "pair.toml"
+    grid.write_text('[defaults]\nepochs = 1\nclasses = "happy,sad"\n[grid]\nmodel = ["scratch", "minixception"]\n'
+                    'seed = [1, 2]\n')
+    out = tmp_path / "results"
+    done = subprocess.run([sys.executable, "-m", "fer_bench", "experiment", str(grid), "--jobs", "2", "--output", str(out)],
+                          capture_output=True, text=True, timeout=600, env=dict(os.environ))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "[worker 1]" in done.stdout and "[worker 2]" in done.stdout
+    table = pd.read_csv(out / "comparisons" / "pair" / "comparison.csv")
+    assert len(table) == 4
+    for run_dir in (p for p in out.iterdir() if (p / "complete.json").exists()):
+        assert pd.read_csv(run_dir / "history.csv")["epoch"].tolist() == [0]
+
+
+def test_mirrored_strategy_on_two_logical_cpus_learns_like_one_device(tmp_path):
+    out = tmp_path / "results"
+    done = subprocess.run([sys.executable, "-m", "fer_bench", "run", "--devices", "2", "--epochs", "6", "--seed", "1",
+                           "--output", str(out)], capture_output=True, text=True, timeout=600, env=dict(os.environ))
+    assert done.returncode == 0, done.stderr
+    assert "MirroredStrategy over /cpu:0, /cpu:1: global batch 32, 16 per device" in done.stderr
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["devices"] == 2 and metrics["per_device_batch_size"] == 16
+    assert metrics["accuracy"] >= 0.90  # the band the one-device run is held to (tests/test_run.py)
+    assert json.loads((run_dir / "config.json").read_text())["devices"] == "2"
