@@ -87,7 +87,27 @@ class RunConfig:
             near = difflib.get_close_matches(key, known, n=1)
             hint = f"; did you mean {near[0]!r}?" if near else f"; known: {', '.join(sorted(known))}"
             raise UserError(f"unknown run option {key!r}{hint}")
+        for key, value in values.items():
+            if value is not None and not _has_type(value, _OPTION_TYPES[key]):
+                raise UserError(f"run option {key!r} must be {_TYPE_WORDS[_OPTION_TYPES[key]]}, got {value!r}")
         return cls(**values)
+
+
+_TYPE_WORDS = {str: "a string", int: "an integer", (int, float): "a number", bool: "true or false"}
+_OPTION_TYPES = {
+    **{name: str for name in ("model", "data", "classes", "recipe", "optimizer", "schedule", "augment", "precision",
+                              "tta", "val_split", "weights", "variant", "class_weight", "test_usage", "devices")},
+    **{name: int for name in ("image_size", "epochs", "batch_size", "warmup_epochs", "patience", "seed",
+                              "finetune_epochs")},
+    **{name: (int, float) for name in ("width", "learning_rate", "momentum", "weight_decay", "label_smoothing",
+                                       "val_fraction", "finetune_learning_rate")},
+    **{name: bool for name in ("dedupe", "tensorboard", "strict")},
+}
+
+
+def _has_type(value, expected) -> bool:
+    """isinstance, except that true/false count only as booleans (Python's bool is an int)."""
+    return isinstance(value, bool) == (expected is bool) and isinstance(value, expected)
 
 
 def _check_choice(key: str, value, allowed) -> None:

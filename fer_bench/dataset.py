@@ -102,9 +102,32 @@ def cache_dir() -> Path:
     return Path(os.environ.get("FER_BENCH_CACHE", Path.home() / ".cache" / "fer_bench"))
 
 
+MAX_PIXELS = 40_000_000  # larger images (decompression bombs among them) are refused before decoding
+
+
+def check_pixel_count(image: Image.Image) -> None:
+    """Refuse an opened (not yet decoded) image with more than MAX_PIXELS pixels."""
+    if image.width * image.height > MAX_PIXELS:
+        raise ValueError(f"{image.width}x{image.height} pixels is more than the {MAX_PIXELS:,} allowed")
+
+
+def printable_name(name: str) -> str:
+    """A file name as text that can be written anywhere (undecodable bytes become U+FFFD)."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def to_8bit(image: Image.Image) -> Image.Image:
+    """16/32-bit grayscale scaled to 8 bits (PIL's convert would clip it to white); others unchanged."""
+    if image.mode not in ("I;16", "I;16B", "I;16L", "I"):
+        return image
+    values = np.asarray(image, dtype=np.float64)
+    top = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
+    return Image.fromarray(np.clip(values / top * 255, 0, 255).astype(np.uint8))
+
+
 def to_native(image: Image.Image) -> np.ndarray:
-    """Any PIL image (mode, size) → 48x48 grayscale uint8, the one conversion used everywhere."""
-    gray = image.convert("L")
+    """Any PIL image (mode, size, bit depth) → 48x48 grayscale uint8, the one conversion used everywhere."""
+    gray = to_8bit(image).convert("L")
     if gray.size != (NATIVE_SIZE, NATIVE_SIZE):
         gray = gray.resize((NATIVE_SIZE, NATIVE_SIZE), Image.Resampling.BILINEAR)
     return np.asarray(gray, dtype=np.uint8)
@@ -135,7 +158,8 @@ def _list_files(split_dir: Path) -> list[tuple[str, Path]]:
     for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
         label = canonical_class(class_dir.name)
         for f in sorted(class_dir.iterdir()):
-            if f.is_file() and not f.name.startswith("."):
+            # broken or looping symlinks are listed too, so decoding counts them as unreadable
+            if (f.is_file() or f.is_symlink()) and not f.name.startswith("."):
                 found.append((label, f))
     return found
 
@@ -143,8 +167,11 @@ def _list_files(split_dir: Path) -> list[tuple[str, Path]]:
 def _file_list_key(root: Path, files: list[tuple[str, Path]]) -> str:
     h = hashlib.sha256(_DECODE_VERSION.encode())
     for label, f in files:
-        st = f.stat()
-        h.update(f"{label}|{f.relative_to(root)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        try:
+            st = f.stat()
+        except OSError:  # a broken or looping symlink: its own entry
+            st = f.lstat()
+        h.update(label.encode() + b"|" + os.fsencode(f.relative_to(root)) + f"|{st.st_size}|{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:20]
 
 
@@ -160,9 +187,10 @@ def _decode(root: Path, files: list[tuple[str, Path]], class_names: tuple[str, .
     for n, (label, f) in enumerate(files, start=1):
         if n % 5000 == 0:
             log.info("  decoded %d of %d", n, len(files))
-        rel = str(f.relative_to(root))
+        rel = printable_name(str(f.relative_to(root)))
         try:
             with Image.open(f) as im:
+                check_pixel_count(im)
                 formats[f"{im.format} {im.mode} {im.width}x{im.height}"] += 1
                 images.append(to_native(im))
         except Exception:  # PIL raises many types for broken files; all mean "unreadable"

@@ -48,20 +48,38 @@ def _parse_row(row: list[str], columns: dict[str, int]) -> tuple[int, np.ndarray
     return label, values.astype(np.uint8).reshape(NATIVE_SIZE, NATIVE_SIZE), usage
 
 
+def _rows(reader, skipped: list[str]):
+    """(line number, fields) of each row; rows the csv module cannot parse (NUL bytes, a field over
+    its size limit) are added to `skipped` instead."""
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as problem:
+            skipped.append(f"row {reader.line_num}: malformed CSV ({problem})")
+            continue
+        yield reader.line_num, row
+
+
 def _decode_csv(path: Path, test_usage: str) -> Dataset:
     log.info("reading %s (cached afterwards)", path)
     other = next(u for u in USAGES if u != test_usage)
     split_of = {"Training": "train", test_usage: "test", other: "validation"}
     parts = {name: ([], [], []) for name in ("train", "validation", "test")}
     skipped = []
-    with open(path, newline="") as f:
+    # utf-8-sig drops a byte-order mark; bytes that are not UTF-8 become U+FFFD and fail as values
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
         reader = csv.reader(f)
-        header = [h.strip().lower() for h in next(reader, [])]
+        try:
+            header = [h.strip().lower() for h in next(reader, [])]
+        except csv.Error:
+            header = []
         if "emotion" not in header or "pixels" not in header:
             raise UserError(f"{path} is not a FER2013 CSV: its header needs 'emotion' and 'pixels' columns")
         columns = {name: header.index(name) for name in ("emotion", "pixels", "usage") if name in header}
-        for line, row in enumerate(reader, start=2):
-            if not row:
+        for line, row in _rows(reader, skipped):
+            if not any(field.strip() for field in row):
                 continue
             try:
                 label, image, usage = _parse_row(row, columns)

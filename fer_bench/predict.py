@@ -12,12 +12,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from .dataset import to_native
+from .dataset import check_pixel_count, to_8bit, to_native
 from .errors import UserError
 from .run import find_run_dirs, is_complete
 
 MAX_SIDE = 2048  # larger photos are downscaled before detection
-Image.MAX_IMAGE_PIXELS = 300_000_000  # refuse (clearly) only truly absurd images
 
 
 @dataclass
@@ -85,9 +84,10 @@ def read_image(data: bytes, name: str) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(data))
         image.draft("RGB", (MAX_SIDE, MAX_SIDE))  # JPEG: decode huge photos at reduced scale
-        image = ImageOps.exif_transpose(image).convert("RGB")
-    except Image.DecompressionBombError:
-        raise UserError(f"{name}: the image is too large to decode safely") from None
+        check_pixel_count(image)
+        image = to_8bit(ImageOps.exif_transpose(image)).convert("RGB")
+    except (Image.DecompressionBombError, ValueError) as problem:
+        raise UserError(f"{name}: the image is too large to decode safely ({problem})") from None
     except Exception:  # PIL signals non-images and truncated files with many types
         raise UserError(f"{name}: not a readable image (JPEG, PNG or BMP expected)") from None
     image.thumbnail((MAX_SIDE, MAX_SIDE))
