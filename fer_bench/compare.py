@@ -17,7 +17,7 @@ from .files import save_figure, write_csv
 from .run import find_run_dirs
 
 BASELINE_MODEL = "scratch"
-CONFIG_COLUMNS = ["model", "variant", "weights", "classes", "image_size", "epochs"]
+CONFIG_COLUMNS = ["model", "variant", "weights", "recipe", "classes", "image_size", "epochs"]
 
 
 def mcnemar_exact(baseline_correct: np.ndarray, model_correct: np.ndarray) -> float:
@@ -41,6 +41,7 @@ def _load_run(run_dir: Path) -> dict:
         "weights": config["weights"],
         "classes": config["classes"],
         "image_size": config["image_size"],
+        "recipe": config.get("recipe", "seed"),
         "epochs": config["epochs"],
         "seed": config["seed"],
         "trainable_params": metrics["trainable_params"],
@@ -52,6 +53,8 @@ def _load_run(run_dir: Path) -> dict:
         "balanced_accuracy": metrics["balanced_accuracy"],
         "macro_f1": metrics["macro_f1"],
         "majority_baseline": metrics["majority_baseline_accuracy"],
+        "tta": metrics.get("tta", {}).get("mode", "none"),
+        "tta_accuracy": metrics.get("tta", {}).get("accuracy", math.nan),
         "_test_set": data["test_sha256"],
         "_files": predictions["file"].tolist(),
         "_correct": (predictions["true"] == predictions["predicted"]).to_numpy(),
@@ -97,6 +100,9 @@ def _formatted(table: pd.DataFrame) -> pd.DataFrame:
         shown[column] = table[column].map("{:.4f}".format)
     p = f"p_mcnemar_vs_{BASELINE_MODEL}"
     shown[p] = table[p].map(lambda v: "-" if math.isnan(v) else f"{v:.3g}")
+    # plain accuracy (above) is what the intervals and McNemar use; TTA is shown beside it, named
+    shown["accuracy with TTA"] = [f"{a:.4f} ({mode})" if mode != "none" else "-"
+                                  for a, mode in zip(table["tta_accuracy"], table["tta"])]
     return shown
 
 
