@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from .dataset import Dataset
+from .data.dataset import Dataset
 from .models import create_model
 from .training import TrainSettings, as_model_input, compile_for_training
 

@@ -99,7 +99,14 @@ def experiment(
     no_compare: bool = typer.Option(False, "--no-compare", help="Do not write the comparison at the end."),
 ):
     """Run a grid of runs (skipping complete ones), then write its comparison."""
-    from .experiment import find_experiment_file, load_experiment, parse_shard, plan, run_experiment, shard_plan
+    from .experiment import (
+        find_experiment_file,
+        load_experiment,
+        parse_shard,
+        plan,
+        run_experiment,
+        shard_plan,
+    )
 
     path = find_experiment_file(str(file))
     spec = load_experiment(path, None if data is None else str(data))
@@ -133,7 +140,7 @@ def experiment(
 
 
 def _write_comparison(run_dirs: list[Path], out: Path) -> None:
-    from .compare import compare
+    from .reporting.compare import compare
 
     markdown, skipped = compare(run_dirs, out)
     for run_dir in skipped:
@@ -178,7 +185,7 @@ def predict(
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ):
     """Classify the expression of the face in each image with a finished run."""
-    from . import predict as predictor
+    from .serving import predict as predictor
 
     loaded = predictor.load_run(run or predictor.best_run_dir(results))
     predictions = predictor.predict_files(loaded, images, detect)
@@ -206,8 +213,8 @@ def evaluate_command(
 ):
     """Score a finished run on another labelled data set; writes metrics, per-class, confusion matrix, predictions."""
     from .config import TTA_MODES
-    from .predict import load_run
-    from .scoring import evaluate_run
+    from .reporting.scoring import evaluate_run
+    from .serving.predict import load_run
 
     if tta not in TTA_MODES:
         raise UserError(f"--tta must be one of {', '.join(TTA_MODES)}, got {tta!r}")
@@ -246,8 +253,8 @@ def app_command(
     port: int = typer.Option(8000),
 ):
     """Start the web app (Shiny for Python): upload a photo, read its expression."""
-    from .app import serve
-    from .predict import best_run_dir, load_run
+    from .serving.app import serve
+    from .serving.predict import best_run_dir, load_run
 
     loaded = load_run(run or best_run_dir(results))
     typer.echo(f"serving {loaded.source} on http://{host}:{port}")
@@ -257,9 +264,9 @@ def app_command(
 @app.command("models")
 def models_command(pattern: str = typer.Argument("*", help="Shell-style filter, e.g. '*net*'.")):
     """List registered models: input sizes, parameters and FLOPs per image (7 classes, default size)."""
-    from .harness import count_params
     from .models import create_model, list_models, model_info
     from .models.flops import flops_per_image
+    from .training.harness import count_params
 
     for name in list_models(pattern):
         info = model_info(name)
@@ -284,8 +291,8 @@ def benchmark_command(
 ):
     """Time frozen-feature extraction and head training; prints ratios against a scratch-CNN epoch."""
     from .benchmark import benchmark
-    from .models import check_image_size, model_info
     from .config import RunConfig
+    from .models import check_image_size, model_info
     from .run import load_run_data
 
     names = [m.strip() for m in models.split(",") if m.strip()]
@@ -298,7 +305,7 @@ def benchmark_command(
     table = benchmark(dataset, names, image_size, sample, head_epochs, progress=typer.echo)
     typer.echo(table.to_markdown(index=False, floatfmt=".3g"))
     if output is not None:
-        from .plots import plot_benchmark
+        from .reporting.plots import plot_benchmark
 
         table.to_csv(output, index=False)
         plot_benchmark(table, output.with_suffix(".png"))
@@ -313,8 +320,8 @@ def data_synth(
     seed: int = typer.Option(0),
 ):
     """Write the embedded synthetic faces in the folder layout."""
-    from .dataset import write_folder_layout
-    from .synthetic import synthetic_dataset
+    from .data.dataset import write_folder_layout
+    from .data.synthetic import synthetic_dataset
 
     _require_empty(out)
     n = write_folder_layout(synthetic_dataset(train_per_class, test_per_class, seed), out)
@@ -327,8 +334,8 @@ def data_inspect(path: Path = typer.Argument(..., help="Dataset folder or fer201
     """Layout, images per split and class, formats, unreadable files and exact duplicates."""
     import time
 
-    from .integrity import inspect_lines
-    from .sources import open_dataset
+    from .data.integrity import inspect_lines
+    from .data.sources import open_dataset
 
     started = time.perf_counter()
     for line in inspect_lines(open_dataset(path, test_usage)):
@@ -341,8 +348,8 @@ def data_export(path: Path = typer.Argument(..., help="Dataset folder or fer2013
                 out: Path = typer.Argument(..., help="Empty or new folder to write <split>/<class>/*.png into."),
                 test_usage: str = typer.Option("PrivateTest", help="fer2013.csv: which Usage is the test set.")):
     """Write any supported input in the folder layout, e.g. fer2013.csv as PNG folders."""
-    from .dataset import write_folder_layout
-    from .sources import open_dataset
+    from .data.dataset import write_folder_layout
+    from .data.sources import open_dataset
 
     _require_empty(out)
     n = write_folder_layout(open_dataset(path, test_usage), out)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .classes import parse_classes
+from .data.classes import parse_classes
 from .errors import UserError
 
 AUGMENTATIONS = ("flip", "shift", "rotation", "zoom", "erasing")

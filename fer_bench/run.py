@@ -19,13 +19,13 @@ from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 
-from .classes import classes_tag, parse_classes
 from .config import RunConfig, resolve, resolve_val_split
-from .dataset import Dataset, select_classes
+from .data.classes import classes_tag, parse_classes
+from .data.dataset import Dataset, select_classes
+from .data.integrity import drop_test_duplicates
+from .data.sources import open_dataset
 from .errors import UserError
 from .files import write_json
-from .integrity import drop_test_duplicates
-from .sources import open_dataset
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,8 @@ def load_run_data(cfg: RunConfig) -> Dataset:
 
 def run_id(cfg: RunConfig, fingerprint: dict) -> str:
     """Readable id (model, classes, size, seed) plus a short hash of config and data."""
-    from .features import weights_key
     from .models import model_info
+    from .training.features import weights_key
 
     identity = {k: v for k, v in asdict(cfg).items() if k not in _NOT_IDENTITY and k != "data"}
     identity["weights"] = weights_key(cfg.weights, cfg.seed)  # a weights file counts by its content
@@ -135,7 +135,7 @@ def execute(cfg: RunConfig, output: Path = Path("results"), force: bool = False)
         write_json(run_dir / "data.json", fingerprint)
         write_json(run_dir / "environment.json", library_versions())
 
-        from .harness import train_and_evaluate
+        from .training.harness import train_and_evaluate
 
         started = time.perf_counter()
         try:

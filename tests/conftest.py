@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fer_bench.classes import FER_CLASSES
-from fer_bench.synthetic import draw_face
+from fer_bench.data.classes import FER_CLASSES
+from fer_bench.data.synthetic import draw_face
 
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "fer2013"
 

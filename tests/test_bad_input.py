@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_faces
 from PIL import Image
 
-from conftest import write_faces
-from fer_bench.dataset import read_folder_dataset, to_native
-from fer_bench.synthetic import draw_face
+from fer_bench.data.dataset import read_folder_dataset, to_native
+from fer_bench.data.synthetic import draw_face
 
 
 def png_bomb(path: Path, side: int = 20000) -> Path:

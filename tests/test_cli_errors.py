@@ -1,7 +1,6 @@
 """Every mistake a user can make ends in one line on stderr and exit code 2, never a traceback."""
 
 import pytest
-
 from conftest import write_faces
 
 

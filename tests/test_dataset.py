@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
+from conftest import REAL_DATA, needs_real_data, write_faces
 from PIL import Image
 
-from conftest import REAL_DATA, needs_real_data, write_faces
-from fer_bench import dataset as ds
-from fer_bench.classes import parse_classes
+from fer_bench.data import dataset as ds
+from fer_bench.data.classes import parse_classes
 from fer_bench.errors import UserError
 
 
@@ -100,7 +100,7 @@ def test_missing_and_layoutless_paths(tmp_path):
 
 @needs_real_data
 def test_real_fer2013_folder_counts_and_duplicates():
-    from fer_bench.integrity import duplicate_report
+    from fer_bench.data.integrity import duplicate_report
 
     data = ds.read_folder_dataset(REAL_DATA)
     assert data.layout == "train+test" and not data.skipped

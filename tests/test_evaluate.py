@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 from fer_bench.config import RunConfig
-from fer_bench.dataset import write_folder_layout
+from fer_bench.data.dataset import write_folder_layout
+from fer_bench.data.synthetic import synthetic_dataset
 from fer_bench.models import saved
 from fer_bench.run import execute
-from fer_bench.synthetic import synthetic_dataset
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +71,9 @@ def test_bundle_is_used_when_results_is_empty(cli, three_class_run, tmp_path, mo
     assert not list(bundle.glob(".*"))
     monkeypatch.setattr(saved, "BUNDLED_DIR", bundle)
     photo = tmp_path / "face.png"
-    from fer_bench.synthetic import draw_face
     from PIL import Image
+
+    from fer_bench.data.synthetic import draw_face
 
     Image.fromarray(draw_face("happy", np.random.default_rng(3))).resize((120, 120)).save(photo)
     code, out, err = cli("predict", photo, "--results", tmp_path / "empty-results", "--no-detect")

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from fer_bench import training
-from fer_bench.compare import mcnemar_exact
+from fer_bench.reporting.compare import mcnemar_exact
 
 GRID = """
 description = "tiny test grid"

@@ -5,12 +5,12 @@ import json
 import numpy as np
 import pytest
 
-from fer_bench.dataset import read_folder_dataset
+from fer_bench.data.dataset import read_folder_dataset
+from fer_bench.data.fer_csv import read_csv_dataset
+from fer_bench.data.integrity import drop_test_duplicates, duplicate_report
+from fer_bench.data.synthetic import draw_face
 from fer_bench.errors import UserError
-from fer_bench.fer_csv import read_csv_dataset
-from fer_bench.integrity import drop_test_duplicates, duplicate_report
 from fer_bench.run import RunConfig, execute
-from fer_bench.synthetic import draw_face
 
 
 def pixels(seed: int, expression: str = "happy") -> str:

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REAL_DATA, needs_real_data
 from PIL import Image
 
-from conftest import REAL_DATA, needs_real_data
-from fer_bench.predict import detect_face, read_image
+from fer_bench.data.synthetic import draw_face
 from fer_bench.run import RunConfig, execute
-from fer_bench.synthetic import draw_face
+from fer_bench.serving.predict import detect_face, read_image
 
 CHROMIUM = "/usr/bin/chromium"
 

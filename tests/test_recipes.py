@@ -8,11 +8,15 @@ import pytest
 
 from fer_bench.config import RECIPES, RunConfig, resolve
 from fer_bench.errors import UserError
-from fer_bench.evaluation import predict_with_tta, tta_views
 from fer_bench.models import create_model
-from fer_bench.run import execute, run_id
 from fer_bench.models.augment import with_augmentation
-from fer_bench.training.precision import cpu_has_fast_bfloat16, precision_policy, resolve_precision
+from fer_bench.reporting.evaluation import predict_with_tta, tta_views
+from fer_bench.run import execute, run_id
+from fer_bench.training.precision import (
+    cpu_has_fast_bfloat16,
+    precision_policy,
+    resolve_precision,
+)
 
 FINGERPRINT = {"train_sha256": "a", "test_sha256": "b"}
 

@@ -6,10 +6,9 @@ import keras
 import pandas as pd
 import pytest
 
-from fer_bench import harness
 from fer_bench.config import RunConfig
 from fer_bench.run import COMPLETE_MARKER, execute
-from fer_bench.training import callbacks
+from fer_bench.training import callbacks, harness
 
 RUN_FILES = {
     "config.json", "data.json", "environment.json", "history.csv", "best.keras", "metrics.json",
@@ -51,7 +50,7 @@ def test_run_folder_holds_everything(finished_run):
 
 
 def test_saved_model_predicts_from_raw_pixels(finished_run):
-    from fer_bench.synthetic import synthetic_split
+    from fer_bench.data.synthetic import synthetic_split
 
     faces = synthetic_split(20, seed=7, classes=("happy", "sad"))
     model = keras.models.load_model(finished_run / "best.keras")

@@ -10,7 +10,13 @@ import pandas as pd
 import pytest
 
 from fer_bench.errors import UserError
-from fer_bench.experiment import expected_cost, load_experiment, parse_shard, plan, shard_plan
+from fer_bench.experiment import (
+    expected_cost,
+    load_experiment,
+    parse_shard,
+    plan,
+    shard_plan,
+)
 
 GRID = """description = "scale-out test grid"
 [defaults]

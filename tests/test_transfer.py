@@ -9,13 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fer_bench import features
-from fer_bench.models import create_model
-from fer_bench.models import transfer
 from fer_bench.config import RunConfig, resolve
+from fer_bench.data.synthetic import synthetic_split
+from fer_bench.models import create_model, transfer
 from fer_bench.run import execute, load_run_data
-from fer_bench.synthetic import synthetic_split
-from fer_bench.training import as_model_input
+from fer_bench.training import as_model_input, features
 
 MIN_SIZES = {"vgg16": 32, "resnet50": 32, "inceptionv3": 75}
 
@@ -95,7 +93,9 @@ def test_weights_from_explicit_file(tmp_path):
 
 
 def test_imagenet_weights_from_keras_cache(tmp_path, monkeypatch):
-    from keras.src.legacy.saving import legacy_h5_format  # the format of Keras' ImageNet files
+    from keras.src.legacy.saving import (
+        legacy_h5_format,  # the format of Keras' ImageNet files
+    )
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     info = transfer.model_info_for("vgg16")

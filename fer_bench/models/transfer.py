@@ -18,7 +18,7 @@ from pathlib import Path
 import keras
 from keras import layers
 
-from ..dataset import NATIVE_SIZE
+from ..data.dataset import NATIVE_SIZE
 from ..errors import UserError
 from .registry import BuiltModel, ModelInfo, register_model
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from ..dataset import NATIVE_SIZE
+from ..data.dataset import NATIVE_SIZE
 from .registry import BuiltModel, ModelInfo, register_model
 
 VGGNET = ModelInfo(

@@ -14,7 +14,14 @@ import numpy as np
 import pandas as pd
 
 from ..files import write_csv, write_json
-from .callbacks import BestCheckpoint, EarlyStop, EpochTimer, HistoryWriter, ResumePoint, read_resume_point
+from .callbacks import (
+    BestCheckpoint,
+    EarlyStop,
+    EpochTimer,
+    HistoryWriter,
+    ResumePoint,
+    read_resume_point,
+)
 
 log = logging.getLogger(__name__)
 

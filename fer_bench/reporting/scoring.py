@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .classes import parse_classes
-from .dataset import Split, read_labelled_folder
-from .errors import UserError
+from ..data.classes import parse_classes
+from ..data.dataset import Split, read_labelled_folder
+from ..errors import UserError
+from ..files import make_work_dir, write_csv, write_json
+from ..training import as_model_input
 from .evaluation import evaluate_predictions, predict_with_tta, predictions_table
-from .files import make_work_dir, write_csv, write_json
 from .plots import plot_confusion
-from .training import as_model_input
 
 
 @dataclass
@@ -39,7 +39,7 @@ class LabelledSet:
 
 def open_labelled_set(data: Path, test_usage: str = "PrivateTest") -> LabelledSet:
     """The images of `data` to score: the test split of a data set, else every labelled image."""
-    from .sources import open_dataset
+    from ..data.sources import open_dataset
 
     data = Path(data)
     if data.is_file() or any((base / "train").is_dir() for base in (data, data / "images")):

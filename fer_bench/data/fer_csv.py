@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import UserError
 from .classes import FER_CLASSES, FER_CSV_EMOTIONS
 from .dataset import NATIVE_SIZE, Dataset, cached_dataset, make_split, split_validation
-from .errors import UserError
 
 log = logging.getLogger(__name__)
 USAGES = ("PublicTest", "PrivateTest")

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import cache_dir
-from .files import save_npz
-from .training import as_model_input
+from ..data.dataset import cache_dir
+from ..files import save_npz
+from .fit import as_model_input
 
 log = logging.getLogger(__name__)
 _CACHE_VERSION = "2"  # bump when the cache file's contents change

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from .dataset import check_pixel_count, to_8bit, to_native
-from .errors import UserError
-from .run import find_run_dirs, is_complete
+from ..data.dataset import check_pixel_count, to_8bit, to_native
+from ..errors import UserError
+from ..run import find_run_dirs, is_complete
 
 MAX_SIDE = 2048  # larger photos are downscaled before detection
 
@@ -44,14 +44,14 @@ class LoadedRun:
     @property
     def source(self) -> str:
         """The run folder, or 'the bundled model' for the one shipped with the package."""
-        from .models import saved
+        from ..models import saved
 
         return "the bundled model" if self.run_dir == saved.BUNDLED_DIR else str(self.run_dir)
 
 
 def load_run(run_dir: Path | str) -> LoadedRun:
     """Load a complete run folder's best model (`bundled`: the model shipped with the package), or raise UserError."""
-    from .models import saved
+    from ..models import saved
 
     run_dir = saved.bundled_run_dir() if str(run_dir) == "bundled" else Path(run_dir)
     if not run_dir.is_dir():
@@ -65,7 +65,7 @@ def load_run(run_dir: Path | str) -> LoadedRun:
 
 def best_run_dir(results: Path) -> Path:
     """The complete run in `results` with the highest test accuracy; the bundled model if there is none."""
-    from .models import saved
+    from ..models import saved
 
     complete = find_run_dirs([Path(results)])[0] if Path(results).is_dir() else []
     scored = [(json.loads((run_dir / "metrics.json").read_text())["accuracy"], run_dir) for run_dir in complete]
@@ -125,7 +125,7 @@ def sentence(probabilities: dict[str, float]) -> str:
 
 def predict_image(run: LoadedRun, image: Image.Image, name: str, detect: bool = True) -> Prediction:
     """Classify the largest face in `image` (or the whole image)."""
-    from .training import as_model_input
+    from ..training import as_model_input
 
     box = detect_face(image) if detect else None
     crop = image.crop((box[0], box[1], box[0] + box[2], box[1] + box[3])) if box else image

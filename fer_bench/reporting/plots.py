@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
 
-from .files import save_figure  # noqa: E402
+from ..files import save_figure  # noqa: E402
 
 
 def plot_curves(history: pd.DataFrame, path: Path, title: str) -> None:

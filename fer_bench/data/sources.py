@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import UserError
 from .dataset import Dataset, read_folder_dataset
-from .errors import UserError
 
 
 def open_dataset(data: str | Path | None, test_usage: str = "PrivateTest") -> Dataset:

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..errors import UserError
+from ..files import save_npz
 from .classes import canonical_class
-from .errors import UserError
-from .files import save_npz
 
 NATIVE_SIZE = 48
 TEST_SPLIT_NAMES = ("test", "validation", "val", "valid")

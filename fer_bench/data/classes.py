@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .errors import UserError
+from ..errors import UserError
 
 # FER2013's seven expressions in the alphabetical order Keras' directory readers use.
 FER_CLASSES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
 
-from .errors import UserError
-from .files import save_figure, write_csv
-from .run import find_run_dirs
+from ..errors import UserError
+from ..files import save_figure, write_csv
+from ..run import find_run_dirs
 
 BASELINE_MODEL = "scratch"
 CONFIG_COLUMNS = ["model", "variant", "weights", "recipe", "classes", "image_size", "epochs"]

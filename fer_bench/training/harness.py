@@ -17,18 +17,22 @@ import keras
 import numpy as np
 import pandas as pd
 
-from .config import RunConfig, class_weights
-from .dataset import Dataset, split_validation
-from .evaluation import evaluate_predictions, predict_with_tta, predictions_table
+from ..config import RunConfig, class_weights
+from ..data.dataset import Dataset, split_validation
+from ..files import save_model, write_csv, write_json
+from ..models import BuiltModel, create_model
+from ..models.augment import with_augmentation
+from ..models.transfer import unfreeze_top
+from ..reporting.evaluation import (
+    evaluate_predictions,
+    predict_with_tta,
+    predictions_table,
+)
+from ..reporting.plots import plot_confusion, plot_curves
+from .devices import device_scope
 from .features import cached_features, feature_cache_path, weights_key
-from .files import save_model, write_csv, write_json
-from .models import BuiltModel, create_model
-from .models.transfer import unfreeze_top
-from .plots import plot_confusion, plot_curves
-from .training import TrainSettings, as_model_input, fit_stage
-from .models.augment import with_augmentation
-from .training.devices import device_scope
-from .training.precision import precision_policy
+from .fit import TrainSettings, as_model_input, fit_stage
+from .precision import precision_policy
 
 log = logging.getLogger(__name__)
 

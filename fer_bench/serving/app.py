@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 from .predict import LoadedRun, Prediction, predict_image, read_image
 
 MAX_UPLOAD_BYTES = 15 * 1024 * 1024

@@ -1,0 +1,1 @@
+"""Data: class names, folder and CSV readers with their decode cache, synthetic faces, integrity checks."""
