@@ -81,8 +81,9 @@ def test_bundle_is_used_when_results_is_empty(cli, three_class_run, tmp_path, mo
     assert out.startswith("run: the bundled model (scratch")
 
 
-def test_shipped_bundled_model_loads_and_predicts():
-    """The model inside the package: small, complete, and it predicts from raw pixels."""
+def test_shipped_bundled_model_loads_and_predicts(cli, tmp_path):
+    """The model inside the package: small, complete, it predicts from raw pixels, and `predict`
+    uses it when results/ holds no complete run."""
     files = {p.name for p in saved.BUNDLED_DIR.iterdir()}
     assert {"best.keras", "config.json", "data.json", "metrics.json", "complete.json"} <= files
     assert sum(p.stat().st_size for p in saved.BUNDLED_DIR.iterdir()) < 12e6
@@ -93,3 +94,10 @@ def test_shipped_bundled_model_loads_and_predicts():
     probs = model.predict(faces, verbose=0)
     assert probs.shape == (len(faces), 7) and np.allclose(probs.sum(1), 1, atol=1e-4)
     assert isinstance(model, keras.Model)
+    from PIL import Image
+
+    Image.fromarray(faces[0, ..., 0].astype("uint8")).resize((96, 96)).save(tmp_path / "face.png")
+    (tmp_path / "results").mkdir()
+    code, out, err = cli("predict", tmp_path / "face.png", "--results", tmp_path / "results", "--no-detect")
+    assert code == 0, err
+    assert out.startswith(f"run: the bundled model ({metrics['model']}")
