@@ -99,6 +99,22 @@ def _preprocess(x, mode: str):
     return layers.Rescaling(1 / 127.5, offset=-1.0, name="tf_preprocess")(x)
 
 
+VARIANCE_FLOOR = 0.01  # of the median feature variance
+
+
+def adapt_feature_norm(built: BuiltModel, features) -> None:
+    """Adapt the head's standardisation to the training features, with each feature's variance
+    floored at VARIANCE_FLOOR x the median: a feature (nearly) constant over the training set would
+    otherwise be divided by ~0, and the first change fine-tuning makes to the base would blow it up."""
+    import numpy as np
+
+    norm = built.head.get_layer("feature_norm")
+    norm.adapt(features)
+    variance = np.asarray(norm.adapt_variance)
+    norm.adapt_variance.assign(np.maximum(variance, VARIANCE_FLOOR * np.median(variance)))
+    norm.finalize_state()
+
+
 def unfreeze_top(built: BuiltModel) -> int:
     """Make the base's top block(s) trainable, BatchNorm excepted; returns layers unfrozen."""
     prefixes = _BASES[built.info.name].top_block_prefixes

@@ -40,6 +40,7 @@ class TrainSettings:
     warmup_epochs: int = 0
     schedule: str = "constant"
     patience: int = 0  # early stopping on validation loss; 0 = off
+    clipnorm: float | None = None  # clip each gradient to this norm (fine-tuning)
     class_weight: dict[int, float] | None = None
     tensorboard_dir: Path | None = None
 
@@ -60,13 +61,15 @@ def learning_rate_schedule(settings: TrainSettings, steps_per_epoch: int):
 def make_optimizer(settings: TrainSettings, steps_per_epoch: int):
     """Keras optimizer by name; 'sgd' with momentum 0 is Keras' plain SGD, as in the seed."""
     lr = learning_rate_schedule(settings, steps_per_epoch)
-    decay = {"weight_decay": settings.weight_decay} if settings.weight_decay else {}
+    options = {"weight_decay": settings.weight_decay} if settings.weight_decay else {}
+    if settings.clipnorm:
+        options["clipnorm"] = settings.clipnorm
     if settings.optimizer in ("sgd", "nesterov"):
-        return keras.optimizers.SGD(lr, momentum=settings.momentum, nesterov=settings.optimizer == "nesterov", **decay)
+        return keras.optimizers.SGD(lr, momentum=settings.momentum, nesterov=settings.optimizer == "nesterov", **options)
     optimizers = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "rmsprop": keras.optimizers.RMSprop}
     if settings.optimizer == "adamw":
-        decay = {"weight_decay": settings.weight_decay}  # AdamW's own default decay is not zero
-    return optimizers[settings.optimizer](lr, **decay)
+        options["weight_decay"] = settings.weight_decay  # AdamW's own default decay is not zero
+    return optimizers[settings.optimizer](lr, **options)
 
 
 def compile_for_training(model, settings: TrainSettings, steps_per_epoch: int) -> None:

@@ -22,7 +22,7 @@ from ..data.dataset import Dataset, split_validation
 from ..files import save_model, write_csv, write_json
 from ..models import BuiltModel, create_model
 from ..models.augment import with_augmentation
-from ..models.transfer import unfreeze_top
+from ..models.transfer import adapt_feature_norm, unfreeze_top
 from ..reporting.evaluation import (
     evaluate_predictions,
     predict_with_tta,
@@ -35,6 +35,7 @@ from .fit import TrainSettings, as_model_input, fit_stage
 from .precision import precision_policy
 
 log = logging.getLogger(__name__)
+FINETUNE_CLIPNORM = 1.0  # gradients through a pretrained base are clipped: one bad batch must not wreck it
 
 
 def count_params(model) -> dict[str, int]:
@@ -93,7 +94,7 @@ def _train_transfer(built: BuiltModel, cfg, dataset, settings, run_dir):
         return features
 
     data = StageData(cfg, dataset, features_of)
-    built.head.get_layer("feature_norm").adapt(data.x_fit)
+    adapt_feature_norm(built, data.x_fit)
     history = data.fit(built.head, settings, run_dir, run_dir / "head.keras")
     built.head.set_weights(keras.models.load_model(run_dir / "head.keras").get_weights())
     params.update(count_params(built.full))
@@ -108,7 +109,8 @@ def _train_transfer(built: BuiltModel, cfg, dataset, settings, run_dir):
     params.update(count_params(built.full))
     pixels = StageData(cfg, dataset, _pixels(dataset))
     tuned = pixels.fit(with_augmentation(built.full, cfg.augment, cfg.seed),
-                       replace(settings, epochs=cfg.finetune_epochs, learning_rate=cfg.finetune_learning_rate, warmup_epochs=0),
+                       replace(settings, epochs=cfg.finetune_epochs, learning_rate=cfg.finetune_learning_rate, warmup_epochs=0,
+                               clipnorm=FINETUNE_CLIPNORM),
                        finetune_dir, run_dir / "best.keras", beat_val_loss=float(history["val_loss"].min()))
     tuned = tuned.assign(epoch=tuned["epoch"] + len(history), stage="finetune")
     history = pd.concat([history.assign(stage="head"), tuned], ignore_index=True)
