@@ -15,6 +15,7 @@ import pandas as pd
 
 from .data.dataset import Dataset
 from .models import create_model
+from .models.transfer import adapt_feature_norm
 from .training import TrainSettings, as_model_input, compile_for_training
 
 
@@ -46,7 +47,7 @@ def benchmark(dataset: Dataset, models: list[str], image_size: int, sample: int,
         feats = built.extractor.predict(pixels, batch_size=64, verbose=0)
         per_second = len(picked) / (time.perf_counter() - started)
         full_feats = feats[np.resize(np.arange(len(feats)), n_train)]  # head cost depends on count and width only
-        built.head.get_layer("feature_norm").adapt(full_feats)
+        adapt_feature_norm(built, full_feats)
         head_seconds = _time_fit(built.head, full_feats, y, head_epochs, settings)
         extraction = n_train / per_second
         rows.append({
