@@ -4,6 +4,7 @@ product, e.g. variants that only transfer models have). Every key is a `fer-benc
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
@@ -101,17 +102,13 @@ def expected_cost(cfg: RunConfig) -> float:
     return flops * (1 + (3 * cfg.finetune_epochs if cfg.variant == "finetune" else 0))
 
 
-_FLOPS_CACHE: dict[tuple, int] = {}
-
-
+@functools.lru_cache(maxsize=None)
 def _flops(model: str, size: int, width: float | None) -> int:
+    """Forward FLOPs per image of one (model, size, width), built once per process."""
     from .models import create_model
     from .models.flops import flops_per_image
 
-    key = (model, size, width)
-    if key not in _FLOPS_CACHE:
-        _FLOPS_CACHE[key] = flops_per_image(create_model(model, 7, size, weights="none", width=width).full)
-    return _FLOPS_CACHE[key]
+    return flops_per_image(create_model(model, 7, size, weights="none", width=width).full)
 
 
 def parse_shard(spec: str | None, environ=os.environ) -> tuple[int, int] | None:
