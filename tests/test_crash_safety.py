@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from fer_bench.run import COMPLETE_MARKER
 
@@ -29,6 +30,7 @@ def _history(out: Path) -> pd.DataFrame | None:
     return None
 
 
+@pytest.mark.slow
 def test_sigkill_after_first_epoch_then_rerun_completes_each_epoch_once(tmp_path):
     out = tmp_path / "results"
     process = _start(out)
@@ -52,6 +54,7 @@ def test_sigkill_after_first_epoch_then_rerun_completes_each_epoch_once(tmp_path
     assert not list(run_dir.rglob(".*.tmp*")), "a temporary file was left behind"
 
 
+@pytest.mark.slow
 def test_two_concurrent_starts_of_one_run_train_it_once(tmp_path):
     out = tmp_path / "results"
     first, second = _start(out), _start(out)

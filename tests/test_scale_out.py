@@ -64,6 +64,7 @@ def test_dry_run_of_a_shard_lists_its_part(cli, grid_file, tmp_path):
     assert len([line for line in out.splitlines() if "to do" in line]) == 3
 
 
+@pytest.mark.slow
 def test_two_local_workers_complete_a_grid_and_compare_it(tmp_path):
     grid = tmp_path / "pair.toml"
     grid.write_text('[defaults]\nepochs = 1\nclasses = "happy,sad"\n[grid]\nmodel = ["scratch", "minixception"]\n'
@@ -79,6 +80,7 @@ def test_two_local_workers_complete_a_grid_and_compare_it(tmp_path):
         assert pd.read_csv(run_dir / "history.csv")["epoch"].tolist() == [0]
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_on_two_logical_cpus_learns_like_one_device(tmp_path):
     out = tmp_path / "results"
     done = subprocess.run([sys.executable, "-m", "fer_bench", "run", "--devices", "2", "--epochs", "6", "--seed", "1",

@@ -18,10 +18,10 @@ ROOT = Path(__file__).resolve().parents[1]
 ARRAY_SCRIPT = ROOT / "examples" / "slurm" / "array.sbatch"
 DAEMONS = ("munged", "slurmctld", "slurmd")
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     not all(shutil.which(tool) for tool in ("sbatch", "slurmctld", "slurmd", "munged")) or os.geteuid() != 0,
     reason="needs Debian's slurm-wlm and munge, run as root (.ci/run installs them)",
-)
+)]
 
 
 def _free_port() -> int:

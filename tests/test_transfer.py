@@ -70,6 +70,7 @@ def test_second_run_reuses_feature_cache_and_new_size_does_not(tmp_path, monkeyp
     assert len(calls) == 4
 
 
+@pytest.mark.slow
 def test_finetune_unfreezes_top_block_and_completes(tmp_path):
     frozen = execute(RunConfig(model="vgg16", weights="none", image_size=32, epochs=2), output=tmp_path)
     tuned = execute(RunConfig(model="vgg16", weights="none", image_size=32, epochs=2, variant="finetune",
@@ -142,6 +143,7 @@ def test_benchmark_reports_ratios_against_scratch_epoch(cli, tmp_path):
     assert code == 2 and "not a transfer model" in err
 
 
+@pytest.mark.slow
 def test_finetune_from_trained_weights_stays_finite_under_the_strong_recipe(tmp_path):
     """Start from a base whose BatchNorm statistics are real (trained here, then saved), as ImageNet
     weights are: fine-tuning with augmentation and the strong schedule must stay finite and learn."""
