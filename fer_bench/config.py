@@ -8,6 +8,7 @@ value filled in, is what `config.json` records and what the run id hashes.
 
 from __future__ import annotations
 
+import typing
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -94,15 +95,13 @@ class RunConfig:
 
 
 _TYPE_WORDS = {str: "a string", int: "an integer", (int, float): "a number", bool: "true or false"}
-_OPTION_TYPES = {
-    **{name: str for name in ("model", "data", "classes", "recipe", "optimizer", "schedule", "augment", "precision",
-                              "tta", "val_split", "weights", "variant", "class_weight", "test_usage", "devices")},
-    **{name: int for name in ("image_size", "epochs", "batch_size", "warmup_epochs", "patience", "seed",
-                              "finetune_epochs")},
-    **{name: (int, float) for name in ("width", "learning_rate", "momentum", "weight_decay", "label_smoothing",
-                                       "val_fraction", "finetune_learning_rate")},
-    **{name: bool for name in ("dedupe", "tensorboard", "strict")},
-}
+def _option_type(annotation):
+    """The type a RunConfig field accepts from TOML (None aside); a float field also takes an integer."""
+    (kind,) = [t for t in typing.get_args(annotation) or (annotation,) if t is not type(None)]
+    return (int, float) if kind is float else kind
+
+
+_OPTION_TYPES = {name: _option_type(hint) for name, hint in typing.get_type_hints(RunConfig).items()}
 
 
 def _has_type(value, expected) -> bool:
