@@ -106,9 +106,9 @@ MAX_PIXELS = 40_000_000  # larger images (decompression bombs among them) are re
 
 
 def check_pixel_count(image: Image.Image) -> None:
-    """Refuse an opened (not yet decoded) image with more than MAX_PIXELS pixels."""
+    """Refuse an opened (not yet decoded) image with more than MAX_PIXELS pixels (PIL's DecompressionBombError)."""
     if image.width * image.height > MAX_PIXELS:
-        raise ValueError(f"{image.width}x{image.height} pixels is more than the {MAX_PIXELS:,} allowed")
+        raise Image.DecompressionBombError(f"{image.width}x{image.height} pixels is more than the {MAX_PIXELS:,} allowed")
 
 
 def printable_name(name: str) -> str:

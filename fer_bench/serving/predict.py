@@ -86,7 +86,7 @@ def read_image(data: bytes, name: str) -> Image.Image:
         image.draft("RGB", (MAX_SIDE, MAX_SIDE))  # JPEG: decode huge photos at reduced scale
         check_pixel_count(image)
         image = to_8bit(ImageOps.exif_transpose(image)).convert("RGB")
-    except (Image.DecompressionBombError, ValueError) as problem:
+    except Image.DecompressionBombError as problem:
         raise UserError(f"{name}: the image is too large to decode safely ({problem})") from None
     except Exception:  # PIL signals non-images and truncated files with many types
         raise UserError(f"{name}: not a readable image (JPEG, PNG or BMP expected)") from None
