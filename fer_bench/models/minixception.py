@@ -36,7 +36,11 @@ def build_minixception(info: ModelInfo, num_classes: int, image_size: int, **_op
         x = layers.BatchNormalization(name=f"stem_bn{i}")(x)
         x = layers.ReLU(name=f"stem_relu{i}")(x)
     for block, channels in enumerate(BLOCK_CHANNELS, start=1):
-        residual = layers.Conv2D(channels, 1, strides=2, padding="same", use_bias=False, name=f"block{block}_shortcut")(x)
+        # The shortcut is a 1x1 convolution with stride 2, written as subsampling then a 1x1 convolution:
+        # the same function and weights, but TensorFlow 2.21's oneDNN kernel for the strided 1x1
+        # convolution corrupts memory in training on AVX-512 CPUs (e.g. at 60x60 with 8 channels).
+        residual = layers.MaxPooling2D(1, strides=2, padding="same", name=f"block{block}_subsample")(x)
+        residual = layers.Conv2D(channels, 1, use_bias=False, name=f"block{block}_shortcut")(residual)
         residual = layers.BatchNormalization(name=f"block{block}_shortcut_bn")(residual)
         x = layers.SeparableConv2D(channels, 3, padding="same", use_bias=False, depthwise_regularizer=reg,
                                    pointwise_regularizer=reg, name=f"block{block}_sep1")(x)

@@ -1,0 +1,43 @@
+"""Every registered model takes a training step at its default and minimum sizes without killing the
+process. TensorFlow kernels can crash natively (oneDNN memory corruption on AVX-512 CPUs), so each
+model trains in a subprocess: a crash is a failed test with its exit code, not a dead test run."""
+
+import subprocess
+import sys
+
+import pytest
+
+from fer_bench.models import list_models, model_info
+
+# Builds the model at each size (transfer bases made trainable as a whole, as fine-tuning does), then
+# takes two training steps on raw pixels in every precision the models run in.
+STEP = """
+import sys
+import numpy as np
+from fer_bench.models import create_model
+from fer_bench.training.precision import precision_policy
+name = sys.argv[1]
+for size in map(int, sys.argv[2].split(",")):
+    for precision in ("float32", "bfloat16"):
+        with precision_policy(precision):
+            built = create_model(name, 7, size)
+        if built.base is not None:
+            built.base.trainable = True
+        built.full.compile("sgd", "sparse_categorical_crossentropy")
+        x = np.random.default_rng(0).integers(0, 256, (8, 48, 48, 1)).astype("float32")
+        built.full.fit(x, np.arange(8) % 7, batch_size=4, epochs=1, verbose=0)
+        print(name, size, precision, "ok", flush=True)
+"""
+
+TRANSFER = [name for name in list_models() if model_info(name).transfer]
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(name, marks=pytest.mark.slow) if name in TRANSFER else name for name in list_models()
+])
+def test_model_trains_at_default_and_minimum_size_without_crashing(name):
+    info = model_info(name)
+    sizes = f"{info.default_size},{info.min_size}"
+    done = subprocess.run([sys.executable, "-c", STEP, name, sizes], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"{name} exited with {done.returncode}:\n{done.stdout}\n{done.stderr[-2000:]}"
+    assert done.stdout.count(" ok") == 4
