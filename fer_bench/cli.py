@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import logging
 import sys
+import typing
 from pathlib import Path
 from typing import Optional
 
@@ -26,57 +29,35 @@ def global_options(verbose: bool = typer.Option(False, "--verbose", help="Also s
     import_tensorflow(verbose)
 
 
-@app.command()
-def run(
-    model: str = typer.Option("scratch", help="Registered model name (see `fer-bench models`)."),
-    data: Optional[Path] = typer.Option(None, help="Dataset folder or fer2013.csv; default: embedded synthetic faces."),
-    classes: str = typer.Option("happy,sad", help="'all' or a comma list, e.g. happy,sad."),
-    image_size: Optional[int] = typer.Option(None, help="Model input size; default: the model's own."),
-    width: Optional[float] = typer.Option(None, help="Channel multiplier of models that have one (vggnet)."),
-    recipe: str = typer.Option("seed", help="Training recipe: seed (the report's 10 epochs of plain SGD) or strong; "
-                               "every option below left unset takes the recipe's value."),
-    epochs: Optional[int] = typer.Option(None),
-    batch_size: Optional[int] = typer.Option(None),
-    optimizer: Optional[str] = typer.Option(None, help="sgd (no momentum in the seed recipe), nesterov, adam, adamw, rmsprop."),
-    learning_rate: Optional[float] = typer.Option(None, "--learning-rate", "--lr"),
-    momentum: Optional[float] = typer.Option(None, help="Momentum of sgd / nesterov."),
-    weight_decay: Optional[float] = typer.Option(None, help="Decoupled weight decay."),
-    label_smoothing: Optional[float] = typer.Option(None),
-    warmup_epochs: Optional[int] = typer.Option(None, help="Linear learning-rate warm-up epochs."),
-    schedule: Optional[str] = typer.Option(None, help="constant or cosine (after the warm-up)."),
-    patience: Optional[int] = typer.Option(None, help="Early stopping on validation loss after this many epochs "
-                                            "without improvement; 0 = off."),
-    augment: Optional[str] = typer.Option(None, help="none or a comma list of flip, shift, rotation, zoom, erasing."),
-    precision: Optional[str] = typer.Option(None, help="auto (bfloat16 where the hardware has it), float32, bfloat16, "
-                                            "float16."),
-    tta: Optional[str] = typer.Option(None, help="Test-time augmentation reported beside the plain numbers: "
-                                      "none, flip or crops."),
-    seed: int = typer.Option(42),
-    val_split: str = typer.Option("auto", help="Where the checkpoint is picked: 'train' (stratified fraction), "
-                                  "'given' (the data's own validation split), 'test' (the seed's protocol); "
-                                  "'auto': given if the data has one, else train."),
-    val_fraction: float = typer.Option(0.1),
-    weights: Optional[str] = typer.Option(None, help="Transfer models: imagenet (default), none, or a weights file."),
-    variant: str = typer.Option("frozen", help="Transfer models: frozen (head only) or finetune."),
-    finetune_epochs: int = typer.Option(5),
-    finetune_learning_rate: float = typer.Option(1e-4),
-    class_weight: str = typer.Option("none", help="none or balanced."),
-    test_usage: str = typer.Option("PrivateTest", help="fer2013.csv: which Usage is the test set."),
-    dedupe: bool = typer.Option(False, help="Drop test images that also occur in train."),
-    devices: str = typer.Option("1", help="Train on N local GPUs (or 'all') with MirroredStrategy; --batch-size "
-                                "is the global batch. Without GPUs the CPU is split into N logical devices."),
-    tensorboard: bool = typer.Option(False, help="Also write TensorBoard logs into the run folder."),
-    strict: bool = typer.Option(False, help="Unreadable image files are an error instead of skipped."),
-    output: Path = typer.Option(Path("results"), help="Folder that holds run folders."),
-    force: bool = typer.Option(False, help="Redo a run whose folder is already complete."),
-):
+def _run_command_signature() -> inspect.Signature:
+    """`fer-bench run`'s options, one per RunConfig field (name, default, help from its declaration)."""
+    from .config import RECORD, RunConfig
+
+    hints = typing.get_type_hints(RunConfig)
+    parameters = []
+    for f in dataclasses.fields(RunConfig):
+        if f.metadata["role"] == RECORD:
+            continue
+        kinds = [t for t in typing.get_args(hints[f.name]) or (hints[f.name],) if t is not type(None)]
+        annotation = Optional[kinds[0]] if type(None) in typing.get_args(hints[f.name]) else kinds[0]
+        flag = "--" + f.name.replace("_", "-")
+        info = typer.Option(f.default, flag, *f.metadata["flags"], help=f.metadata["help"] or None)
+        parameters.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation))
+    parameters += [
+        inspect.Parameter("output", inspect.Parameter.KEYWORD_ONLY, annotation=Path,
+                          default=typer.Option(Path("results"), help="Folder that holds run folders.")),
+        inspect.Parameter("force", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                          default=typer.Option(False, help="Redo a run whose folder is already complete.")),
+    ]
+    return inspect.Signature(parameters)
+
+
+def run(**options):
     """Train and evaluate one model; writes a complete run folder and prints its headline metrics."""
-    options = dict(locals())
     output, force = options.pop("output"), options.pop("force")
     from .config import RunConfig
     from .run import execute
 
-    options["data"] = None if data is None else str(data)
     run_dir = execute(RunConfig(**options), output=output, force=force)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     typer.echo(f"run folder: {run_dir}")
@@ -85,6 +66,12 @@ def run(
         f"balanced accuracy {metrics['balanced_accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "
         f"majority baseline {metrics['majority_baseline_accuracy']:.4f}, train time {metrics['total_train_seconds']:.0f} s"
     )
+    if "tta" in metrics:
+        typer.echo(f"with {metrics['tta']['mode']} test-time augmentation: accuracy {metrics['tta']['accuracy']:.4f}")
+
+
+run.__signature__ = _run_command_signature()
+app.command()(run)
 
 
 @app.command()
@@ -139,14 +126,19 @@ def experiment(
         _write_comparison([run_dir for _, run_dir, _ in plan(spec, output)], output / "comparisons" / spec.name)
 
 
-def _write_comparison(run_dirs: list[Path], out: Path) -> None:
+def _write_comparison(run_dirs: list[Path], out: Path, baseline: str | None = None, where: list[str] = ()) -> None:
     from .reporting.compare import compare
+    from .run import RESULTS_FORMAT
 
-    markdown, skipped = compare(run_dirs, out)
-    for run_dir in skipped:
+    result = compare(run_dirs, out, baseline, where)
+    for run_dir in result.incomplete:
         typer.echo(f"skipped (incomplete): {run_dir}")
-    typer.echo(markdown)
-    typer.echo(f"comparison written to {out}")
+    for run_dir in result.stale:
+        typer.echo(f"skipped (stale: written in an older results format, now {RESULTS_FORMAT}; rerun its command): {run_dir}")
+    typer.echo(result.markdown)
+    if result.previous is not None:
+        typer.echo(f"the previous comparison there was kept as {result.previous}")
+    typer.echo(f"comparison written to {result.folder}")
 
 
 @app.command("compare")
@@ -154,10 +146,16 @@ def compare_command(
     sources: list[str] = typer.Argument(None, help="Run folders, folders of run folders, or an experiment name; "
                                         "default: every run in --results."),
     results: Path = typer.Option(Path("results"), help="Folder that holds run folders."),
-    out: Optional[Path] = typer.Option(None, help="Where to write tables and figures."),
+    out: Optional[Path] = typer.Option(None, help="Where to write tables and figures (an earlier comparison there "
+                                       "is moved aside, not replaced)."),
     data: Optional[Path] = typer.Option(None, help="With an experiment name: the data it was run on."),
+    baseline: Optional[str] = typer.Option(None, help="The run id, or model name, every run is tested against; "
+                                           "default: the seed CNN (scratch), under the seed recipe when present."),
+    where: list[str] = typer.Option([], help="Only runs whose config has KEY=VALUE (comma list: any of them), "
+                                    "e.g. --where model=vggnet --where data=fer2013; repeatable."),
 ):
-    """Tabulate complete runs with 95% CIs and McNemar tests against scratch; writes MD, CSV, LaTeX, PNGs."""
+    """Tabulate complete runs, one table per test set, with 95% CIs and McNemar tests against a baseline;
+    writes MD, CSV, LaTeX, PNGs."""
     from .experiment import find_experiment_file, load_experiment, plan
 
     run_dirs, name = [], "comparison"
@@ -173,7 +171,7 @@ def compare_command(
                 typer.echo(f"missing (not started): {run_dir.name}")
         run_dirs += [run_dir for _, run_dir, status in planned if status != "to do"]
         name = spec.name
-    _write_comparison(run_dirs, out or results / "comparisons" / name)
+    _write_comparison(run_dirs, out or results / "comparisons" / name, baseline, where)
 
 
 @app.command()

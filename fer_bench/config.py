@@ -9,7 +9,7 @@ value filled in, is what `config.json` records and what the run id hashes.
 from __future__ import annotations
 
 import typing
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,53 +37,79 @@ RECIPES: dict[str, dict] = {
 RECIPE_KEYS = tuple(RECIPES["seed"])
 
 
+IDENTITY = "identity"  # part of what the run is: hashed into the run id
+EVALUATION = "evaluation"  # how a finished run is scored: not part of the run id
+MACHINE = "machine"  # how this machine carries the run out: not part of the run id
+DATA = "data"  # where the data lives: the run id counts the data by its fingerprint instead
+RECORD = "record"  # filled in by resolve() for this machine and recorded; not a run option
+
+
+def option(default=None, help: str = "", role: str = IDENTITY, flags: tuple[str, ...] = ()):
+    """A RunConfig field: its default, its `fer-bench run` help, its role in the run id, extra flag names."""
+    return field(default=default, metadata={"help": help, "role": role, "flags": flags})
+
+
 @dataclass
 class RunConfig:
-    """Everything that defines a run; every field is a `fer-bench run` flag.
+    """Everything that defines a run; every field but RECORD ones is a `fer-bench run` option.
 
     Fields left None take their value from the recipe (training values) or the model (size, width).
+    Each field's role says whether it is part of the run id (see `identity`).
     """
 
-    model: str = "scratch"
-    data: str | None = None  # None: the embedded synthetic faces
-    classes: str = "happy,sad"
-    image_size: int | None = None  # None: the model's own default size
-    width: float | None = None  # channel multiplier of models that have one (None: the model's default)
-    recipe: str = "seed"
-    epochs: int | None = None
-    batch_size: int | None = None
-    optimizer: str | None = None
-    learning_rate: float | None = None
-    momentum: float | None = None  # sgd / nesterov
-    weight_decay: float | None = None  # decoupled, every optimizer
-    label_smoothing: float | None = None
-    warmup_epochs: int | None = None
-    schedule: str | None = None  # 'constant' or 'cosine' (after the warm-up)
-    patience: int | None = None  # early stopping on validation loss; 0 = off
-    augment: str | None = None  # comma list of AUGMENTATIONS, or 'none'
-    precision: str | None = None  # 'auto' resolves to float32 or bfloat16 for this machine
-    tta: str | None = None  # test-time augmentation reported beside the plain numbers
-    seed: int = 42
-    val_split: str = "auto"  # 'train': stratified fraction of train; 'given': the data's own validation
-    # split (fer2013.csv PublicTest); 'test': the seed's protocol; 'auto': 'given' if the data has one, else 'train'
-    val_fraction: float = 0.1
-    weights: str | None = None  # transfer models: 'imagenet' (default), 'none' or a file path
-    variant: str = "frozen"  # transfer models: 'frozen' or 'finetune'
-    finetune_epochs: int = 5
-    finetune_learning_rate: float = 1e-4
-    class_weight: str = "none"  # or 'balanced'
-    test_usage: str = "PrivateTest"  # fer2013.csv only: which Usage is the test set
-    dedupe: bool = False
-    devices: str = "1"  # local devices for MirroredStrategy: a number or 'all' (GPUs); not part of the run id
-    tensorboard: bool = False
-    strict: bool = False
+    model: str = option("scratch", "Registered model name (see `fer-bench models`).")
+    data: str | None = option(None, "Dataset folder or fer2013.csv; default: embedded synthetic faces.", DATA)
+    classes: str = option("happy,sad", "'all' or a comma list, e.g. happy,sad.")
+    image_size: int | None = option(None, "Model input size; default: the model's own.")
+    width: float | None = option(None, "Channel multiplier of models that have one (vggnet).")
+    recipe: str = option("seed", "Training recipe: seed (the report's 10 epochs of plain SGD) or strong; "
+                         "every option below left unset takes the recipe's value.")
+    epochs: int | None = option(None)
+    batch_size: int | None = option(None)
+    optimizer: str | None = option(None, "sgd (no momentum in the seed recipe), nesterov, adam, adamw, rmsprop.")
+    learning_rate: float | None = option(None, flags=("--lr",))
+    momentum: float | None = option(None, "Momentum of sgd / nesterov.")
+    weight_decay: float | None = option(None, "Decoupled weight decay.")
+    label_smoothing: float | None = option(None)
+    warmup_epochs: int | None = option(None, "Linear learning-rate warm-up epochs.")
+    schedule: str | None = option(None, "constant or cosine (after the warm-up).")
+    patience: int | None = option(None, "Early stopping on validation loss after this many epochs without "
+                                  "improvement; 0 = off.")
+    augment: str | None = option(None, "none or a comma list of flip, shift, rotation, zoom, erasing.")
+    precision: str | None = option(None, "auto (bfloat16 where the hardware has it), float32, bfloat16, float16; "
+                                   "'auto' stays 'auto' in the run id.")
+    tta: str | None = option(None, "Test-time augmentation reported beside the plain numbers: none, flip or crops "
+                             "(scoring only: not part of the run id).", EVALUATION)
+    seed: int = option(42)
+    val_split: str = option("auto", "Where the checkpoint is picked: 'train' (stratified fraction), 'given' (the "
+                            "data's own validation split), 'test' (the seed's protocol); 'auto': given if the data "
+                            "has one, else train.")
+    val_fraction: float = option(0.1)
+    weights: str | None = option(None, "Transfer models: imagenet (default), none, or a weights file.")
+    variant: str = option("frozen", "Transfer models: frozen (head only) or finetune.")
+    finetune_epochs: int = option(5)
+    finetune_learning_rate: float = option(1e-4)
+    class_weight: str = option("none", "none or balanced.")
+    test_usage: str = option("PrivateTest", "fer2013.csv: which Usage is the test set.")
+    dedupe: bool = option(False, "Drop test images that also occur in train.")
+    devices: str = option("1", "Train on N local GPUs (or 'all') with MirroredStrategy; --batch-size is the global "
+                          "batch. Without GPUs the CPU is split into N logical devices.", MACHINE)
+    tensorboard: bool = option(False, "Also write TensorBoard logs into the run folder.", MACHINE)
+    strict: bool = option(False, "Unreadable image files are an error instead of skipped.", MACHINE)
+    precision_used: str | None = option(None, "What 'auto' precision resolved to on the machine that trained.",
+                                        RECORD)
+
+    def identity(self) -> dict:
+        """The values that make this run what it is (IDENTITY fields), numbers normalised by type."""
+        return {f.name: _normalised(getattr(self, f.name), _OPTION_TYPES[f.name]) for f in fields(self)
+                if f.metadata["role"] == IDENTITY}
 
     @classmethod
     def from_dict(cls, values: dict) -> "RunConfig":
         """Build from a mapping such as an experiment TOML row, refusing unknown keys (naming the nearest)."""
         import difflib
 
-        known = [f.name for f in fields(cls)]
+        known = [f.name for f in fields(cls) if f.metadata["role"] != RECORD]
         for key in sorted(set(values) - set(known)):
             near = difflib.get_close_matches(key, known, n=1)
             hint = f"; did you mean {near[0]!r}?" if near else f"; known: {', '.join(sorted(known))}"
@@ -102,6 +128,11 @@ def _option_type(annotation):
 
 
 _OPTION_TYPES = {name: _option_type(hint) for name, hint in typing.get_type_hints(RunConfig).items()}
+
+
+def _normalised(value, expected):
+    """A float field's integer value as a float (TOML `1` and `--lr 1.0` are one run)."""
+    return float(value) if expected == (int, float) and value is not None else value
 
 
 def _has_type(value, expected) -> bool:
@@ -163,7 +194,7 @@ def resolve(cfg: RunConfig) -> RunConfig:
     for key, allowed in choices.items():
         _check_choice(key, values[key], allowed)
     values["augment"] = _resolve_augment(values["augment"])
-    values["precision"] = resolve_precision(values["precision"])
+    values["precision_used"] = resolve_precision(values["precision"])
     for key in ("epochs", "batch_size"):
         if values[key] < 1:
             raise UserError(f"--{key.replace('_', '-')} must be at least 1")
@@ -180,6 +211,7 @@ def resolve(cfg: RunConfig) -> RunConfig:
     from .training.devices import resolve_devices
 
     values["devices"] = str(resolve_devices(cfg.devices))
+    values = {key: _normalised(value, _OPTION_TYPES[key]) for key, value in values.items()}
     return RunConfig(**values)
 
 

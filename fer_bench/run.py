@@ -8,7 +8,6 @@ complete (`complete.json`, written last) → nothing to do; interrupted → resu
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -18,6 +17,8 @@ import time
 from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from .config import RunConfig, resolve, resolve_val_split
 from .data.classes import classes_tag, parse_classes
@@ -30,7 +31,9 @@ from .files import write_json
 log = logging.getLogger(__name__)
 
 COMPLETE_MARKER = "complete.json"
-_NOT_IDENTITY = {"tensorboard", "strict", "devices"}  # options that do not change the result
+# The layout and meaning of a run folder's files. It is part of every run id, so a run written in an
+# older format is never reused as complete; bump it when a fix changes what a run folder holds.
+RESULTS_FORMAT = 2
 
 
 def load_run_data(cfg: RunConfig) -> Dataset:
@@ -48,17 +51,30 @@ def load_run_data(cfg: RunConfig) -> Dataset:
 
 
 def run_id(cfg: RunConfig, fingerprint: dict) -> str:
-    """Readable id (model, classes, size, seed) plus a short hash of config and data."""
+    """Readable id (model, classes, size, seed) plus a short hash of what the run is: the identity
+    options as asked for (not as this machine resolved them), the data by content and the results format."""
     from .models import model_info
     from .training.features import weights_key
 
-    identity = {k: v for k, v in asdict(cfg).items() if k not in _NOT_IDENTITY and k != "data"}
+    identity = cfg.identity()
     identity["weights"] = weights_key(cfg.weights, cfg.seed)  # a weights file counts by its content
     identity.update({k: v for k, v in fingerprint.items() if k.endswith("_sha256")})
+    identity["results_format"] = RESULTS_FORMAT
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
     variant = f"-{cfg.variant}" if model_info(cfg.model).transfer else ""
     tag = classes_tag(parse_classes(cfg.classes))
     return f"{cfg.model}{variant}-{tag}-{cfg.image_size}px-s{cfg.seed}-{digest}"
+
+
+def run_config_record(cfg: RunConfig) -> dict:
+    """What `config.json` holds: every resolved option and the results format it was written in."""
+    return {**asdict(cfg), "results_format": RESULTS_FORMAT}
+
+
+def is_stale(run_dir: Path) -> bool:
+    """A run folder written in an older results format (its id no longer matches any new run)."""
+    config = json.loads((run_dir / "config.json").read_text())
+    return config.get("results_format", 1) != RESULTS_FORMAT
 
 
 def library_versions() -> dict[str, str]:
@@ -97,16 +113,16 @@ class RunLocked(UserError):
 def run_lock(run_dir: Path):
     """Hold an exclusive lock on `run_dir` (its `.lock` file; creates the folder) or raise RunLocked."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / ".lock", "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunLocked(f"run {run_dir.name} is being trained by another process right now; "
-                            "run the same command again once it has finished") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    lock = FileLock(run_dir / ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise RunLocked(f"run {run_dir.name} is being trained by another process right now; "
+                        "run the same command again once it has finished") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def execute(cfg: RunConfig, output: Path = Path("results"), force: bool = False) -> Path:
@@ -121,6 +137,11 @@ def execute(cfg: RunConfig, output: Path = Path("results"), force: bool = False)
     run_dir = Path(output) / run_id(cfg, fingerprint)
     if is_complete(run_dir) and not force:
         log.info("already complete: %s (use --force to redo it)", run_dir)
+        if json.loads((run_dir / "config.json").read_text()).get("tta") != cfg.tta:
+            from .training.harness import rescore_tta
+
+            with run_lock(run_dir):
+                rescore_tta(cfg, dataset, run_dir)
         return run_dir
     with run_lock(run_dir):
         if is_complete(run_dir) and not force:  # finished by another process while we looked
@@ -131,7 +152,7 @@ def execute(cfg: RunConfig, output: Path = Path("results"), force: bool = False)
                     shutil.rmtree(item) if item.is_dir() else item.unlink()
         resuming = (run_dir / "config.json").exists()
         log.info("%s run folder %s", "resuming" if resuming else "new", run_dir)
-        write_json(run_dir / "config.json", asdict(cfg))
+        write_json(run_dir / "config.json", run_config_record(cfg))
         write_json(run_dir / "data.json", fingerprint)
         write_json(run_dir / "environment.json", library_versions())
 

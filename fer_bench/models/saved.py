@@ -11,13 +11,20 @@ BUNDLED_DIR = Path(__file__).resolve().parents[1] / "bundled"
 
 
 def load_saved_model(path: Path):
-    """A saved model ready to predict (no optimizer state), or UserError if the file is unusable."""
+    """A saved model ready to predict (no optimizer state), or UserError if the file is unusable.
+
+    Run folders may come from anyone: models load in Keras' safe mode (explicitly, whatever Keras'
+    default), which refuses Lambda layers and other stored code."""
     import keras
 
     try:
-        return keras.models.load_model(path, compile=False)
+        return keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as error:
-        raise UserError(f"cannot load model {path}: {str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if "Lambda" in message or "safe_mode" in message:
+            raise UserError(f"refused to load {path}: it contains a Lambda layer (stored Python code), which "
+                            "fer-bench never runs from a run folder") from None
+        raise UserError(f"cannot load model {path}: {message}") from None
 
 
 def bundled_run_dir() -> Path:

@@ -1,23 +1,41 @@
-"""Collect complete run folders into one comparison: a table (Markdown, CSV, LaTeX) with bootstrap
-intervals, McNemar's exact test against the scratch baseline on the same test images, mean ± std
-across seeds, a grid of normalised confusion matrices and an accuracy bar chart."""
+"""Collect complete run folders into comparison tables (Markdown, CSV, LaTeX) and figures.
+
+Runs are grouped by the test set they were scored on (data fingerprint and classes): one table per
+test set, since accuracies on different images are not comparable. A table's columns are the
+config keys whose values differ among its runs, read from each run's own `config.json`; runs
+that differ only in their seed are pooled (mean ± std). Every run is tested against one named
+baseline run with McNemar's exact test on the same test images, with a Benjamini-Hochberg
+adjustment across the table. A run whose checkpoint was chosen on the test split is marked and
+kept out of the tests. Runs written in an older results format are reported as stale, not used.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.stats import binomtest
+from scipy.stats import binomtest, false_discovery_control
 
 from ..errors import UserError
-from ..files import save_figure, write_csv
-from ..run import find_run_dirs
+from ..files import make_work_dir, save_figure, write_csv
+from ..run import find_run_dirs, is_stale
 
-BASELINE_MODEL = "scratch"
-CONFIG_COLUMNS = ["model", "variant", "weights", "recipe", "classes", "image_size", "epochs"]
+DEFAULT_BASELINE = "scratch"  # the seed's CNN; under the seed recipe when there is one
+# the seed has its own column, TTA its own ("accuracy with TTA"), the format is the same for all
+NEVER_COLUMNS = {"seed", "tta", "results_format"}
+TRANSFER_ONLY = ("weights", "variant", "finetune_epochs", "finetune_learning_rate")
+ON_TEST_MARK = "†"
+LEGEND = (f"{ON_TEST_MARK} checkpoint chosen on the test split (the seed's protocol): optimistic, kept out of the "
+          "tests. Accuracy is plain (no test-time augmentation) with a 95 % Wilson interval. p McNemar: exact "
+          "two-sided McNemar test of the run against the baseline on the same test images (paired by seed when the "
+          "baseline has that seed); p adjusted: Benjamini-Hochberg across the table's tests. '-' in a column: the "
+          "option does not apply to that model.")
 
 
 def mcnemar_exact(baseline_correct: np.ndarray, model_correct: np.ndarray) -> float:
@@ -29,147 +47,306 @@ def mcnemar_exact(baseline_correct: np.ndarray, model_correct: np.ndarray) -> fl
     return float(binomtest(min(b, c), b + c, 0.5).pvalue)
 
 
-def _load_run(run_dir: Path) -> dict:
-    config = json.loads((run_dir / "config.json").read_text())
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    data = json.loads((run_dir / "data.json").read_text())
+@dataclass
+class Run:
+    """One complete run folder as compare reads it."""
+
+    name: str
+    config: dict
+    metrics: dict
+    data: dict
+    files: list[str]
+    correct: np.ndarray
+    confusion: pd.DataFrame
+
+    @property
+    def transfer(self) -> bool:
+        return self.metrics.get("variant") is not None
+
+    @property
+    def on_test(self) -> bool:
+        return self.config.get("val_split") == "test"
+
+    @property
+    def test_set(self) -> str:
+        return f"{self.data['test_sha256']}|{','.join(self.data['classes'])}"
+
+    def value(self, key: str):
+        """A config value as shown: '-' for options a model does not have."""
+        if key in TRANSFER_ONLY and not self.transfer:
+            return "-"
+        value = self.config.get(key)
+        if value is None:
+            return "synthetic" if key == "data" else "-"
+        return value
+
+
+def _load_run(run_dir: Path) -> Run:
     predictions = pd.read_csv(run_dir / "predictions.csv")
-    return {
-        "run": run_dir.name,
-        "model": config["model"],
-        "variant": metrics.get("variant") or "-",
-        "weights": config["weights"],
-        "classes": config["classes"],
-        "image_size": config["image_size"],
-        "recipe": config.get("recipe", "seed"),
-        "epochs": config["epochs"],
-        "seed": config["seed"],
-        "trainable_params": metrics["trainable_params"],
-        "total_params": metrics["total_params"],
-        "train_seconds": metrics["total_train_seconds"],
-        "accuracy": metrics["accuracy"],
-        "ci95_low": metrics["accuracy_ci95"][0],
-        "ci95_high": metrics["accuracy_ci95"][1],
-        "balanced_accuracy": metrics["balanced_accuracy"],
-        "macro_f1": metrics["macro_f1"],
-        "majority_baseline": metrics["majority_baseline_accuracy"],
-        "tta": metrics.get("tta", {}).get("mode", "none"),
-        "tta_accuracy": metrics.get("tta", {}).get("accuracy", math.nan),
-        "_test_set": data["test_sha256"],
-        "_files": predictions["file"].tolist(),
-        "_correct": (predictions["true"] == predictions["predicted"]).to_numpy(),
-        "_confusion": pd.read_csv(run_dir / "confusion_matrix.csv", index_col=0),
-    }
+    return Run(run_dir.name, json.loads((run_dir / "config.json").read_text()),
+               json.loads((run_dir / "metrics.json").read_text()), json.loads((run_dir / "data.json").read_text()),
+               predictions["file"].tolist(), (predictions["true"] == predictions["predicted"]).to_numpy(),
+               pd.read_csv(run_dir / "confusion_matrix.csv", index_col=0))
 
 
-def _add_mcnemar(runs: list[dict]) -> None:
-    """p-value of each run against the scratch run with the same seed (else the first scratch run)."""
-    test_sets = {r["_test_set"] for r in runs}
-    if len(test_sets) > 1:
-        groups = {}
-        for r in runs:
-            groups.setdefault(r["_test_set"], []).append(r["run"])
-        first, second = list(groups.values())[:2]
-        raise UserError(f"runs were evaluated on different test sets ({first[0]} vs {second[0]}); "
-                        "compare runs on the same data, classes and dedupe setting")
-    baselines = [r for r in runs if r["model"] == BASELINE_MODEL]
+def parse_where(conditions: list[str]) -> dict[str, set[str]]:
+    """`KEY=VALUE[,VALUE...]` selections → {key: accepted values}."""
+    selected = {}
+    for condition in conditions:
+        key, sep, values = condition.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--where takes KEY=VALUE (e.g. model=vggnet), got {condition!r}")
+        selected[key.strip()] = {v.strip() for v in values.split(",")}
+    return selected
+
+
+def _matches(run: Run, selected: dict[str, set[str]]) -> bool:
+    for key, accepted in selected.items():
+        if key not in run.config and key != "run":
+            raise UserError(f"--where: runs have no option {key!r}; options: {', '.join(sorted(run.config))}")
+        value = run.name if key == "run" else run.value(key)
+        shown = {str(value), Path(str(value)).name}
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            shown |= {str(float(value))}
+            accepted = accepted | {str(float(a)) for a in accepted if _is_number(a)}
+        if not shown & accepted:
+            return False
+    return True
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def varying_columns(runs: list[Run]) -> list[str]:
+    """Config keys whose shown value differs among the runs (model always first)."""
+    keys = sorted({k for r in runs for k in r.config} - NEVER_COLUMNS - {"model"})
+    return ["model"] + [k for k in keys if len({json.dumps(r.value(k), default=str) for r in runs}) > 1]
+
+
+def choose_baseline(runs: list[Run], wanted: str | None) -> list[Run]:
+    """The baseline configuration's runs (one per seed): `wanted` names a run id or a model; by default
+    the seed CNN, preferring the seed recipe, then the smallest input size. Never a run chosen on test."""
+    if wanted is not None and any(r.name == wanted for r in runs):
+        chosen = next(r for r in runs if r.name == wanted)
+        if chosen.on_test:
+            raise UserError(f"--baseline {wanted}: its checkpoint was chosen on the test split; pick another run")
+        return [chosen]
+    model = wanted or DEFAULT_BASELINE
+    candidates = [r for r in runs if r.config["model"] == model and not r.on_test]
+    if not candidates:
+        return []
+    first = min(candidates, key=lambda r: (r.config.get("recipe") != "seed", r.config.get("image_size") or 0,
+                                           r.config.get("epochs") or 0, r.name))
+    same = _config_key(first, varying_columns(runs))
+    return sorted((r for r in candidates if _config_key(r, varying_columns(runs)) == same),
+                  key=lambda r: r.config["seed"])
+
+
+def _config_key(run: Run, columns: list[str]) -> str:
+    return json.dumps([run.value(c) for c in columns], default=str)
+
+
+def _test_against(runs: list[Run], baselines: list[Run]) -> dict[str, float]:
+    """Raw McNemar p-value of each run against the baseline run with its seed (else the first)."""
+    p = {}
     for r in runs:
-        partner = next((b for b in baselines if b["seed"] == r["seed"]), baselines[0] if baselines else None)
-        if partner is None or partner is r or partner["_files"] != r["_files"]:
-            r[f"p_mcnemar_vs_{BASELINE_MODEL}"] = math.nan
-        else:
-            r[f"p_mcnemar_vs_{BASELINE_MODEL}"] = mcnemar_exact(partner["_correct"], r["_correct"])
+        partner = next((b for b in baselines if b.config["seed"] == r.config["seed"]), baselines[0] if baselines else None)
+        if partner is None or r.on_test or r.name in {b.name for b in baselines} or partner.files != r.files:
+            continue
+        p[r.name] = mcnemar_exact(partner.correct, r.correct)
+    return p
 
 
-def summarise_seeds(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean ± std across seeds for each configuration."""
-    metrics = ["accuracy", "balanced_accuracy", "macro_f1", "train_seconds"]
-    grouped = table.groupby(CONFIG_COLUMNS, sort=False)
-    summary = grouped[metrics].agg(["mean", "std"])
-    summary.columns = [f"{m}_{stat}" for m, stat in summary.columns]
-    summary.insert(0, "seeds", grouped.size())
-    return summary.reset_index()
+@dataclass
+class Table:
+    """One test set's comparison."""
+
+    caption: str
+    runs: list[Run]
+    frame: pd.DataFrame  # one row per run, raw values
+    shown: pd.DataFrame  # formatted
+    summary: pd.DataFrame | None  # pooled seeds, formatted; None when no configuration has several seeds
 
 
-def _formatted(table: pd.DataFrame) -> pd.DataFrame:
-    shown = table[CONFIG_COLUMNS + ["seed", "trainable_params", "total_params"]].copy()
-    shown["train time (s)"] = table["train_seconds"].round(0).astype(int)
-    shown["test accuracy [95% CI]"] = [f"{a:.4f} [{lo:.4f}, {hi:.4f}]" for a, lo, hi in
-                                       zip(table["accuracy"], table["ci95_low"], table["ci95_high"])]
-    for column in ("balanced_accuracy", "macro_f1", "majority_baseline"):
-        shown[column] = table[column].map("{:.4f}".format)
-    p = f"p_mcnemar_vs_{BASELINE_MODEL}"
-    shown[p] = table[p].map(lambda v: "-" if math.isnan(v) else f"{v:.3g}")
-    # plain accuracy (above) is what the intervals and McNemar use; TTA is shown beside it, named
+def build_table(runs: list[Run], wanted_baseline: str | None) -> Table:
+    """The comparison of runs scored on one test set."""
+    columns = varying_columns(runs)
+    runs = sorted(runs, key=lambda r: (_config_key(r, columns), r.config["seed"]))
+    baselines = choose_baseline(runs, wanted_baseline)
+    raw = _test_against(runs, baselines)
+    adjusted = dict(zip(raw, false_discovery_control(list(raw.values()), method="bh"))) if raw else {}
+    rows = []
+    for r in runs:
+        m = r.metrics
+        rows.append({
+            "run": r.name, **{c: r.value(c) for c in columns}, "seed": r.config["seed"],
+            "checkpoint_on_test": r.on_test, "baseline": r.name in {b.name for b in baselines},
+            "trainable_params": m["trainable_params"], "train_seconds": m["total_train_seconds"],
+            "accuracy": m["accuracy"], "ci95_low": m["accuracy_ci95"][0], "ci95_high": m["accuracy_ci95"][1],
+            "balanced_accuracy": m["balanced_accuracy"], "macro_f1": m["macro_f1"],
+            "p_mcnemar": raw.get(r.name, math.nan), "p_adjusted": adjusted.get(r.name, math.nan),
+            "tta": m.get("tta", {}).get("mode", "none"), "tta_accuracy": m.get("tta", {}).get("accuracy", math.nan),
+        })
+    frame = pd.DataFrame(rows)
+    shown = frame[columns + ["seed"]].copy()
+    shown["trainable params"] = frame["trainable_params"].map("{:,}".format)
+    shown["train time (s)"] = frame["train_seconds"].round(0).astype(int)
+    shown["test accuracy [95% CI]"] = [f"{a:.4f} [{lo:.4f}, {hi:.4f}]{ON_TEST_MARK if t else ''}" for a, lo, hi, t in
+                                       zip(frame["accuracy"], frame["ci95_low"], frame["ci95_high"],
+                                           frame["checkpoint_on_test"])]
+    shown["balanced accuracy"] = frame["balanced_accuracy"].map("{:.4f}".format)
+    shown["macro-F1"] = frame["macro_f1"].map("{:.4f}".format)
+    shown["p McNemar"] = [_p_text(p, b, t) for p, b, t in zip(frame["p_mcnemar"], frame["baseline"],
+                                                               frame["checkpoint_on_test"])]
+    shown["p adjusted"] = [_p_text(p, b, t) for p, b, t in zip(frame["p_adjusted"], frame["baseline"],
+                                                                frame["checkpoint_on_test"])]
     shown["accuracy with TTA"] = [f"{a:.4f} ({mode})" if mode != "none" else "-"
-                                  for a, mode in zip(table["tta_accuracy"], table["tta"])]
-    return shown
+                                  for a, mode in zip(frame["tta_accuracy"], frame["tta"])]
+    summary = None
+    config_columns = [c for c in columns if c != "run"]
+    if frame.duplicated(config_columns).any():
+        grouped = frame.groupby(config_columns, sort=False, dropna=False)
+        summary = grouped.size().rename("seeds").reset_index()
+        for metric, label in (("accuracy", "test accuracy"), ("balanced_accuracy", "balanced accuracy"),
+                              ("macro_f1", "macro-F1")):
+            stats = grouped[metric].agg(["mean", "std"]).reset_index(drop=True)
+            summary[label] = [f"{mean:.4f} ± {std:.4f}" if not math.isnan(std) else f"{mean:.4f}"
+                              for mean, std in zip(stats["mean"], stats["std"])]
+        summary["train time (s)"] = grouped["train_seconds"].mean().round(0).astype(int).to_numpy()
+    return Table(_caption(runs, baselines), runs, frame, shown, summary)
 
 
-def _formatted_summary(summary: pd.DataFrame) -> pd.DataFrame:
-    shown = summary[CONFIG_COLUMNS + ["seeds"]].copy()
-    for m in ("accuracy", "balanced_accuracy", "macro_f1"):
-        shown[m] = [f"{mean:.4f} ± {std:.4f}" if not math.isnan(std) else f"{mean:.4f}"
-                    for mean, std in zip(summary[f"{m}_mean"], summary[f"{m}_std"])]
-    shown["train time (s)"] = summary["train_seconds_mean"].round(0).astype(int)
-    return shown
+def _p_text(p: float, is_baseline: bool, on_test: bool) -> str:
+    if is_baseline:
+        return "baseline"
+    if on_test:
+        return f"excluded {ON_TEST_MARK}"
+    return "-" if math.isnan(p) else f"{p:.3g}"
 
 
-def _plot(runs: list[dict], table: pd.DataFrame, out: Path) -> None:
+def _caption(runs: list[Run], baselines: list[Run]) -> str:
+    first = runs[0]
+    source = first.config.get("data") or "embedded synthetic faces"
+    majority = first.metrics.get("majority_baseline_accuracy")
+    if baselines:
+        base = (f"{baselines[0].config['model']} ({', '.join(b.name for b in baselines)})")
+    else:
+        base = "none (no baseline run on this test set: no tests)"
+    return (f"Test set: {Path(str(source)).name} ({first.data.get('layout', '?')}), {first.metrics['test_images']} "
+            f"images, classes {', '.join(first.data['classes'])} (test fingerprint {first.data['test_sha256']}); "
+            f"majority-class accuracy {majority:.4f}. Baseline: {base}.")
+
+
+def _plot(table: Table, out: Path, suffix: str) -> None:
     import matplotlib.pyplot as plt
 
     from .plots import draw_confusion
 
+    runs, frame = table.runs, table.frame
     cols = min(4, len(runs))
     rows = math.ceil(len(runs) / cols)
-    k = len(runs[0]["_confusion"])
+    k = len(runs[0].confusion)
     size = 2.5 + 0.5 * k
     fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows), squeeze=False)
     for ax, r in zip(axes.flat, runs):
-        draw_confusion(ax, r["_confusion"].to_numpy(), r["_confusion"].columns, normalise=True,
-                       title=f"{r['model']} {r['image_size']}px s{r['seed']}\nacc {r['accuracy']:.3f}")
+        draw_confusion(ax, r.confusion.to_numpy(), r.confusion.columns, normalise=True,
+                       title=f"{r.config['model']} {r.config['image_size']}px s{r.config['seed']}\n"
+                             f"acc {r.metrics['accuracy']:.3f}")
     for ax in list(axes.flat)[len(runs):]:
         ax.axis("off")
     fig.tight_layout()
-    save_figure(out / "confusion_matrices.png", fig, dpi=100)
+    save_figure(out / f"confusion_matrices{suffix}.png", fig, dpi=100)
     plt.close(fig)
 
-    labels = [f"{m}{'' if v == '-' else '-' + v}\n{s}px s{seed}" for m, v, s, seed in
-              zip(table["model"], table["variant"], table["image_size"], table["seed"])]
-    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(table)), 4))
-    err = np.vstack([table["accuracy"] - table["ci95_low"], table["ci95_high"] - table["accuracy"]])
-    ax.bar(range(len(table)), table["accuracy"], yerr=err, capsize=4, color="tab:blue", alpha=0.8)
-    ax.axhline(table["majority_baseline"].iloc[0], color="gray", linestyle="--", label="majority class")
-    ax.set_xticks(range(len(table)), labels, fontsize=8)
-    ax.set_ylabel("test accuracy (95% bootstrap CI)")
+    labels = [f"{r.config['model']}\n{r.config['image_size']}px s{r.config['seed']}" for r in runs]
+    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(frame)), 4))
+    err = np.vstack([frame["accuracy"] - frame["ci95_low"], frame["ci95_high"] - frame["accuracy"]])
+    colours = ["tab:gray" if t else "tab:blue" for t in frame["checkpoint_on_test"]]
+    ax.bar(range(len(frame)), frame["accuracy"], yerr=err, capsize=4, color=colours, alpha=0.8)
+    ax.axhline(runs[0].metrics["majority_baseline_accuracy"], color="gray", linestyle="--", label="majority class")
+    ax.set_xticks(range(len(frame)), labels, fontsize=8)
+    ax.set_ylabel("test accuracy (95% Wilson CI)")
     ax.set_ylim(0, 1)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    save_figure(out / "accuracy.png", fig, dpi=110)
+    save_figure(out / f"accuracy{suffix}.png", fig, dpi=110)
     plt.close(fig)
 
 
-def compare(run_dirs: list[Path], out: Path) -> tuple[str, list[Path]]:
-    """Write comparison.{md,csv,tex}, summary files and figures to `out`; returns (markdown, skipped)."""
-    complete, skipped = find_run_dirs(run_dirs)
-    if not complete:
-        raise UserError("no complete run folders to compare" + (f" ({len(skipped)} incomplete)" if skipped else ""))
-    runs = [_load_run(d) for d in complete]
-    _add_mcnemar(runs)
-    table = pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in runs])
-    table = table.sort_values(CONFIG_COLUMNS + ["seed"], kind="stable").reset_index(drop=True)
-    out.mkdir(parents=True, exist_ok=True)
-    write_csv(out / "comparison.csv", table, index=False)
-    shown = _formatted(table)
-    markdown = shown.to_markdown(index=False)
-    latex = [shown.to_latex(index=False, escape=True)]
-    if table.duplicated(CONFIG_COLUMNS).any():
-        summary = summarise_seeds(table)
-        write_csv(out / "summary.csv", summary, index=False)
-        summary_shown = _formatted_summary(summary)
-        markdown += "\n\nAcross seeds (mean ± std):\n\n" + summary_shown.to_markdown(index=False)
-        latex.append(summary_shown.to_latex(index=False, escape=True))
-    (out / "comparison.md").write_text(markdown + "\n")
-    (out / "comparison.tex").write_text("\n".join(latex))
-    _plot(runs, table, out)
-    return markdown, skipped
+@dataclass
+class Comparison:
+    """What `compare` wrote and what it left out."""
+
+    markdown: str
+    folder: Path
+    incomplete: list[Path]
+    stale: list[Path]
+    previous: Path | None  # where an earlier comparison in the same folder was moved
+
+
+def compare(run_dirs: list[Path], out: Path, baseline: str | None = None, where: list[str] = ()) -> Comparison:
+    """Write comparison.{md,csv,tex}, summary.csv and figures for the selected complete runs to `out`."""
+    complete, incomplete = find_run_dirs(run_dirs)
+    stale = [d for d in complete if is_stale(d)]
+    runs = [_load_run(d) for d in complete if d not in stale]
+    selected = parse_where(list(where))
+    runs = [r for r in runs if _matches(r, selected)]
+    if not runs:
+        raise UserError("no complete run folders to compare" + (f" ({len(incomplete)} incomplete)" if incomplete else "")
+                        + (f" ({len(stale)} stale, written in an older results format)" if stale else "")
+                        + (" match --where" if selected else ""))
+    groups: dict[str, list[Run]] = {}
+    for r in runs:
+        groups.setdefault(r.test_set, []).append(r)
+    tables = [build_table(group, baseline) for group in sorted(groups.values(), key=lambda g: (-len(g), g[0].name))]
+
+    parts, latex, frames = [], [], []
+    if len(tables) > 1:
+        parts.append(f"{len(tables)} test sets among these runs: one table each (runs are compared only on the "
+                     "same test images).")
+    for number, table in enumerate(tables, start=1):
+        heading = f"Table {number}. {table.caption}"
+        parts += [heading, table.shown.to_markdown(index=False)]
+        latex.append(table.shown.to_latex(index=False, escape=True, caption=heading))
+        if table.summary is not None:
+            parts += ["Runs that differ only in their seed, pooled (mean ± std):", table.summary.to_markdown(index=False)]
+            latex.append(table.summary.to_latex(index=False, escape=True))
+        frames.append(table.frame.assign(table=number))
+    parts.append(LEGEND)
+    markdown = "\n\n".join(parts)
+
+    work = make_work_dir(out.parent, f".{out.name}-")
+    try:
+        write_csv(work / "comparison.csv", pd.concat(frames, ignore_index=True), index=False)
+        summaries = [t.summary.assign(table=n) for n, t in enumerate(tables, start=1) if t.summary is not None]
+        if summaries:
+            write_csv(work / "summary.csv", pd.concat(summaries, ignore_index=True), index=False)
+        (work / "comparison.md").write_text(markdown + "\n")
+        (work / "comparison.tex").write_text("\n".join(latex))
+        for number, table in enumerate(tables, start=1):
+            _plot(table, work, "" if len(tables) == 1 else f"-{number}")
+        previous = _keep_previous(out)
+        work.rename(out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return Comparison(markdown, out, incomplete, stale, previous)
+
+
+def _keep_previous(out: Path) -> Path | None:
+    """Move an earlier comparison in `out` aside (named by its time), so a new one never silently replaces it."""
+    if not out.exists():
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime((out / "comparison.md").stat().st_mtime
+                                                          if (out / "comparison.md").exists() else out.stat().st_mtime))
+    kept = out.with_name(f"{out.name}.{stamp}")
+    n = 1
+    while kept.exists():
+        n += 1
+        kept = out.with_name(f"{out.name}.{stamp}-{n}")
+    out.rename(kept)
+    return kept

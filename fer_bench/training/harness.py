@@ -22,6 +22,7 @@ from ..data.dataset import Dataset, split_validation
 from ..files import save_model, write_csv, write_json
 from ..models import BuiltModel, create_model
 from ..models.augment import with_augmentation
+from ..models.saved import load_saved_model
 from ..models.transfer import adapt_feature_norm, unfreeze_top
 from ..reporting.evaluation import (
     evaluate_predictions,
@@ -78,7 +79,7 @@ def _pixels(dataset: Dataset) -> Callable[[str], np.ndarray]:
 def _train_scratch(built: BuiltModel, cfg, dataset, settings, run_dir):
     data = StageData(cfg, dataset, _pixels(dataset))
     history = data.fit(with_augmentation(built.full, cfg.augment, cfg.seed), settings, run_dir, run_dir / "best.keras")
-    best = keras.models.load_model(run_dir / "best.keras")
+    best = load_saved_model(run_dir / "best.keras")
     return best.predict(data.x_test, batch_size=256, verbose=0), history, data, count_params(built.full), best
 
 
@@ -88,7 +89,7 @@ def _train_transfer(built: BuiltModel, cfg, dataset, settings, run_dir):
     params = {"feature_extraction_seconds": 0.0}
 
     def features_of(split: str) -> np.ndarray:
-        path = feature_cache_path(cfg.model, weights_id, cfg.image_size, fingerprint[f"{split}_sha256"], cfg.precision)
+        path = feature_cache_path(cfg.model, weights_id, cfg.image_size, fingerprint[f"{split}_sha256"], cfg.precision_used)
         features, seconds = cached_features(built.extractor, dataset.splits()[split].images, path)
         params["feature_extraction_seconds"] += seconds
         return features
@@ -96,7 +97,7 @@ def _train_transfer(built: BuiltModel, cfg, dataset, settings, run_dir):
     data = StageData(cfg, dataset, features_of)
     adapt_feature_norm(built, data.x_fit)
     history = data.fit(built.head, settings, run_dir, run_dir / "head.keras")
-    built.head.set_weights(keras.models.load_model(run_dir / "head.keras").get_weights())
+    built.head.set_weights(load_saved_model(run_dir / "head.keras").get_weights())
     params.update(count_params(built.full))
     if cfg.variant == "frozen":
         save_model(run_dir / "best.keras", built.full)
@@ -114,8 +115,31 @@ def _train_transfer(built: BuiltModel, cfg, dataset, settings, run_dir):
                        finetune_dir, run_dir / "best.keras", beat_val_loss=float(history["val_loss"].min()))
     tuned = tuned.assign(epoch=tuned["epoch"] + len(history), stage="finetune")
     history = pd.concat([history.assign(stage="head"), tuned], ignore_index=True)
-    best = keras.models.load_model(run_dir / "best.keras")
+    best = load_saved_model(run_dir / "best.keras")
     return best.predict(pixels.x_test, batch_size=64, verbose=0), history, pixels, params, best
+
+
+def tta_metrics(model, dataset: Dataset, mode: str) -> dict:
+    """Test accuracy (with its interval), balanced accuracy and macro-F1 under test-time augmentation `mode`."""
+    probs = predict_with_tta(model, as_model_input(dataset.test.images), mode)
+    scored, _, _ = evaluate_predictions(dataset.test.labels, probs, dataset.class_names, dataset.train.labels)
+    return {"mode": mode, **{k: scored[k] for k in ("accuracy", "accuracy_ci95", "balanced_accuracy", "macro_f1")}}
+
+
+def rescore_tta(cfg: RunConfig, dataset: Dataset, run_dir: Path) -> None:
+    """Score a complete run's best checkpoint under another test-time augmentation, without training:
+    metrics.json's `tta` entry and config.json's `tta` are replaced (TTA is not part of the run id)."""
+    import json
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics.pop("tta", None)
+    if cfg.tta != "none":
+        log.info("scoring %s with %s test-time augmentation (no training)", run_dir.name, cfg.tta)
+        with precision_policy(cfg.precision_used):
+            metrics["tta"] = tta_metrics(load_saved_model(run_dir / "best.keras"), dataset, cfg.tta)
+    config = json.loads((run_dir / "config.json").read_text())
+    write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / "config.json", {**config, "tta": cfg.tta})
 
 
 def train_and_evaluate(cfg: RunConfig, dataset: Dataset, run_dir: Path) -> dict:
@@ -128,8 +152,8 @@ def train_and_evaluate(cfg: RunConfig, dataset: Dataset, run_dir: Path) -> dict:
         tensorboard_dir=run_dir / "tensorboard" if cfg.tensorboard else None,
     )
     log.info("%s (%s weights, %s recipe, %s): %d train, %d test images", cfg.model, cfg.weights, cfg.recipe,
-             cfg.precision, len(dataset.train), len(dataset.test))
-    with precision_policy(cfg.precision), device_scope(int(cfg.devices), cfg.batch_size):
+             cfg.precision_used, len(dataset.train), len(dataset.test))
+    with precision_policy(cfg.precision_used), device_scope(int(cfg.devices), cfg.batch_size):
         built = create_model(cfg.model, len(dataset.class_names), cfg.image_size, weights=cfg.weights, width=cfg.width)
         train = _train_scratch if built.extractor is None else _train_transfer
         probs, history, data, params, best = train(built, cfg, dataset, settings, run_dir)
@@ -137,10 +161,7 @@ def train_and_evaluate(cfg: RunConfig, dataset: Dataset, run_dir: Path) -> dict:
     metrics, per_class, cm = evaluate_predictions(dataset.test.labels, probs, dataset.class_names, data.fit_labels)
     frozen = built.extractor is not None and cfg.variant == "frozen"
     if cfg.tta != "none":
-        tta_probs = predict_with_tta(best, as_model_input(dataset.test.images), cfg.tta)
-        tta_metrics, _, _ = evaluate_predictions(dataset.test.labels, tta_probs, dataset.class_names, data.fit_labels)
-        metrics["tta"] = {"mode": cfg.tta, **{k: tta_metrics[k] for k in ("accuracy", "accuracy_ci95", "balanced_accuracy",
-                                                                             "macro_f1")}}
+        metrics["tta"] = tta_metrics(best, dataset, cfg.tta)
     best_row = history.loc[history["val_loss"].idxmin()]
     metrics.update(
         model=cfg.model,
@@ -149,7 +170,7 @@ def train_and_evaluate(cfg: RunConfig, dataset: Dataset, run_dir: Path) -> dict:
         classes=list(dataset.class_names),
         image_size=cfg.image_size,
         recipe=cfg.recipe,
-        precision=cfg.precision,
+        precision=cfg.precision_used,
         devices=int(cfg.devices),
         per_device_batch_size=cfg.batch_size // int(cfg.devices),
         augmentation="none (frozen base: features computed once, without augmentation)" if frozen else cfg.augment,
