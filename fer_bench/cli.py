@@ -177,15 +177,16 @@ def compare_command(
 @app.command()
 def predict(
     images: list[Path] = typer.Argument(..., help="JPEG/PNG/BMP photos, colour or gray, any size."),
-    run: Optional[Path] = typer.Option(None, help="Run folder; default: the best complete run in --results."),
-    results: Path = typer.Option(Path("results"), help="Where to look for the best run."),
+    run: Optional[str] = typer.Option(None, help="A run folder, a run id in --results, or 'latest'; default: the "
+                                      "model shipped with fer-bench."),
+    results: Path = typer.Option(Path("results"), help="Where --run looks for run ids."),
     detect: bool = typer.Option(True, "--detect/--no-detect", help="Find the largest face, or use the whole image."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ):
     """Classify the expression of the face in each image with a finished run."""
     from .serving import predict as predictor
 
-    loaded = predictor.load_run(run or predictor.best_run_dir(results))
+    loaded = predictor.load_run(predictor.choose_run(run, results))
     predictions = predictor.predict_files(loaded, images, detect)
     if as_json:
         typer.echo(predictor.as_json(predictions, loaded))
@@ -245,16 +246,17 @@ def bundle_command(run: Path = typer.Argument(..., help="A complete run folder t
 
 @app.command("app")
 def app_command(
-    run: Optional[Path] = typer.Option(None, help="Run folder; default: the best complete run in --results."),
-    results: Path = typer.Option(Path("results")),
+    run: Optional[str] = typer.Option(None, help="A run folder, a run id in --results, or 'latest'; default: the "
+                                      "model shipped with fer-bench."),
+    results: Path = typer.Option(Path("results"), help="Where --run looks for run ids."),
     host: str = typer.Option("127.0.0.1", help="Interface to bind (local only by default)."),
     port: int = typer.Option(8000),
 ):
     """Start the web app (Shiny for Python): upload a photo, read its expression."""
     from .serving.app import serve
-    from .serving.predict import best_run_dir, load_run
+    from .serving.predict import choose_run, load_run
 
-    loaded = load_run(run or best_run_dir(results))
+    loaded = load_run(choose_run(run, results))
     typer.echo(f"serving {loaded.source} on http://{host}:{port}")
     serve(loaded, host, port)
 
@@ -366,6 +368,14 @@ def main() -> None:
         app()
     except UserError as error:
         typer.echo(f"error: {error}", err=True)
+        sys.exit(2)
+    except OSError as error:  # a full disk or a read-only folder outside the atomic writes (e.g. a new run folder)
+        from .files import storage_error
+
+        problem = storage_error(error, error.filename or "a file")
+        if problem is None:
+            raise
+        typer.echo(f"error: {problem}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted; run the same command again to resume", err=True)

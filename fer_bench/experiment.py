@@ -68,12 +68,16 @@ def load_experiment(path: Path, data: str | None = None) -> Experiment:
 
 def plan(experiment: Experiment, output: Path) -> list[tuple[RunConfig, Path, str]]:
     """(resolved config, run folder, status) for every run: 'complete', 'partial' or 'to do'."""
-    planned = []
+    planned, fingerprints = [], {}
     for cfg in experiment.configs:
         cfg = resolve(cfg)
-        dataset = load_run_data(cfg)
-        cfg = resolve_val_split(cfg, dataset.validation is not None)
-        run_dir = Path(output) / run_id(cfg, dataset.fingerprint())
+        data_key = (cfg.data, cfg.test_usage, cfg.dedupe, cfg.classes, cfg.strict)
+        if data_key not in fingerprints:  # each data source is read and fingerprinted once per grid
+            dataset = load_run_data(cfg)
+            fingerprints[data_key] = (dataset.validation is not None, dataset.fingerprint())
+        has_validation, fingerprint = fingerprints[data_key]
+        cfg = resolve_val_split(cfg, has_validation)
+        run_dir = Path(output) / run_id(cfg, fingerprint)
         status = "complete" if is_complete(run_dir) else ("partial" if run_dir.exists() else "to do")
         planned.append((cfg, run_dir, status))
     return planned

@@ -5,12 +5,31 @@ concurrent writers of the same file (shared caches) never see each other's parti
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from .errors import UserError
+
+# errors that mean "this disk or folder cannot take the file", not "the program is wrong"
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+class StorageError(UserError):
+    """A file could not be written for lack of space or permission; finished work is intact."""
+
+
+def storage_error(error: OSError, path) -> StorageError | None:
+    """The StorageError for an OSError that is about space or permissions, else None."""
+    if error.errno not in STORAGE_ERRNOS and "No space left" not in str(error):
+        return None
+    reason = error.strerror or str(error).splitlines()[0]
+    return StorageError(f"cannot write {path}: {reason}; nothing finished is lost - free some space (or make the "
+                        "folder writable) and run the same command again to resume")
 
 
 def _umask() -> int:
@@ -39,6 +58,8 @@ def atomic_path(path: Path):
     try:
         yield Path(tmp)
         os.replace(tmp, path)
+    except OSError as error:
+        raise (storage_error(error, path) or error) from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

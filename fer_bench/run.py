@@ -26,7 +26,7 @@ from .data.dataset import Dataset, select_classes
 from .data.integrity import drop_test_duplicates
 from .data.sources import open_dataset
 from .errors import UserError
-from .files import write_json
+from .files import StorageError, write_json
 
 log = logging.getLogger(__name__)
 
@@ -161,8 +161,8 @@ def execute(cfg: RunConfig, output: Path = Path("results"), force: bool = False)
         started = time.perf_counter()
         try:
             summary = train_and_evaluate(cfg, dataset, run_dir)
-        except UserError:
-            if not resuming:
+        except UserError as error:
+            if not resuming and not isinstance(error, StorageError):  # a bad input: nothing worth keeping
                 shutil.rmtree(run_dir, ignore_errors=True)
             raise
         summary["wall_seconds_this_invocation"] = time.perf_counter() - started

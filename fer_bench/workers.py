@@ -11,12 +11,27 @@ import threading
 from pathlib import Path
 
 
+def usable_cpus(environ=os.environ, cgroup: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """CPUs this process may really use: the fewest of its CPU affinity, its cgroup's CPU quota and
+    Slurm's SLURM_CPUS_PER_TASK (os.cpu_count() counts every CPU of the machine)."""
+    limits = [len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)]
+    try:
+        quota, period = cgroup.read_text().split()[:2]
+        if quota != "max":
+            limits.append(max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    if environ.get("SLURM_CPUS_PER_TASK", "").isdigit():
+        limits.append(int(environ["SLURM_CPUS_PER_TASK"]))
+    return max(1, min(limits))
+
+
 def worker_environment(k: int, jobs: int, gpus: int, base=os.environ) -> dict[str, str]:
-    """Environment of worker k (1-based): its GPU if there are any, else its share of the cores."""
+    """Environment of worker k (1-based): its GPU if there are any, else its share of the usable CPUs."""
     env = dict(base)
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = str((k - 1) % gpus)
-    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    threads = str(max(1, usable_cpus(base) // jobs))
     env.update(TF_NUM_INTRAOP_THREADS=threads, TF_NUM_INTEROP_THREADS="1", OMP_NUM_THREADS=threads)
     return env
 

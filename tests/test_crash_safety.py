@@ -78,3 +78,49 @@ def test_run_that_cannot_start_leaves_no_folder(tmp_path, cli, monkeypatch):
     code, _, err = cli("run", "--model", "vgg16", "--image-size", "32", "--weights", str(wrong), "--output", out)
     assert code == 2 and err.startswith("error: cannot load weights")
     assert not out.exists() or not any(p.is_dir() for p in out.iterdir())
+
+
+def test_full_disk_while_saving_a_checkpoint_is_one_error_line_and_resumes(tmp_path, cli, monkeypatch):
+    import errno
+
+    import keras
+
+    out = tmp_path / "results"
+    real_save = keras.Model.save
+    saves = []
+
+    def full_after_first_checkpoint(self, path, *args, **kwargs):
+        saves.append(path)
+        if len(saves) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_save(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "save", full_after_first_checkpoint)
+    code, out_text, err = cli("run", "--epochs", "3", "--seed", "7", "--output", out)
+    assert code == 2 and "Traceback" not in err
+    (line,) = [line for line in err.splitlines() if line.startswith("error:")]
+    assert "No space left on device" in line and "run the same command again to resume" in line
+    assert "best-epoch-2.keras" in line  # names the file it could not write
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    assert not (run_dir / COMPLETE_MARKER).exists()
+    assert not list(run_dir.rglob(".*.tmp*")), "a temporary file was left behind"
+    monkeypatch.setattr(keras.Model, "save", real_save)  # space freed: the same command finishes the run
+    code, _, _ = cli("run", "--epochs", "3", "--seed", "7", "--output", out)
+    assert code == 0 and (run_dir / COMPLETE_MARKER).exists()
+
+
+def test_results_folder_that_is_not_writable_is_one_error_line(tmp_path, cli, monkeypatch):
+    import errno
+
+    out = tmp_path / "results"
+    real_mkdir = Path.mkdir
+
+    def read_only(self, *args, **kwargs):  # root ignores permission bits, so refuse like a read-only disk
+        if out in self.parents or self == out:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    code, out_text, err = cli("run", "--epochs", "1", "--output", out)
+    assert code == 2 and "Traceback" not in err + out_text
+    assert err.startswith(f"error: cannot write {out}") and "Permission denied" in err

@@ -101,3 +101,28 @@ def test_shipped_bundled_model_loads_and_predicts(cli, tmp_path):
     code, out, err = cli("predict", tmp_path / "face.png", "--results", tmp_path / "results", "--no-detect")
     assert code == 0, err
     assert out.startswith(f"run: the bundled model ({metrics['model']}")
+
+
+# The shipped model's probabilities (angry, disgust, fear, happy, sad, surprise, neutral) for one drawn
+# face of each expression (draw_face(name, default_rng(i)) for the i-th class), recorded when it was
+# bundled. Update them together with the bundled model; any other change is a regression.
+GOLDEN_BUNDLED = np.array([
+    [0.5145, 0.0372, 0.1052, 0.0448, 0.0784, 0.1337, 0.0863],
+    [0.0460, 0.0162, 0.0321, 0.2222, 0.1426, 0.5240, 0.0169],
+    [0.0342, 0.0263, 0.1387, 0.3501, 0.0979, 0.1642, 0.1886],
+    [0.0436, 0.0249, 0.0665, 0.6267, 0.0689, 0.0554, 0.1140],
+    [0.0427, 0.0287, 0.1570, 0.3767, 0.0941, 0.1752, 0.1255],
+    [0.0394, 0.0155, 0.1108, 0.0441, 0.0674, 0.6977, 0.0250],
+    [0.0281, 0.0234, 0.1095, 0.1985, 0.1645, 0.2053, 0.2707],
+])
+
+
+def test_shipped_bundled_model_gives_its_golden_predictions():
+    from fer_bench.data.classes import FER_CLASSES
+    from fer_bench.data.synthetic import draw_face
+
+    faces = np.stack([draw_face(name, np.random.default_rng(i)) for i, name in enumerate(FER_CLASSES)])
+    model = saved.load_saved_model(saved.BUNDLED_DIR / "best.keras")
+    probs = model.predict(faces[..., None].astype("float32"), verbose=0)
+    np.testing.assert_allclose(probs, GOLDEN_BUNDLED, atol=0.01)
+    assert list(probs.argmax(1)) == [0, 5, 3, 3, 3, 5, 6]

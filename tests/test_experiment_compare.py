@@ -54,12 +54,18 @@ def test_grid_runs_all_and_writes_comparison(finished_grid):
         assert (out / name).stat().st_size > 0, name
     table = pd.read_csv(out / "comparison.csv")
     assert sorted(table["model"]) == ["scratch", "scratch", "vgg16", "vgg16"]
-    assert table.loc[table["model"] == "scratch", "p_mcnemar_vs_scratch"].isna().all()
-    p = table.loc[table["model"] == "vgg16", "p_mcnemar_vs_scratch"]
+    assert table.loc[table["model"] == "scratch", "p_mcnemar"].isna().all()
+    assert table.loc[table["model"] == "scratch", "baseline"].all()
+    p = table.loc[table["model"] == "vgg16", "p_mcnemar"]
     assert ((p > 0) & (p <= 1)).all()
+    adjusted = table.loc[table["model"] == "vgg16", "p_adjusted"]
+    assert (adjusted >= p - 1e-12).all() and (adjusted <= 1).all()
     assert (table["ci95_low"] <= table["accuracy"]).all() and (table["accuracy"] <= table["ci95_high"]).all()
     summary = pd.read_csv(out / "summary.csv")
     assert summary["seeds"].tolist() == [2, 2]
+    markdown = (out / "comparison.md").read_text()
+    assert "Baseline: scratch (scratch-happy-sad-32px-s1-" in markdown and "200 images" in markdown
+    assert "weights" in table.columns and set(table.loc[table["model"] == "scratch", "weights"]) == {"-"}
     assert "±" in (out / "comparison.md").read_text()
     assert "\\begin{tabular}" in (out / "comparison.tex").read_text()
 
@@ -83,14 +89,91 @@ def test_compare_lists_incomplete_runs_as_skipped(finished_grid, cli, tmp_path):
     assert (tmp_path / "cmp" / "comparison.csv").exists()
 
 
-def test_compare_refuses_different_test_sets(finished_grid, cli, tmp_path):
+def test_runs_on_different_test_sets_get_one_table_each(finished_grid, cli, tmp_path):
     _, results = finished_grid
     from fer_bench.run import RunConfig, execute
 
     other = execute(RunConfig(classes="happy,sad,surprise", image_size=32, epochs=1), output=tmp_path)
     one = next(p for p in results.iterdir() if p.name.startswith("scratch"))
-    code, _, err = cli("compare", one, other, "--out", tmp_path / "cmp")
-    assert code == 2 and "different test sets" in err
+    code, out, _ = cli("compare", one, other, "--out", tmp_path / "cmp")
+    assert code == 0 and "2 test sets among these runs: one table each" in out
+    assert "Table 1." in out and "Table 2." in out and "classes happy, sad, surprise" in out
+    table = pd.read_csv(tmp_path / "cmp" / "comparison.csv")
+    assert sorted(table["table"]) == [1, 2] and table["p_mcnemar"].isna().all()  # nothing to pair across test sets
+    assert (tmp_path / "cmp" / "accuracy-1.png").exists() and (tmp_path / "cmp" / "accuracy-2.png").exists()
+
+
+def test_where_and_baseline_choose_runs_and_the_reference(finished_grid, cli, tmp_path):
+    _, results = finished_grid
+    code, out, _ = cli("compare", results, "--where", "model=vgg16", "--out", tmp_path / "a")
+    table = pd.read_csv(tmp_path / "a" / "comparison.csv")
+    assert code == 0 and set(table["model"]) == {"vgg16"} and "Baseline: none" in out
+    vgg = sorted(table["run"])[0]
+    code, out, _ = cli("compare", results, "--baseline", vgg, "--out", tmp_path / "b")
+    table = pd.read_csv(tmp_path / "b" / "comparison.csv")
+    assert code == 0 and f"Baseline: vgg16 ({vgg})" in out
+    assert table.loc[table["run"] == vgg, "baseline"].item() and table.loc[table["run"] != vgg, "p_mcnemar"].notna().all()
+    code, _, err = cli("compare", results, "--where", "colour=blue", "--out", tmp_path / "c")
+    assert code == 2 and "no option 'colour'" in err
+
+
+def test_new_comparison_keeps_the_previous_one(finished_grid, cli, tmp_path):
+    _, results = finished_grid
+    out = tmp_path / "cmp"
+    cli("compare", results, "--where", "model=scratch", "--out", out)
+    first = (out / "comparison.md").read_text()
+    code, text, _ = cli("compare", results, "--out", out)
+    (kept,) = [p for p in tmp_path.iterdir() if p.name.startswith("cmp.")]
+    assert code == 0 and f"kept as {kept}" in text and (kept / "comparison.md").read_text() == first
+    assert (out / "comparison.md").read_text() != first
+
+
+WIDTH_GRID = """
+[defaults]
+model = "vggnet"
+image_size = 16
+epochs = 1
+
+[grid]
+width = [0.25, 0.5]
+seed = [1, 2]
+"""
+
+
+def test_runs_differing_in_width_and_seed_pool_by_width_and_a_test_split_run_is_marked(cli, tmp_path):
+    toml = tmp_path / "widths.toml"
+    toml.write_text(WIDTH_GRID)
+    results = tmp_path / "results"
+    code, _, err = cli("experiment", toml, "--output", results, "--no-compare")
+    assert code == 0, err
+    code, _, err = cli("run", "--model", "vggnet", "--image-size", "16", "--epochs", "1", "--width", "0.25",
+                       "--seed", "1", "--val-split", "test", "--output", results)
+    assert code == 0, err
+    code, out, err = cli("compare", results, "--out", tmp_path / "cmp")
+    assert code == 0, err
+    summary = pd.read_csv(tmp_path / "cmp" / "summary.csv")
+    honest = summary[summary["val_split"] == "train"]
+    assert sorted(honest["width"]) == [0.25, 0.5] and honest["seeds"].tolist() == [2, 2]
+    table = pd.read_csv(tmp_path / "cmp" / "comparison.csv")
+    assert {"width", "val_split"} <= set(table.columns) and "learning_rate" not in table.columns
+    marked = table[table["checkpoint_on_test"]]
+    assert len(marked) == 1 and marked["p_mcnemar"].isna().all() and not marked["baseline"].any()
+    assert "†" in out and "excluded †" in out
+
+
+def test_stale_runs_are_reported_not_compared(finished_grid, cli, tmp_path):
+    import json
+    import shutil
+
+    _, results = finished_grid
+    old = tmp_path / "old-results"
+    shutil.copytree(next(p for p in results.iterdir() if p.name.startswith("vgg16")), old / "vgg16-old")
+    shutil.copytree(next(p for p in results.iterdir() if p.name.startswith("scratch")), old / "scratch-now")
+    config = json.loads((old / "vgg16-old" / "config.json").read_text())
+    (old / "vgg16-old" / "config.json").write_text(json.dumps({**config, "results_format": 1}))
+    code, out, _ = cli("compare", old, "--out", tmp_path / "cmp")
+    assert code == 0 and f"skipped (stale: written in an older results format" in out and "vgg16-old" in out
+    assert list(pd.read_csv(tmp_path / "cmp" / "comparison.csv")["model"]) == ["scratch"]
 
 
 def test_mcnemar_exact_matches_hand_computed_value():

@@ -2,6 +2,7 @@
 output, and the web app driven in Debian's Chromium with Playwright."""
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -58,10 +59,30 @@ def test_blank_image_reports_no_face_and_uses_whole_image(cli, trained_run, tmp_
     assert code == 0 and "no face found, used the whole image" in out
 
 
-def test_default_run_is_best_in_results_and_is_named(cli, trained_run, tmp_path):
+def test_default_is_the_bundled_model_and_runs_are_chosen_by_name(cli, trained_run, tmp_path):
     photo = face_in_canvas(tmp_path / "p.jpg", "happy")
+    # a complete run with perfect test accuracy in results/ must not take over from the bundled model
     code, out, _ = cli("predict", photo, "--results", trained_run.parent, "--no-detect")
-    assert code == 0 and f"run: {trained_run}" in out and "whole image" in out
+    assert code == 0 and "run: the bundled model (vggnet" in out
+    code, out, _ = cli("predict", photo, "--results", trained_run.parent, "--run", "latest", "--no-detect")
+    assert code == 0 and f"run: {trained_run}" in out
+    code, out, _ = cli("predict", photo, "--results", trained_run.parent, "--run", trained_run.name, "--json")
+    assert code == 0 and json.loads(out)["run"] == str(trained_run)
+    code, _, err = cli("predict", photo, "--results", trained_run.parent, "--run", "no-such-run")
+    assert code == 2 and "no such run folder or run id" in err
+
+
+def test_quick_start_then_predict_answers_with_the_bundled_model(tmp_path, monkeypatch):
+    """The README's first command in an empty folder, then predict: the bundled model answers, not the cartoon run."""
+    monkeypatch.chdir(tmp_path)
+    env = {**os.environ, "FER_BENCH_CACHE": str(tmp_path / "cache")}
+    first = subprocess.run([sys.executable, "-m", "fer_bench", "run", "--model", "scratch", "--epochs", "2"],
+                           capture_output=True, text=True, env=env, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    photo = face_in_canvas(tmp_path / "p.jpg", "happy")
+    done = subprocess.run([sys.executable, "-m", "fer_bench", "predict", str(photo)], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert done.returncode == 0 and "run: the bundled model (vggnet" in done.stdout, done.stderr[-2000:]
 
 
 @pytest.mark.parametrize("content, fragment", [(b"", "the file is empty"), (b"hello", "not a readable image")])
@@ -82,7 +103,7 @@ def test_truncated_image_and_incomplete_run(cli, trained_run, tmp_path, monkeypa
     assert code == 2 and "incomplete" in err
     monkeypatch.setattr("fer_bench.models.saved.BUNDLED_DIR", tmp_path / "no-bundle")
     code, _, err = cli("predict", photo, "--results", tmp_path / "empty")
-    assert code == 2 and "no complete run" in err and "no bundled model" in err
+    assert code == 2 and "no bundled model" in err
 
 
 def test_huge_image_is_downscaled(tmp_path):

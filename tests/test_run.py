@@ -111,3 +111,41 @@ def test_diverging_stage_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert len(history) < 5 and history["loss"].isna().any()
     for before, after in zip(kept, keras.models.load_model(tmp_path / "best.keras").get_weights()):
         np.testing.assert_array_equal(before, after)
+
+
+def test_checkpoint_of_an_epoch_killed_before_its_record_is_never_the_best(tmp_path, monkeypatch):
+    """A kill after an epoch's checkpoint but before its history row: that epoch is redone, and the
+    final best.keras is the model of the best epoch in the history, whatever the redone epochs do."""
+    import numpy as np
+
+    from fer_bench.training import TrainSettings, fit_stage
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 4)).astype("float32")
+    y = keras.utils.to_categorical((x[:, 0] > 0).astype(int), 2)
+    settings = TrainSettings(epochs=5, learning_rate=0.1, batch_size=16)
+
+    def model():
+        keras.utils.set_random_seed(0)
+        return keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+
+    original = callbacks.HistoryWriter.on_epoch_end
+
+    def killed_in_epoch_three(self, epoch, logs=None):
+        if epoch == 2:
+            raise KeyboardInterrupt  # BestCheckpoint has saved epoch 3's model, the history has not recorded it
+        original(self, epoch, logs)
+
+    monkeypatch.setattr(callbacks.HistoryWriter, "on_epoch_end", killed_in_epoch_three)
+    with pytest.raises(KeyboardInterrupt):
+        fit_stage(model(), x, y, x, y, settings, tmp_path, tmp_path / "best.keras")
+    assert (tmp_path / "_resume" / "best-epoch-3.keras").exists()  # the improving epoch's checkpoint was written
+    monkeypatch.setattr(callbacks.HistoryWriter, "on_epoch_end", original)
+    # the redone epochs learn from shuffled labels, so none of them beats the killed epoch's model
+    history = fit_stage(model(), x, y[rng.permutation(len(y))], x, y, settings, tmp_path,
+                        tmp_path / "best.keras")
+    assert history["epoch"].tolist() == [0, 1, 2, 3, 4]
+    best = keras.models.load_model(tmp_path / "best.keras")
+    best.compile(loss="categorical_crossentropy")
+    assert best.evaluate(x, y, verbose=0, return_dict=True)["loss"] == pytest.approx(history["val_loss"].min(), rel=1e-4)
+    assert not (tmp_path / "_resume").exists()

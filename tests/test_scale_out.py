@@ -92,3 +92,19 @@ def test_mirrored_strategy_on_two_logical_cpus_learns_like_one_device(tmp_path):
     assert metrics["devices"] == 2 and metrics["per_device_batch_size"] == 16
     assert metrics["accuracy"] >= 0.90  # the band the one-device run is held to (tests/test_run.py)
     assert json.loads((run_dir / "config.json").read_text())["devices"] == "2"
+
+
+def test_workers_size_themselves_from_the_cpus_they_may_use(tmp_path):
+    from fer_bench.workers import usable_cpus, worker_environment
+
+    no_quota = tmp_path / "none"
+    affinity = len(os.sched_getaffinity(0))
+    assert usable_cpus({}, no_quota) == affinity
+    quota = tmp_path / "cpu.max"
+    quota.write_text("100000 100000\n")  # a container limited to one CPU
+    assert usable_cpus({}, quota) == 1
+    quota.write_text("max 100000\n")
+    assert usable_cpus({"SLURM_CPUS_PER_TASK": "1"}, quota) == 1
+    assert usable_cpus({"SLURM_CPUS_PER_TASK": "64"}, quota) == affinity
+    env = worker_environment(1, 2, 0, base={"SLURM_CPUS_PER_TASK": "1"})
+    assert env["TF_NUM_INTRAOP_THREADS"] == "1" and env["OMP_NUM_THREADS"] == "1"

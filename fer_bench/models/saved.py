@@ -38,6 +38,22 @@ BUNDLE_FILES = ("config.json", "data.json", "environment.json", "metrics.json", 
                 "confusion_matrix.csv", "confusion_matrix.png", "history.csv", "curves.png", "complete.json")
 
 
+def name_data_by_fingerprint(folder: Path) -> None:
+    """Replace the training machine's data path in a shipped run's config.json and data.json by the
+    data's folder name and content fingerprint, which mean the same on every machine."""
+    import json
+
+    from ..files import write_json
+
+    config, data = (json.loads((folder / name).read_text()) for name in ("config.json", "data.json"))
+    if config.get("data"):
+        name = Path(config["data"]).name
+        config["data"] = f"{name} (fingerprint: train {data['train_sha256']}, test {data['test_sha256']})"
+        data["source"] = name
+    write_json(folder / "config.json", config)
+    write_json(folder / "data.json", data)
+
+
 def write_bundle(run_dir: Path, target: Path = BUNDLED_DIR) -> Path:
     """Copy a complete run into `target` as the bundled model: its record files and its best model
     without optimizer state (a third of the size). Written beside and renamed into place."""
@@ -53,6 +69,7 @@ def write_bundle(run_dir: Path, target: Path = BUNDLED_DIR) -> Path:
         for name in BUNDLE_FILES:
             if (run_dir / name).exists():
                 shutil.copy2(run_dir / name, work / name)
+        name_data_by_fingerprint(work)
         (work / "SOURCE").write_text(f"{run_dir.name}\n")
         if target.exists():
             shutil.rmtree(target)

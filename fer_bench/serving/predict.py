@@ -63,18 +63,22 @@ def load_run(run_dir: Path | str) -> LoadedRun:
     return LoadedRun(run_dir, model, tuple(metrics["classes"]), metrics["model"], metrics["accuracy"])
 
 
-def best_run_dir(results: Path) -> Path:
-    """The complete run in `results` with the highest test accuracy; the bundled model if there is none."""
+def choose_run(run: str | None, results: Path) -> Path:
+    """The run that answers: the bundled model unless `run` names a run folder, a run id in `results`,
+    or 'latest' (the run in `results` completed last). Never chosen by test accuracy."""
     from ..models import saved
 
-    complete = find_run_dirs([Path(results)])[0] if Path(results).is_dir() else []
-    scored = [(json.loads((run_dir / "metrics.json").read_text())["accuracy"], run_dir) for run_dir in complete]
-    if scored:
-        return max(scored, key=lambda item: item[0])[1]
-    if (saved.BUNDLED_DIR / "best.keras").exists():
-        return saved.BUNDLED_DIR
-    raise UserError(f"no complete run in {results} and no bundled model; train one with `fer-bench run` "
-                    "or pass --run RUN_DIR")
+    if run in (None, "bundled"):
+        return saved.bundled_run_dir()
+    if run == "latest":
+        complete = find_run_dirs([Path(results)])[0] if Path(results).is_dir() else []
+        if not complete:
+            raise UserError(f"--run latest: no complete run in {results}")
+        return max(complete, key=lambda d: (d / "complete.json").stat().st_mtime)
+    for candidate in (Path(run), Path(results) / run):
+        if candidate.is_dir():
+            return candidate
+    raise UserError(f"--run {run}: no such run folder or run id in {results}")
 
 
 def read_image(data: bytes, name: str) -> Image.Image:

@@ -1,13 +1,16 @@
 """Keras callbacks that make a training stage crash-proof. Each writes its file atomically at the
-end of an epoch, in this order: the best checkpoint, the history row, then the resume point, so
-a process killed at any moment restarts from the last resume point and, after the history is cut
-back to it, records every epoch exactly once."""
+end of an epoch, in this order: a new best checkpoint (under its epoch's name), the history row,
+then the resume point, which names both the weights to resume from and the best checkpoint so far.
+A process killed at any moment restarts from the last resume point and, after the history is cut
+back to it, records every epoch exactly once; a checkpoint of an epoch that is redone is never
+taken for the best, so the best epoch in the history is always the one in the checkpoint."""
 
 from __future__ import annotations
 
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -30,17 +33,20 @@ class EpochTimer(keras.callbacks.Callback):
 
 
 class BestCheckpoint(keras.callbacks.Callback):
-    """Saves the whole model to `path` whenever validation loss beats the best so far."""
+    """Saves the whole model to `folder/best-epoch-N.keras` whenever validation loss beats the best so far;
+    `file` and `val_loss` describe the best checkpoint of this stage (None: nothing has beaten `best_so_far`)."""
 
-    def __init__(self, path: Path, best_so_far: float | None):
+    def __init__(self, folder: Path, best_so_far: float | None, file: Path | None = None):
         super().__init__()
-        self.path, self.best = path, math.inf if best_so_far is None else best_so_far
+        self.folder, self.file = folder, file
+        self.val_loss = math.inf if best_so_far is None else best_so_far
 
     def on_epoch_end(self, epoch, logs=None):
         loss = (logs or {}).get("val_loss")
-        if loss is not None and loss < self.best:
-            self.best = float(loss)
-            save_model(self.path, self.model)
+        if loss is not None and loss < self.val_loss:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.val_loss, self.file = float(loss), self.folder / f"best-epoch-{epoch + 1}.keras"
+            save_model(self.file, self.model)
 
 
 class HistoryWriter(keras.callbacks.Callback):
@@ -56,31 +62,44 @@ class HistoryWriter(keras.callbacks.Callback):
 
 
 class ResumePoint(keras.callbacks.Callback):
-    """After each epoch: the weights (with optimizer state) to `epoch-N.weights.h5`, then
-    `resume.json` naming it; the older weights file is removed only after."""
+    """After each epoch: the weights (with optimizer state) to `epoch-N.weights.h5`, then `resume.json`
+    naming them and the best checkpoint so far; files it no longer names are removed only after."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, best: BestCheckpoint):
         super().__init__()
-        self.folder = folder
+        self.folder, self.best = folder, best
 
     def on_epoch_end(self, epoch, logs=None):
         self.folder.mkdir(parents=True, exist_ok=True)
         weights = self.folder / f"epoch-{epoch + 1}.weights.h5"
         with atomic_path(weights) as tmp:
             self.model.save_weights(tmp)
-        write_json(self.folder / RESUME_FILE, {"epochs_done": epoch + 1, "weights": weights.name})
-        for old in self.folder.glob("epoch-*.weights.h5"):
-            if old != weights:
+        best = None if self.best.file is None else {"file": self.best.file.name, "val_loss": self.best.val_loss}
+        write_json(self.folder / RESUME_FILE, {"epochs_done": epoch + 1, "weights": weights.name, "best": best})
+        for old in [*self.folder.glob("epoch-*.weights.h5"), *self.folder.glob("best-epoch-*.keras")]:
+            if old not in (weights, self.best.file):
                 old.unlink(missing_ok=True)
 
 
-def read_resume_point(folder: Path) -> tuple[int, Path | None]:
-    """(epochs finished, their weights file) of an interrupted stage; (0, None) if there is none."""
+@dataclass
+class ResumeState:
+    """Where an interrupted stage stands: epochs finished, their weights, its best checkpoint so far."""
+
+    epochs_done: int = 0
+    weights: Path | None = None
+    best_file: Path | None = None
+    best_val_loss: float | None = None
+
+
+def read_resume_point(folder: Path) -> ResumeState:
+    """The resume point of an interrupted stage; an empty state if there is none."""
     path = folder / RESUME_FILE
     if not path.exists():
-        return 0, None
+        return ResumeState()
     point = json.loads(path.read_text())
-    return int(point["epochs_done"]), folder / point["weights"]
+    best = point.get("best")
+    return ResumeState(int(point["epochs_done"]), folder / point["weights"],
+                       None if best is None else folder / best["file"], None if best is None else best["val_loss"])
 
 
 class EarlyStop(keras.callbacks.Callback):

@@ -4,6 +4,7 @@ checkpoint, a per-epoch history CSV, early stopping, and resume from the last fi
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -90,32 +91,33 @@ def fit_stage(model, x_fit, y_fit, x_val, y_val, settings: TrainSettings, stage_
               beat_val_loss: float | None = None) -> pd.DataFrame:
     """Train `model` for settings.epochs (or until early stopping), resuming an interrupted attempt.
 
-    Writes stage_dir/history.csv and the best model by validation loss to `best_path` (only when
-    it beats `beat_val_loss`, if given); returns the history of all epochs of this stage. A finished
+    Writes stage_dir/history.csv and, when the stage ends, the best model by validation loss to
+    `best_path` (only when it beats `beat_val_loss`, if given; until then it lives in the resume
+    folder); returns the history of all epochs of this stage. A finished
     stage leaves `stage_dir/stage.json`, so calling this again returns its history at once.
     """
     history_path, resume_dir, done_path = stage_dir / "history.csv", stage_dir / "_resume", stage_dir / "stage.json"
     if done_path.exists() and best_path.exists():
         return read_history(history_path)
-    epochs_done, weights = read_resume_point(resume_dir)
+    state = read_resume_point(resume_dir)
+    epochs_done = state.epochs_done
     history = read_history(history_path)
     history = history[history["epoch"] < epochs_done]  # epochs after the resume point are redone
     write_csv(history_path, history, index=False)
-    candidates = [beat_val_loss] + (history["val_loss"].tolist() if "val_loss" in history else [])
-    best_so_far = min((v for v in candidates if v is not None), default=None)
+    best = BestCheckpoint(resume_dir, state.best_val_loss if state.best_file else beat_val_loss, state.best_file)
 
     compile_for_training(model, settings, steps_per_epoch=-(-len(x_fit) // settings.batch_size))
-    if weights is not None:
+    if state.weights is not None:
         model.optimizer.build(model.trainable_variables)
-        model.load_weights(weights)
+        model.load_weights(state.weights)
         log.info("resuming after epoch %d of %d", epochs_done, settings.epochs)
     early_stop = EarlyStop(settings.patience, history.get("val_loss", pd.Series()).tolist())
     callbacks = [
         keras.callbacks.TerminateOnNaN(),  # a diverged stage stops; the checkpoint keeps its last good model
         EpochTimer(),
-        BestCheckpoint(best_path, best_so_far),
+        best,
         HistoryWriter(history_path, history),
-        ResumePoint(resume_dir),
+        ResumePoint(resume_dir, best),
         early_stop,
     ]
     if settings.tensorboard_dir is not None:
@@ -140,6 +142,8 @@ def fit_stage(model, x_fit, y_fit, x_val, y_val, settings: TrainSettings, stage_
     elif early_stop.stopped_early:
         log.info("early stop after epoch %d: validation loss has not improved for %d epochs", len(history),
                  settings.patience)
+    if best.file is not None and best.file.exists():  # (gone already if a kill came right after this move)
+        os.replace(best.file, best_path)
     write_json(done_path, {"epochs_run": len(history), "stopped_early": early_stop.stopped_early})
     shutil.rmtree(resume_dir, ignore_errors=True)
     return history

@@ -1,0 +1,126 @@
+"""Run identity: what the user asked for, normalised, plus the data and the results format; the same
+on every machine; evaluation-only options outside it. Plus portability (no fcntl) and safe loading."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import pytest
+
+from fer_bench import run as run_module
+from fer_bench.config import EVALUATION, IDENTITY, MACHINE, RunConfig, resolve
+from fer_bench.experiment import load_experiment
+from fer_bench.run import execute, run_id
+from fer_bench.training import harness, precision
+
+ROOT = Path(__file__).resolve().parents[1]
+FINGERPRINT = {"train_sha256": "0123456789abcdef", "test_sha256": "fedcba9876543210"}
+# experiments/bundled.toml on this fingerprint, as every machine must name it (AVX2 or AVX512_BF16, GPU or not)
+BUNDLED_ID = "vggnet-all-40px-s42-cd895950"
+
+
+def _bundled_config(monkeypatch, fast_bfloat16: bool) -> RunConfig:
+    monkeypatch.setattr(precision, "cpu_has_fast_bfloat16", lambda *a: fast_bfloat16)
+    monkeypatch.setattr(precision, "gpu_has_fast_bfloat16", lambda: False)
+    (cfg,) = load_experiment(ROOT / "experiments" / "bundled.toml").configs
+    return resolve(cfg)
+
+
+def test_bundled_experiment_has_one_id_on_every_cpu(monkeypatch):
+    avx2 = _bundled_config(monkeypatch, fast_bfloat16=False)
+    bf16 = _bundled_config(monkeypatch, fast_bfloat16=True)
+    assert (avx2.precision_used, bf16.precision_used) == ("float32", "bfloat16")  # the probe really differed
+    assert avx2.precision == bf16.precision == "auto"
+    assert run_id(avx2, FINGERPRINT) == run_id(bf16, FINGERPRINT) == BUNDLED_ID
+
+
+def test_integer_and_float_numbers_are_one_run():
+    from_toml = resolve(RunConfig.from_dict({"learning_rate": 1, "width": 1, "model": "vggnet"}))
+    from_flags = resolve(RunConfig(learning_rate=1.0, width=1.0, model="vggnet"))
+    assert run_id(from_toml, FINGERPRINT) == run_id(from_flags, FINGERPRINT)
+    assert resolve(RunConfig(learning_rate=2.0)).identity() != resolve(RunConfig(learning_rate=1.0)).identity()
+
+
+def test_roles_decide_what_the_id_hashes():
+    base = resolve(RunConfig())
+    for name, value in (("tta", "crops"), ("devices", "2"), ("tensorboard", True), ("strict", True),
+                        ("data", "/elsewhere/same-pixels")):
+        assert run_id(resolve(RunConfig(**{name: value})) if name != "data" else
+                      RunConfig(**{**base.__dict__, "data": value}), FINGERPRINT) == run_id(base, FINGERPRINT), name
+    for name, value in (("epochs", 3), ("seed", 1), ("precision", "bfloat16"), ("val_split", "test")):
+        assert run_id(resolve(RunConfig(**{name: value})), FINGERPRINT) != run_id(base, FINGERPRINT), name
+    assert run_id(base, {**FINGERPRINT, "test_sha256": "other"}) != run_id(base, FINGERPRINT)
+    roles = {f: RunConfig.__dataclass_fields__[f].metadata["role"] for f in ("tta", "devices", "model")}
+    assert roles == {"tta": EVALUATION, "devices": MACHINE, "model": IDENTITY}
+
+
+def test_results_format_is_part_of_the_id(monkeypatch):
+    cfg = resolve(RunConfig())
+    before = run_id(cfg, FINGERPRINT)
+    monkeypatch.setattr(run_module, "RESULTS_FORMAT", run_module.RESULTS_FORMAT + 1)
+    assert run_id(cfg, FINGERPRINT) != before
+
+
+def test_run_command_options_are_the_config_fields(cli):
+    import dataclasses
+
+    from fer_bench.config import RECORD
+
+    code, out, _ = cli("run", "--help")
+    assert code == 0
+    for f in dataclasses.fields(RunConfig):
+        flag = "--" + f.name.replace("_", "-")
+        assert (flag in out) == (f.metadata["role"] != RECORD), flag
+
+
+def test_other_tta_rescores_a_finished_run_without_training(tmp_path, monkeypatch):
+    first = execute(RunConfig(epochs=2, seed=5), output=tmp_path)
+    monkeypatch.setattr(harness, "train_and_evaluate", lambda *a: pytest.fail("trained again"))
+    again = execute(RunConfig(epochs=2, seed=5, tta="crops"), output=tmp_path)
+    assert again == first
+    metrics = json.loads((first / "metrics.json").read_text())
+    assert metrics["tta"]["mode"] == "crops" and 0 <= metrics["tta"]["accuracy"] <= 1
+    assert json.loads((first / "config.json").read_text())["tta"] == "crops"
+
+
+def test_every_module_imports_without_fcntl():
+    script = ("import sys, pkgutil, importlib; sys.modules['fcntl'] = None\n"
+              "import fer_bench\n"
+              "for m in pkgutil.walk_packages(fer_bench.__path__, 'fer_bench.'):\n"
+              "    if m.name != 'fer_bench.__main__': importlib.import_module(m.name)\n"
+              "import fer_bench.run, fer_bench.cli\nprint('imported')")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "imported" in done.stdout, done.stderr[-2000:]
+
+
+@pytest.fixture
+def lambda_run(tmp_path):
+    """A complete-looking run folder whose model holds a Lambda layer (arbitrary code)."""
+    run_dir = tmp_path / "crafted"
+    run_dir.mkdir()
+    pixels = keras.Input((48, 48, 1))
+    x = keras.layers.Lambda(lambda t: t * 2.0)(pixels)
+    probs = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    keras.Model(pixels, probs).save(run_dir / "best.keras")
+    (run_dir / "metrics.json").write_text(json.dumps({"classes": ["happy", "sad"], "model": "scratch", "accuracy": 0.9}))
+    (run_dir / "config.json").write_text(json.dumps({"model": "scratch", "results_format": run_module.RESULTS_FORMAT}))
+    (run_dir / "complete.json").write_text("{}")
+    return run_dir
+
+
+def test_lambda_layer_model_is_refused_by_predict_and_evaluate(lambda_run, small_folder, cli, tmp_path):
+    from PIL import Image
+
+    photo = tmp_path / "face.png"
+    Image.new("L", (64, 64), 128).save(photo)
+    for args in (("predict", photo, "--run", lambda_run), ("evaluate", lambda_run, "--data", small_folder)):
+        code, out, err = cli(*args)
+        assert code == 2 and "Lambda layer" in err and "Traceback" not in err + out, args
+
+
+def test_lambda_layer_model_is_refused_by_the_app(lambda_run):
+    done = subprocess.run([sys.executable, "-m", "fer_bench", "app", "--run", str(lambda_run), "--port", "8765"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Lambda layer" in done.stderr
