@@ -108,11 +108,28 @@ def expected_cost(cfg: RunConfig) -> float:
 
 @functools.lru_cache(maxsize=None)
 def _flops(model: str, size: int, width: float | None) -> int:
-    """Forward FLOPs per image of one (model, size, width), built once per process."""
-    from .models import create_model
-    from .models.flops import flops_per_image
+    """Forward FLOPs per image of one (model, size, width): from the per-machine FLOPs cache, else
+    counted on the built model once and stored there (building a base takes seconds; planning a
+    grid should not)."""
+    import json
+    from importlib import metadata
 
-    return flops_per_image(create_model(model, 7, size, weights="none", width=width).full)
+    from .data.dataset import cache_dir
+    from .files import write_json
+
+    path = cache_dir() / "flops.json"
+    key = f"{metadata.version('fer-bench')}|{model}|{size}|{width}"
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if key not in known:
+        from .models import create_model
+        from .models.flops import flops_per_image
+
+        known[key] = flops_per_image(create_model(model, 7, size, weights="none", width=width).full)
+        write_json(path, known)
+    return int(known[key])
 
 
 def parse_shard(spec: str | None, environ=os.environ) -> tuple[int, int] | None:

@@ -68,6 +68,22 @@ def test_two_concurrent_starts_of_one_run_train_it_once(tmp_path):
     assert pd.read_csv(run_dir / "history.csv")["epoch"].tolist() == list(range(EPOCHS))
 
 
+def test_a_run_locked_by_another_process_is_refused_with_one_line(tmp_path):
+    """Deterministic form of the race: this process holds the run's lock while another starts the run."""
+    from fer_bench.config import RunConfig, resolve, resolve_val_split
+    from fer_bench.run import load_run_data, run_id, run_lock
+
+    out = tmp_path / "results"
+    cfg = resolve(RunConfig(epochs=EPOCHS))
+    dataset = load_run_data(cfg)
+    run_dir = out / run_id(resolve_val_split(cfg, dataset.validation is not None), dataset.fingerprint())
+    with run_lock(run_dir):
+        stdout, stderr = _start(out).communicate(timeout=300)
+    lines = stderr.strip().splitlines()
+    assert lines[-1].startswith(f"error: run {run_dir.name} is being trained by another process"), stderr[-2000:]
+    assert not (run_dir / "history.csv").exists() and not (run_dir / COMPLETE_MARKER).exists()
+
+
 def test_run_that_cannot_start_leaves_no_folder(tmp_path, cli, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     out = tmp_path / "results"

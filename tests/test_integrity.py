@@ -112,7 +112,7 @@ def test_run_records_dedupe_class_weight_and_given_validation(tmp_path):
     rows = []
     for i in range(60):
         happy = i % 3 != 0  # 2:1 imbalance
-        usage = "Training" if i < 40 else ("PublicTest" if i < 50 else "PrivateTest")
+        usage = "Training" if i < 40 else ("PublicTest" if i < 52 else "PrivateTest")  # 40 / 12 / 8: sizes tell splits apart
         rows.append(f"{3 if happy else 4},{pixels(i, 'happy' if happy else 'sad')},{usage}")
     rows.append(f"3,{pixels(1, 'happy')},PrivateTest")  # a test copy of training row 1
     csv_path = write_csv(tmp_path / "fer.csv", rows)
@@ -120,7 +120,8 @@ def test_run_records_dedupe_class_weight_and_given_validation(tmp_path):
     data = json.loads((run_dir / "data.json").read_text())
     config = json.loads((run_dir / "config.json").read_text())
     assert data["dropped_test_duplicates_of_train"] == 1
-    assert data["counts"]["test"] == {"happy": 7, "sad": 3}  # rows 50-59; the copy is gone
+    assert data["counts"]["test"] == {"happy": 6, "sad": 2}  # rows 52-59; the copy is gone
     assert config["class_weight"] == "balanced" and config["dedupe"] is True
     assert config["val_split"] == "given"  # PublicTest picks the checkpoint
-    assert json.loads((run_dir / "metrics.json").read_text())["validation_images"] == 10
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["validation_images"] == 12 and metrics["fit_images"] == 40  # PublicTest, not 10 % of train or test

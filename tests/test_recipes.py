@@ -62,7 +62,18 @@ def test_precision_auto_follows_the_cpu(tmp_path):
     flags.write_text("flags\t: fpu avx2 fma\n")
     assert not cpu_has_fast_bfloat16(flags)
     assert resolve_precision("float32") == "float32"
-    assert resolve_precision("auto") in ("float32", "bfloat16")
+
+
+def test_precision_auto_resolves_from_the_probes(monkeypatch):
+    from fer_bench.training import precision
+
+    monkeypatch.setattr(precision, "gpu_has_fast_bfloat16", lambda: False)
+    monkeypatch.setattr(precision, "cpu_has_fast_bfloat16", lambda *a: True)
+    assert resolve_precision("auto") == "bfloat16" and resolve_precision("float16") == "float16"
+    monkeypatch.setattr(precision, "cpu_has_fast_bfloat16", lambda *a: False)
+    assert resolve_precision("auto") == "float32"
+    cfg = resolve(RunConfig(recipe="strong"))
+    assert cfg.precision == "auto" and cfg.precision_used == "float32"
 
 
 def test_bfloat16_policy_keeps_probabilities_float32():

@@ -41,7 +41,7 @@ def test_shards_are_disjoint_cover_the_grid_and_balance_cost(grid_file, tmp_path
     parts = shard_plan(planned, n)
     flat = [i for part in parts for i in part]
     assert sorted(flat) == list(range(len(planned)))  # every run exactly once
-    assert parts == shard_plan(planned, n)  # the same on every machine
+    assert parts == shard_plan(planned, n)
     costs = [sum(expected_cost(planned[i][0]) for i in part) for part in parts]
     biggest = max(expected_cost(cfg) for cfg, _, _ in planned)
     assert max(costs) - min(costs) <= biggest  # greedy balance: within one run's cost
@@ -108,3 +108,49 @@ def test_workers_size_themselves_from_the_cpus_they_may_use(tmp_path):
     assert usable_cpus({"SLURM_CPUS_PER_TASK": "64"}, quota) == affinity
     env = worker_environment(1, 2, 0, base={"SLURM_CPUS_PER_TASK": "1"})
     assert env["TF_NUM_INTRAOP_THREADS"] == "1" and env["OMP_NUM_THREADS"] == "1"
+
+
+def test_planning_counts_flops_once_per_machine_not_per_plan(monkeypatch):
+    import fer_bench.models as models
+    from fer_bench import experiment
+    from fer_bench.data.dataset import cache_dir
+
+    experiment._flops.cache_clear()
+    first = experiment._flops("vggnet", 16, 0.25)
+    assert first > 0 and (cache_dir() / "flops.json").exists()
+    experiment._flops.cache_clear()  # a new process: the FLOPs come from the cache file, no model is built
+    monkeypatch.setattr(models, "create_model", lambda *a, **k: pytest.fail("built a model to count FLOPs"))
+    assert experiment._flops("vggnet", 16, 0.25) == first
+    experiment._flops.cache_clear()
+
+
+SHARD_ON_A_MACHINE = """
+import sys
+from fer_bench.training import precision
+precision.cpu_has_fast_bfloat16 = lambda *a: sys.argv[1] == "bf16"
+precision.gpu_has_fast_bfloat16 = lambda: False
+from fer_bench.cli import main
+sys.argv = ["fer-bench", "experiment", sys.argv[2], "--output", sys.argv[3], "--dry-run", "--shard", "1/2"]
+main()
+"""
+
+
+def test_shard_plan_is_the_same_on_every_machine_whatever_is_complete(grid_file, tmp_path):
+    """Each machine plans in its own process: one whose CPU probe says AVX2, one AVX512_BF16 (strong
+    recipe: precision auto), the second after a run of the grid has completed."""
+    strong = tmp_path / "strong.toml"
+    strong.write_text(grid_file.read_text().replace("epochs = 1", 'epochs = 1\nrecipe = "strong"'))
+    results = tmp_path / "results"
+
+    def part_one(cpu: str) -> list[str]:
+        done = subprocess.run([sys.executable, "-c", SHARD_ON_A_MACHINE, cpu, str(strong), str(results)],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return [line.split("  (")[0].split()[-1] for line in done.stdout.splitlines()[1:]]
+
+    avx2 = part_one("avx2")
+    assert 1 <= len(avx2) < 9
+    (results / avx2[0]).mkdir(parents=True)
+    (results / avx2[0] / "complete.json").write_text("{}")
+    (results / avx2[0] / "config.json").write_text("{}")
+    assert part_one("bf16") == avx2
