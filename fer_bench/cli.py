@@ -101,13 +101,16 @@ def experiment(
     if jobs < 1 or (jobs > 1 and part is not None):
         raise UserError("--jobs must be at least 1, and cannot be combined with --shard")
     if dry_run:
+        from .models import model_info
+
         planned = plan(spec, output)
         shown = range(len(planned)) if part is None else shard_plan(planned, part[1])[part[0] - 1]
         title = f"{spec.name}: {len(planned)} runs" + (f", part {part[0]}/{part[1]}: {len(shown)} of them" if part else "")
         typer.echo(title)
         for i in shown:
             cfg, run_dir, status = planned[i]
-            typer.echo(f"  {status:<8} {run_dir.name}  ({cfg.recipe} recipe, weights {cfg.weights}, {cfg.epochs} epochs, "
+            weights = f", weights {cfg.weights}" if model_info(cfg.model).transfer else ""
+            typer.echo(f"  {status:<8} {run_dir.name}  ({cfg.recipe} recipe{weights}, {cfg.epochs} epochs, "
                        f"{cfg.optimizer} lr {cfg.learning_rate}, batch {cfg.batch_size}, val {cfg.val_split})")
         return
     if jobs > 1:
@@ -201,8 +204,9 @@ def predict(
 @app.command("evaluate")
 def evaluate_command(
     run: str = typer.Argument(..., help="A complete run folder, or 'bundled' for the model shipped with fer-bench."),
-    data: Path = typer.Option(..., help="Labelled images: a data set folder or CSV (its test split), a folder with "
-                              "only test/, or one folder of class sub-folders."),
+    data: Optional[Path] = typer.Option(None, help="Labelled images: a data set folder or CSV (its test split), a "
+                                        "folder with only test/, or one folder of class sub-folders; default: the "
+                                        "run's own test set, re-scored with --tta into its metrics.json."),
     classes: Optional[str] = typer.Option(None, help="Score only these of the run's classes (argmax among them)."),
     tta: str = typer.Option("none", help="Test-time augmentation: none, flip or crops."),
     test_usage: str = typer.Option("PrivateTest", help="fer2013.csv: which Usage is scored."),
@@ -217,6 +221,16 @@ def evaluate_command(
 
     if tta not in TTA_MODES:
         raise UserError(f"--tta must be one of {', '.join(TTA_MODES)}, got {tta!r}")
+    if data is None:
+        from .run import rescore_run
+
+        if run == "bundled" or classes:
+            raise UserError("--data is needed for the bundled model and with --classes")
+        metrics = rescore_run(Path(run), tta)
+        typer.echo(json.dumps(metrics.get("tta"), indent=2) if as_json else
+                   f"{run} on its own test set: accuracy {metrics['accuracy']:.4f}" +
+                   (f", with {tta} test-time augmentation {metrics['tta']['accuracy']:.4f}" if "tta" in metrics else ""))
+        return
     loaded = load_run(run)
     out_root = output or (Path("results/evaluations/bundled") if run == "bundled" else loaded.run_dir / "evaluations")
     folder, metrics = evaluate_run(loaded, data, out_root, classes, tta, test_usage)

@@ -169,3 +169,26 @@ def execute(cfg: RunConfig, output: Path = Path("results"), force: bool = False)
         summary["resumed"] = resuming
         write_json(run_dir / COMPLETE_MARKER, summary)
     return run_dir
+
+
+def rescore_run(run_dir: Path, tta: str) -> dict:
+    """Score a complete run's checkpoint on its own test set under test-time augmentation `tta`
+    (no training); returns its updated metrics. The data must still be what the run was trained on."""
+    from dataclasses import fields
+
+    from .training.harness import rescore_tta
+
+    if not is_complete(run_dir):
+        raise UserError(f"not a complete run folder: {run_dir}")
+    if is_stale(run_dir):
+        raise UserError(f"{run_dir} was written in an older results format; rerun its command")
+    recorded = json.loads((run_dir / "config.json").read_text())
+    cfg = RunConfig(**{f.name: recorded.get(f.name, f.default) for f in fields(RunConfig)})
+    cfg = RunConfig(**{**asdict(cfg), "tta": tta})
+    dataset = load_run_data(cfg)
+    if dataset.fingerprint()["test_sha256"] != json.loads((run_dir / "data.json").read_text())["test_sha256"]:
+        raise UserError(f"the test images at {cfg.data or 'the synthetic source'} are no longer those {run_dir.name} "
+                        "was scored on; pass --data to score it on other data")
+    with run_lock(run_dir):
+        rescore_tta(cfg, dataset, run_dir)
+    return json.loads((run_dir / "metrics.json").read_text())

@@ -85,6 +85,15 @@ def test_other_tta_rescores_a_finished_run_without_training(tmp_path, monkeypatc
     assert json.loads((first / "config.json").read_text())["tta"] == "crops"
 
 
+def test_evaluate_without_data_rescores_the_run_on_its_own_test_set(tmp_path, cli, monkeypatch):
+    run_dir = execute(RunConfig(epochs=2, seed=6), output=tmp_path)
+    monkeypatch.setattr(harness, "train_and_evaluate", lambda *a: pytest.fail("trained again"))
+    code, out, err = cli("evaluate", run_dir, "--tta", "flip")
+    assert code == 0, err
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["tta"]["mode"] == "flip" and f"{metrics['tta']['accuracy']:.4f}" in out
+
+
 def test_every_module_imports_without_fcntl():
     script = ("import sys, pkgutil, importlib; sys.modules['fcntl'] = None\n"
               "import fer_bench\n"

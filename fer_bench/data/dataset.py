@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ..errors import UserError
 from ..files import save_npz
@@ -26,7 +26,7 @@ from .classes import canonical_class
 
 NATIVE_SIZE = 48
 TEST_SPLIT_NAMES = ("test", "validation", "val", "valid")
-_DECODE_VERSION = "2"  # bump when decoding changes, so old caches are not reused
+_DECODE_VERSION = "3"  # bump when decoding changes, so old caches are not reused
 log = logging.getLogger(__name__)
 
 
@@ -192,7 +192,7 @@ def _decode(root: Path, files: list[tuple[str, Path]], class_names: tuple[str, .
             with Image.open(f) as im:
                 check_pixel_count(im)
                 formats[f"{im.format} {im.mode} {im.width}x{im.height}"] += 1
-                images.append(to_native(im))
+                images.append(to_native(ImageOps.exif_transpose(im)))  # upright, as a viewer shows it
         except Exception:  # PIL raises many types for broken files; all mean "unreadable"
             skipped.append(rel)
             continue
