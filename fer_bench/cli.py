@@ -179,26 +179,37 @@ def compare_command(
 
 @app.command()
 def predict(
-    images: list[Path] = typer.Argument(..., help="JPEG/PNG/BMP photos, colour or gray, any size."),
+    images: list[Path] = typer.Argument(..., help="Photos (JPEG/PNG/BMP, colour or gray, any size) or folders of them."),
     run: Optional[str] = typer.Option(None, help="A run folder, a run id in --results, or 'latest'; default: the "
                                       "model shipped with fer-bench."),
     results: Path = typer.Option(Path("results"), help="Where --run looks for run ids."),
-    detect: bool = typer.Option(True, "--detect/--no-detect", help="Find the largest face, or use the whole image."),
-    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+    detector: str = typer.Option("mtcnn", help="Face detector: mtcnn (aligned crops), haar (OpenCV's cascade), or "
+                                 "none (the whole image is the face)."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list, one object per face."),
+    csv: Optional[Path] = typer.Option(None, help="Also write one row per face to this CSV (default for a folder or "
+                                       "several photos: predictions.csv)."),
 ):
-    """Classify the expression of the face in each image with a finished run."""
+    """Classify the expression of every face in each photo with the bundled model (or --run)."""
+    from .files import write_csv
     from .serving import predict as predictor
 
     loaded = predictor.load_run(predictor.choose_run(run, results))
-    predictions = predictor.predict_files(loaded, images, detect)
+    answers = predictor.predict_files(loaded, images, detector)
+    if csv is None and (len(images) > 1 or any(Path(i).is_dir() for i in images)):
+        csv = Path("predictions.csv")
     if as_json:
-        typer.echo(predictor.as_json(predictions, loaded))
-        return
-    typer.echo(f"run: {loaded.source} ({loaded.model_name}, test accuracy {loaded.test_accuracy:.4f})")
-    for p in predictions:
-        where = f"face at {p.face_box}" if p.face_found else ("no face found, used the whole image" if detect else "whole image")
-        probs = ", ".join(f"{c} {v:.1%}" for c, v in p.probabilities.items())
-        typer.echo(f"{p.image}: {where}\n  {probs}\n  {p.sentence}")
+        typer.echo(predictor.as_json(answers))
+    else:
+        typer.echo(f"run: {loaded.source} ({loaded.model_name}, test accuracy {loaded.test_accuracy:.4f}); "
+                   f"{loaded.calibration_note}")
+        for a in answers:
+            where = f"face {a.face} at [x, y, w, h] = {a.box}" if a.box else \
+                "no face found: the whole image was used (the answer may be meaningless)"
+            probs = ", ".join(f"{c} {v:.0%}" for c, v in sorted(a.probabilities.items(), key=lambda kv: -kv[1]))
+            typer.echo(f"{a.file}: {where}\n  {probs}\n  {a.sentence}")
+    if csv is not None:
+        write_csv(csv, predictor.answers_table(answers), index=False)
+        typer.echo(f"{len(answers)} answers written to {csv}", err=as_json)
 
 
 @app.command("evaluate")
@@ -210,6 +221,8 @@ def evaluate_command(
     classes: Optional[str] = typer.Option(None, help="Score only these of the run's classes (argmax among them)."),
     tta: str = typer.Option("none", help="Test-time augmentation: none, flip or crops."),
     test_usage: str = typer.Option("PrivateTest", help="fer2013.csv: which Usage is scored."),
+    faces: str = typer.Option("off", help="off: the images are cropped faces (FER-style); detect: uncropped photos, "
+                              "each face found and aligned as `predict` does."),
     output: Optional[Path] = typer.Option(None, help="Where evaluations go; default: <run>/evaluations "
                                           "(results/evaluations/bundled for the bundled model)."),
     as_json: bool = typer.Option(False, "--json", help="Print the headline metrics as JSON."),
@@ -233,9 +246,11 @@ def evaluate_command(
         return
     loaded = load_run(run)
     out_root = output or (Path("results/evaluations/bundled") if run == "bundled" else loaded.run_dir / "evaluations")
-    folder, metrics = evaluate_run(loaded, data, out_root, classes, tta, test_usage)
-    headline = {k: metrics[k] for k in ("run", "data", "classes", "tta", "test_images", "accuracy", "accuracy_ci95",
-                                        "balanced_accuracy", "macro_f1")}
+    if faces not in ("off", "detect"):
+        raise UserError(f"--faces must be off or detect, got {faces!r}")
+    folder, metrics = evaluate_run(loaded, data, out_root, classes, tta, test_usage, faces)
+    headline = {k: metrics[k] for k in ("run", "data", "classes", "tta", "faces", "test_images", "accuracy",
+                                        "accuracy_ci95", "balanced_accuracy", "macro_f1", "calibration")}
     if as_json:
         typer.echo(json.dumps({**headline, "folder": str(folder)}, indent=2))
         return
@@ -245,7 +260,28 @@ def evaluate_command(
     typer.echo(f"{loaded.source} on {metrics['data']} ({metrics['layout']}, {metrics['test_images']} images, "
                f"TTA {tta}): accuracy {metrics['accuracy']:.4f} (95% CI {ci[0]:.4f}-{ci[1]:.4f}), "
                f"balanced accuracy {metrics['balanced_accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}")
+    calibration = metrics["calibration"]
+    typer.echo(f"expected calibration error {calibration['ece_before']:.4f} raw, {calibration['ece_after']:.4f} with "
+               f"the run's temperature ({calibration['temperature'] or 'none: not calibrated'})")
+    if "face_detection" in metrics:
+        typer.echo(f"faces: {metrics['face_detection']['photos_without_a_face']} photos without a detected face were "
+                   "scored whole")
     typer.echo(f"written to {folder}")
+
+
+@app.command("calibrate")
+def calibrate_command(
+    run: str = typer.Argument(..., help="A complete run folder, or 'bundled' (maintainers)."),
+    data: Optional[Path] = typer.Option(None, help="Where the run's data is now, if not where it was trained."),
+):
+    """Fit a run's temperature on its validation split again (runs train with one; this is for older
+    runs and the bundled model): writes calibration.json and reliability.png."""
+    from .models.saved import bundled_run_dir
+    from .run import calibrate_run
+
+    summary = calibrate_run(bundled_run_dir() if run == "bundled" else Path(run), None if data is None else str(data))
+    typer.echo(f"temperature {summary['temperature']:.3f} (fitted on the {summary['fitted_on']}); expected "
+               f"calibration error on test {summary['test_ece_before']:.4f} before, {summary['test_ece_after']:.4f} after")
 
 
 @app.command("bundle")

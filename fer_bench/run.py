@@ -171,24 +171,39 @@ def execute(cfg: RunConfig, output: Path = Path("results"), force: bool = False)
     return run_dir
 
 
-def rescore_run(run_dir: Path, tta: str) -> dict:
-    """Score a complete run's checkpoint on its own test set under test-time augmentation `tta`
-    (no training); returns its updated metrics. The data must still be what the run was trained on."""
+def load_recorded_run(run_dir: Path, data: str | None = None) -> tuple[RunConfig, Dataset]:
+    """The config a complete run recorded and its data set (from `data` if given, else where it was
+    trained), checked to be the very images the run was scored on."""
     from dataclasses import fields
-
-    from .training.harness import rescore_tta
 
     if not is_complete(run_dir):
         raise UserError(f"not a complete run folder: {run_dir}")
-    if is_stale(run_dir):
-        raise UserError(f"{run_dir} was written in an older results format; rerun its command")
     recorded = json.loads((run_dir / "config.json").read_text())
     cfg = RunConfig(**{f.name: recorded.get(f.name, f.default) for f in fields(RunConfig)})
-    cfg = RunConfig(**{**asdict(cfg), "tta": tta})
+    if data is not None:
+        cfg = RunConfig(**{**asdict(cfg), "data": str(data)})
     dataset = load_run_data(cfg)
     if dataset.fingerprint()["test_sha256"] != json.loads((run_dir / "data.json").read_text())["test_sha256"]:
-        raise UserError(f"the test images at {cfg.data or 'the synthetic source'} are no longer those {run_dir.name} "
-                        "was scored on; pass --data to score it on other data")
+        raise UserError(f"the test images at {cfg.data or 'the synthetic source'} are not those {run_dir.name} "
+                        "was scored on; pass --data with the run's own data")
+    return cfg, dataset
+
+
+def rescore_run(run_dir: Path, tta: str) -> dict:
+    """Score a complete run's checkpoint on its own test set under test-time augmentation `tta`
+    (no training); returns its updated metrics."""
+    from .training.harness import rescore_tta
+
+    cfg, dataset = load_recorded_run(run_dir)
     with run_lock(run_dir):
-        rescore_tta(cfg, dataset, run_dir)
+        rescore_tta(RunConfig(**{**asdict(cfg), "tta": tta}), dataset, run_dir)
     return json.loads((run_dir / "metrics.json").read_text())
+
+
+def calibrate_run(run_dir: Path, data: str | None = None) -> dict:
+    """Fit (again) a complete run's temperature on its validation split; returns the calibration record."""
+    from .training.harness import calibrate
+
+    cfg, dataset = load_recorded_run(run_dir, data)
+    with run_lock(run_dir):
+        return calibrate(cfg, dataset, run_dir)

@@ -153,5 +153,5 @@ def test_predict_refuses_bomb_and_reads_odd_modes(cli, tmp_path):
     assert code == 2 and "too large to decode safely" in err
     for name, make in GOOD_ODD_FILES.items():
         (tmp_path / name).write_bytes(make())
-        code, out, err = cli("predict", tmp_path / name, "--run", run_dir, "--no-detect")
+        code, out, err = cli("predict", tmp_path / name, "--run", run_dir, "--detector", "none")
         assert code == 0 and ("more happy" in out or "more sad" in out), (name, err)

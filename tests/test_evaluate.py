@@ -76,7 +76,7 @@ def test_bundle_is_used_when_results_is_empty(cli, three_class_run, tmp_path, mo
     from fer_bench.data.synthetic import draw_face
 
     Image.fromarray(draw_face("happy", np.random.default_rng(3))).resize((120, 120)).save(photo)
-    code, out, err = cli("predict", photo, "--results", tmp_path / "empty-results", "--no-detect")
+    code, out, err = cli("predict", photo, "--results", tmp_path / "empty-results", "--detector", "none")
     assert code == 0, err
     assert out.startswith("run: the bundled model (scratch")
 
@@ -98,7 +98,7 @@ def test_shipped_bundled_model_loads_and_predicts(cli, tmp_path):
 
     Image.fromarray(faces[0, ..., 0].astype("uint8")).resize((96, 96)).save(tmp_path / "face.png")
     (tmp_path / "results").mkdir()
-    code, out, err = cli("predict", tmp_path / "face.png", "--results", tmp_path / "results", "--no-detect")
+    code, out, err = cli("predict", tmp_path / "face.png", "--results", tmp_path / "results", "--detector", "none")
     assert code == 0, err
     assert out.startswith(f"run: the bundled model ({metrics['model']}")
 

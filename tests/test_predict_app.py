@@ -10,15 +10,18 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import REAL_DATA, needs_real_data
 from PIL import Image
 
 from fer_bench.data.synthetic import draw_face
 from fer_bench.run import RunConfig, execute
-from fer_bench.serving.predict import detect_face, read_image
+from fer_bench.serving.faces import find_faces
+from fer_bench.serving.predict import read_image
 
 CHROMIUM = "/usr/bin/chromium"
+ASTRONAUT = Path(__file__).parent / "fixtures" / "astronaut.jpg"
 
 
 @pytest.fixture(scope="module")
@@ -35,39 +38,81 @@ def face_in_canvas(path: Path, expression: str, seed: int = 0, at=(380, 150), si
 
 
 def test_face_in_larger_colour_image_is_found_and_classified(cli, trained_run, tmp_path):
+    # cartoon faces: MTCNN (for real faces) finds none, so the Haar cascade is asked for
     happy = face_in_canvas(tmp_path / "happy.jpg", "happy", seed=1)
     sad = face_in_canvas(tmp_path / "sad.png", "sad", seed=2, at=(60, 300))
-    code, out, _ = cli("predict", happy, sad, "--run", trained_run, "--json")
+    code, out, _ = cli("predict", happy, sad, "--run", trained_run, "--detector", "haar", "--json",
+                       "--csv", tmp_path / "answers.csv")
     assert code == 0
-    result = json.loads(out)
-    assert result["classes"] == ["happy", "sad"] and result["run"] == str(trained_run)
-    first, second = result["predictions"]
-    assert first["face_found"] and second["face_found"]
-    x, y, w, h = first["face_box"]
+    first, second = json.loads(out)
+    assert set(first) == {"file", "face", "box", "label", "probabilities", "model"}
+    assert first["file"] == str(happy) and first["model"] == trained_run.name
+    x, y, w, h = first["box"]
     assert 380 - 20 <= x <= 380 + 60 and 150 - 20 <= y <= 150 + 60 and 100 <= w <= 200
-    for p in result["predictions"]:
+    for p in (first, second):
         assert set(p["probabilities"]) == {"happy", "sad"}
         assert sum(p["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
-    assert [first["top_class"], second["top_class"]] == ["happy", "sad"]
-    assert first["sentence"].startswith("With an expression percentage of ")
-    assert first["sentence"].endswith("the image expression is more happy.")
+    assert [first["label"], second["label"]] == ["happy", "sad"]
+    table = pd.read_csv(tmp_path / "answers.csv")
+    assert list(table["label"]) == ["happy", "sad"] and {"x", "y", "w", "h", "p_happy", "p_sad"} <= set(table.columns)
+    code, out, _ = cli("predict", happy, "--run", trained_run, "--detector", "haar")
+    assert "With an expression percentage of " in out and "the image expression is more happy." in out
 
 
 def test_blank_image_reports_no_face_and_uses_whole_image(cli, trained_run, tmp_path):
     Image.new("RGB", (320, 240), (200, 200, 200)).save(tmp_path / "blank.png")
     code, out, _ = cli("predict", tmp_path / "blank.png", "--run", trained_run)
-    assert code == 0 and "no face found, used the whole image" in out
+    assert code == 0 and "no face found: the whole image was used (the answer may be meaningless)" in out
+
+
+def test_astronaut_portrait_box_is_on_her_face_and_she_is_happy(cli, tmp_path):
+    """The NASA portrait (public domain, from scikit-image): the box is on her face, not the helmet or
+    the background beside it (where the Haar cascade finds a second 'face'), and she smiles."""
+    code, out, err = cli("predict", ASTRONAUT, "--json")
+    assert code == 0, err
+    (answer,) = json.loads(out)
+    x, y, w, h = answer["box"]
+    assert 80 <= x <= 100 and 22 <= y <= 42 and 30 <= w <= 55 and 40 <= h <= 65  # her face is near (90, 32, 42, 54)
+    assert answer["label"] == "happy" and answer["probabilities"]["happy"] > 0.6
+    assert answer["model"].startswith("bundled:vggnet")
+    haar_boxes = [a["box"] for a in json.loads(cli("predict", ASTRONAUT, "--json", "--detector", "haar")[1])]
+    assert len(haar_boxes) == 2  # the reason MTCNN is the default: one of these is background
+
+
+def test_folder_of_photos_is_answered_in_one_batch_with_a_csv(cli, tmp_path, monkeypatch):
+    from fer_bench.serving import predict as predictor
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rotated = Image.open(ASTRONAUT)
+    rotated.save(folder / "a.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways; a viewer turns it 90 degrees clockwise
+    rotated.rotate(90, expand=True).save(folder / "b.jpg", exif=exif)
+    Image.new("RGB", (64, 64), (9, 9, 9)).save(folder / "c.png")
+    calls = []
+    original = predictor.LoadedRun.probabilities
+    monkeypatch.setattr(predictor.LoadedRun, "probabilities", lambda self, pixels: calls.append(len(pixels)) or
+                        original(self, pixels))
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli("predict", folder)
+    assert code == 0, err
+    assert calls == [3]  # every face of every photo in one batch
+    table = pd.read_csv(tmp_path / "predictions.csv")
+    assert list(table["file"].map(lambda f: Path(f).name)) == ["a.jpg", "b.jpg", "c.png"]
+    assert list(table["label"][:2]) == ["happy", "happy"]  # the EXIF-rotated copy is upright too
+    assert table["x"][:2].notna().all() and pd.isna(table["x"][2])  # no face in the dark square
 
 
 def test_default_is_the_bundled_model_and_runs_are_chosen_by_name(cli, trained_run, tmp_path):
     photo = face_in_canvas(tmp_path / "p.jpg", "happy")
     # a complete run with perfect test accuracy in results/ must not take over from the bundled model
-    code, out, _ = cli("predict", photo, "--results", trained_run.parent, "--no-detect")
+    code, out, _ = cli("predict", photo, "--results", trained_run.parent, "--detector", "none")
     assert code == 0 and "run: the bundled model (vggnet" in out
-    code, out, _ = cli("predict", photo, "--results", trained_run.parent, "--run", "latest", "--no-detect")
+    code, out, _ = cli("predict", photo, "--results", trained_run.parent, "--run", "latest", "--detector", "none")
     assert code == 0 and f"run: {trained_run}" in out
     code, out, _ = cli("predict", photo, "--results", trained_run.parent, "--run", trained_run.name, "--json")
-    assert code == 0 and json.loads(out)["run"] == str(trained_run)
+    assert code == 0 and json.loads(out)[0]["model"] == trained_run.name
     code, _, err = cli("predict", photo, "--results", trained_run.parent, "--run", "no-such-run")
     assert code == 2 and "no such run folder or run id" in err
 
@@ -110,9 +155,10 @@ def test_huge_image_is_downscaled(tmp_path):
     big = Image.new("RGB", (9000, 7000), (90, 90, 90))
     big.paste(Image.fromarray(draw_face("happy", np.random.default_rng(0))).resize((1500, 1500)).convert("RGB"), (4000, 3000))
     big.save(tmp_path / "big.jpg", quality=80)
-    image = read_image((tmp_path / "big.jpg").read_bytes(), "big.jpg")
-    assert max(image.size) <= 2048
-    assert detect_face(image) is not None
+    photo = read_image((tmp_path / "big.jpg").read_bytes(), "big.jpg")
+    assert max(photo.image.size) <= 2048 and photo.scale == pytest.approx(9000 / 2048, rel=0.01)
+    (face,) = find_faces(photo.image, "haar")
+    assert 3800 <= face.box[0] * photo.scale <= 4400  # reported in the original's pixels
 
 
 @needs_real_data
@@ -120,7 +166,9 @@ def test_real_face_pasted_into_photo_is_found():
     face = Image.open(sorted((REAL_DATA / "test" / "happy").glob("*.jpg"))[0]).convert("L").resize((200, 200))
     canvas = Image.new("RGB", (640, 480), (150, 60, 60))
     canvas.paste(face.convert("RGB"), (300, 150))
-    assert detect_face(canvas) is not None
+    (found,) = find_faces(canvas)
+    x, y, w, h = found.box
+    assert 300 <= x + w / 2 <= 500 and 150 <= y + h / 2 <= 350 and w >= 100  # on the pasted face
 
 
 def _free_port() -> int:
@@ -130,14 +178,15 @@ def _free_port() -> int:
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")
-def test_browser_upload_shows_sentence_chart_and_survives_bad_upload(trained_run, tmp_path):
+def test_browser_upload_shows_boxes_crops_bars_and_survives_bad_upload(tmp_path):
+    """The app with its default (bundled) model in Debian's Chromium: the astronaut portrait gets one
+    numbered box on her face, its 48x48 crop, calibrated bars and 'happy'; a junk upload is an error
+    message and the app keeps serving."""
     from playwright.sync_api import sync_playwright
 
     port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "fer_bench", "app", "--run", str(trained_run), "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
+    server = subprocess.Popen([sys.executable, "-m", "fer_bench", "app", "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.time() + 120
         while True:
@@ -148,28 +197,31 @@ def test_browser_upload_shows_sentence_chart_and_survives_bad_upload(trained_run
                 assert server.poll() is None, server.stdout.read().decode()
                 assert time.time() < deadline, "app did not start"
                 time.sleep(0.5)
-        photo = face_in_canvas(tmp_path / "upload.jpg", "happy", seed=1)
         (tmp_path / "junk.png").write_bytes(b"this is not a picture")
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=[
                 "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync"])
-            page = browser.new_page()
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
             page.goto(f"http://127.0.0.1:{port}/")
-            page.set_input_files("input#image", str(photo))
-            page.wait_for_selector("#sentence", timeout=60_000)
-            assert "the image expression is more happy" in page.inner_text("#sentence")
-            page.wait_for_selector("#probabilities img", timeout=60_000)
+            upload = page.locator("input#image")
+            assert upload.get_attribute("accept") == "image/*" and upload.get_attribute("capture") == "user"
+            page.set_input_files("input#image", str(ASTRONAUT))
+            page.wait_for_selector("#sentence-1", timeout=60_000)
+            assert "most likely happy" in page.inner_text("#sentence-1")
+            assert page.inner_text("#summary").startswith("1 face found")
+            assert page.locator("#face-2").count() == 0
+            assert page.locator("#face-1 img.crop").count() == 1 and page.locator("#face-1 .bar").count() == 7
             page.wait_for_selector("#photo img", timeout=60_000)
-            assert trained_run.name in page.inner_text("#run-info")
+            assert "bundled:vggnet" in page.inner_text("#run-info") and "calibrated" in page.inner_text("#run-info")
             page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
 
             page.set_input_files("input#image", str(tmp_path / "junk.png"))
             page.wait_for_selector("#error", timeout=60_000)
             assert "not a readable image" in page.inner_text("#error")
 
-            page.set_input_files("input#image", str(photo))  # still serving
-            page.wait_for_selector("#sentence", timeout=60_000)
+            page.set_input_files("input#image", str(ASTRONAUT))  # still serving
+            page.wait_for_selector("#sentence-1", timeout=60_000)
             browser.close()
         assert server.poll() is None
         assert (tmp_path / "app.png").stat().st_size > 10_000

@@ -35,7 +35,8 @@ def bundled_run_dir() -> Path:
 
 
 BUNDLE_FILES = ("config.json", "data.json", "environment.json", "metrics.json", "per_class.csv",
-                "confusion_matrix.csv", "confusion_matrix.png", "history.csv", "curves.png", "complete.json")
+                "confusion_matrix.csv", "confusion_matrix.png", "history.csv", "curves.png", "calibration.json",
+                "reliability.png", "complete.json")
 
 
 def name_data_by_fingerprint(folder: Path) -> None:

@@ -18,10 +18,11 @@ import numpy as np
 import pandas as pd
 
 from ..data.classes import parse_classes
-from ..data.dataset import Split, read_labelled_folder
+from ..data.dataset import Split, read_labelled_folder, to_native
 from ..errors import UserError
 from ..files import make_work_dir, write_csv, write_json
 from ..training import as_model_input
+from .calibration import apply_temperature, expected_calibration_error, plot_reliability
 from .evaluation import evaluate_predictions, predict_with_tta, predictions_table
 from .plots import plot_confusion
 
@@ -67,32 +68,62 @@ def _match_classes(labelled: LabelledSet, run_classes: tuple[str, ...], wanted: 
     return labelled.split.images[keep], labels, files, scored, [run_classes.index(c) for c in scored]
 
 
-def data_id(labelled: LabelledSet, scored: tuple[str, ...], tta: str) -> str:
-    """Folder name of one evaluation: the data's name and a hash of its pixels, labels, classes and TTA."""
+def data_id(labelled: LabelledSet, scored: tuple[str, ...], tta: str, faces: str) -> str:
+    """Folder name of one evaluation: the data's name and a hash of its pixels, labels, classes, TTA and face mode."""
     h = hashlib.sha256(np.ascontiguousarray(labelled.split.images).tobytes())
     h.update(labelled.split.labels.tobytes())
-    h.update(("|".join(labelled.class_names) + "|" + "|".join(scored) + "|" + tta).encode())
+    h.update(("|".join(labelled.class_names) + "|" + "|".join(scored) + "|" + tta + "|" + faces).encode())
     name = Path(labelled.source).stem.replace(" ", "_")[:40] or "data"
     return f"{name}-{h.hexdigest()[:10]}"
 
 
+def detected_faces(labelled: LabelledSet, files: list[str], detector: str) -> tuple[np.ndarray, int]:
+    """The 48x48 input of each uncropped photo through the same path as `predict` (its most confident
+    face, aligned; the whole photo where none is found); returns (images, photos without a face)."""
+    from ..serving.faces import find_faces
+    from ..serving.predict import read_image
+
+    if Path(labelled.source).is_file():
+        raise UserError("--faces detect needs a folder of photos, not a CSV of 48x48 faces")
+    images, missed = [], 0
+    for name in files:
+        photo = read_image((Path(labelled.source) / name).read_bytes(), name)
+        faces = find_faces(photo.image, detector)
+        if faces:
+            images.append(max(faces, key=lambda f: (f.confidence or 0, f.box[2] * f.box[3])).pixels)
+        else:
+            missed += 1
+            images.append(to_native(photo.image))
+    return np.stack(images), missed
+
+
 def evaluate_run(loaded, data: Path, out_root: Path, classes: str | None = None, tta: str = "none",
-                 test_usage: str = "PrivateTest") -> tuple[Path, dict]:
-    """Score `loaded` (a predict.LoadedRun) on `data`; returns (evaluation folder, headline metrics)."""
+                 test_usage: str = "PrivateTest", faces: str = "off") -> tuple[Path, dict]:
+    """Score `loaded` (a predict.LoadedRun) on `data` with its calibrated probabilities; `faces`
+    'detect' finds and aligns the face in each (uncropped) photo first. Returns (evaluation folder, metrics)."""
     labelled = open_labelled_set(data, test_usage)
     wanted = parse_classes(classes) if classes else None
     images, labels, files, scored, columns = _match_classes(labelled, loaded.class_names, wanted)
     if not len(images):
         raise UserError(f"no images to score in {data}")
-    probs = predict_with_tta(loaded.model, as_model_input(images), tta)[:, columns]
-    probs = probs / probs.sum(axis=1, keepdims=True)  # argmax and probabilities among the scored classes
+    missed = None
+    if faces == "detect":
+        images, missed = detected_faces(labelled, files, "mtcnn")
+    raw = predict_with_tta(loaded.model, as_model_input(images), tta)
+    calibrated = raw if loaded.temperature is None else apply_temperature(raw, loaded.temperature)
+    raw, probs = (p[:, columns] / p[:, columns].sum(axis=1, keepdims=True) for p in (raw, calibrated))
+    # (argmax and probabilities among the scored classes)
     metrics, per_class, cm = evaluate_predictions(labels, probs, scored, labels)
+    metrics["calibration"] = {"temperature": loaded.temperature, "ece_before": expected_calibration_error(raw, labels),
+                              "ece_after": expected_calibration_error(probs, labels)}
+    if missed is not None:
+        metrics["face_detection"] = {"detector": "mtcnn", "photos_without_a_face": missed}
     metrics.pop("majority_class"), metrics.pop("majority_baseline_accuracy")  # no training labels here
     restricted = len(scored) < len(loaded.class_names)
     metrics.update(run=loaded.source, model=loaded.model_name, data=labelled.source, layout=labelled.layout,
-                   classes=list(scored), tta=tta, skipped_unreadable=len(labelled.skipped),
+                   classes=list(scored), tta=tta, faces=faces, skipped_unreadable=len(labelled.skipped),
                    restricted_to_classes=restricted)
-    target = out_root / data_id(labelled, scored, tta)
+    target = out_root / data_id(labelled, scored, tta, faces)
     work = make_work_dir(out_root, ".evaluating-")
     try:
         write_json(work / "metrics.json", metrics)
@@ -101,6 +132,8 @@ def evaluate_run(loaded, data: Path, out_root: Path, classes: str | None = None,
                   .rename_axis("true \\ predicted"))
         write_csv(work / "predictions.csv", predictions_table(files, labels, probs, scored), index=False)
         plot_confusion(cm, scored, work / "confusion_matrix.png", f"{loaded.model_name} on {Path(labelled.source).name}")
+        plot_reliability(raw, labels, loaded.temperature or 1.0, work / "reliability.png",
+                         f"{loaded.model_name} on {Path(labelled.source).name}")
         if target.exists():
             shutil.rmtree(target)
         work.rename(target)

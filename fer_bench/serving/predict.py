@@ -1,12 +1,12 @@
-"""Classify ordinary photos with a finished run: find the largest face (OpenCV's bundled Haar
-cascade), convert the crop to 48x48 gray exactly as training data was, and predict."""
+"""Classify ordinary photos with a finished run (by default the bundled model): every face in each
+photo is found and aligned (`faces.find_faces`), all crops go through the model in one batch, and
+the probabilities are calibrated with the run's temperature."""
 
 from __future__ import annotations
 
 import io
 import json
-from dataclasses import asdict, dataclass
-from functools import lru_cache
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -14,21 +14,43 @@ from PIL import Image, ImageOps
 
 from ..data.dataset import check_pixel_count, to_8bit, to_native
 from ..errors import UserError
+from ..reporting.calibration import CALIBRATION_FILE, apply_temperature
 from ..run import find_run_dirs, is_complete
+from .faces import find_faces
 
-MAX_SIDE = 2048  # larger photos are downscaled before detection
+MAX_SIDE = 2048  # larger photos are downscaled before detection (boxes are reported in the original's pixels)
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 @dataclass
-class Prediction:
-    """One image's answer: where the face was, the probability of each class, and the sentence."""
+class Photo:
+    """A decoded, upright RGB photo and how many original pixels one of its pixels stands for."""
 
-    image: str
-    face_found: bool
-    face_box: tuple[int, int, int, int] | None  # x, y, width, height in the (downscaled) image
+    name: str
+    image: Image.Image
+    scale: float = 1.0
+
+
+@dataclass
+class FaceAnswer:
+    """One face's answer: where it is, the calibrated probability of each class, and who answered."""
+
+    file: str
+    face: int  # 1, 2, ... left to right within the photo
+    box: list[int] | None  # [x, y, w, h] in the original photo's pixels; None: no face found, the whole photo used
+    label: str
     probabilities: dict[str, float]
-    top_class: str
-    sentence: str
+    model: str
+    pixels: np.ndarray = field(repr=False)  # the 48x48 gray crop the answer came from
+
+    @property
+    def sentence(self) -> str:
+        return sentence(self.probabilities)
+
+    def record(self) -> dict:
+        """The JSON / CSV form: file, box, label, probabilities, model."""
+        return {"file": self.file, "face": self.face, "box": self.box, "label": self.label,
+                "probabilities": self.probabilities, "model": self.model}
 
 
 @dataclass
@@ -40,13 +62,39 @@ class LoadedRun:
     class_names: tuple[str, ...]
     model_name: str
     test_accuracy: float
+    temperature: float | None  # None: the run has no calibration (older runs); probabilities are raw
+
+    @property
+    def is_bundled(self) -> bool:
+        from ..models import saved
+
+        return self.run_dir == saved.BUNDLED_DIR
 
     @property
     def source(self) -> str:
         """The run folder, or 'the bundled model' for the one shipped with the package."""
-        from ..models import saved
+        return "the bundled model" if self.is_bundled else str(self.run_dir)
 
-        return "the bundled model" if self.run_dir == saved.BUNDLED_DIR else str(self.run_dir)
+    @property
+    def name(self) -> str:
+        """The answering model as named in every answer: its run id (`bundled:<run id>` for the shipped one)."""
+        if self.is_bundled:
+            return "bundled:" + (self.run_dir / "SOURCE").read_text().strip()
+        return self.run_dir.name
+
+    @property
+    def calibration_note(self) -> str:
+        if self.temperature is None:
+            return (f"probabilities NOT calibrated (no {CALIBRATION_FILE}; `fer-bench calibrate {self.run_dir}` "
+                    "fits one)")
+        return f"probabilities calibrated on its validation split (temperature {self.temperature:.2f})"
+
+    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        """Calibrated class probabilities of (n, 48, 48) uint8 faces."""
+        from ..training import as_model_input
+
+        probs = self.model.predict(as_model_input(pixels), batch_size=256, verbose=0)
+        return probs if self.temperature is None else apply_temperature(probs, self.temperature)
 
 
 def load_run(run_dir: Path | str) -> LoadedRun:
@@ -60,7 +108,9 @@ def load_run(run_dir: Path | str) -> LoadedRun:
         raise UserError(f"run folder is incomplete (no complete.json): {run_dir}; finish it with the same `fer-bench run` command")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     model = saved.load_saved_model(run_dir / "best.keras")
-    return LoadedRun(run_dir, model, tuple(metrics["classes"]), metrics["model"], metrics["accuracy"])
+    calibration = run_dir / CALIBRATION_FILE
+    temperature = json.loads(calibration.read_text())["temperature"] if calibration.exists() else None
+    return LoadedRun(run_dir, model, tuple(metrics["classes"]), metrics["model"], metrics["accuracy"], temperature)
 
 
 def choose_run(run: str | None, results: Path) -> Path:
@@ -81,12 +131,13 @@ def choose_run(run: str | None, results: Path) -> Path:
     raise UserError(f"--run {run}: no such run folder or run id in {results}")
 
 
-def read_image(data: bytes, name: str) -> Image.Image:
-    """Decode JPEG/PNG/BMP bytes (colour or gray, any size) into an upright RGB image ≤ MAX_SIDE."""
+def read_image(data: bytes, name: str) -> Photo:
+    """Decode JPEG/PNG/BMP bytes (colour or gray, any size) into an upright RGB photo ≤ MAX_SIDE."""
     if not data:
         raise UserError(f"{name}: the file is empty")
     try:
         image = Image.open(io.BytesIO(data))
+        original_side = max(image.size)  # the longer side, whatever the EXIF rotation
         image.draft("RGB", (MAX_SIDE, MAX_SIDE))  # JPEG: decode huge photos at reduced scale
         check_pixel_count(image)
         image = to_8bit(ImageOps.exif_transpose(image)).convert("RGB")
@@ -95,27 +146,7 @@ def read_image(data: bytes, name: str) -> Image.Image:
     except Exception:  # PIL signals non-images and truncated files with many types
         raise UserError(f"{name}: not a readable image (JPEG, PNG or BMP expected)") from None
     image.thumbnail((MAX_SIDE, MAX_SIDE))
-    return image
-
-
-@lru_cache(maxsize=1)
-def _face_cascade():
-    import cv2
-
-    return cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
-
-
-def detect_face(image: Image.Image) -> tuple[int, int, int, int] | None:
-    """Box (x, y, w, h) of the largest frontal face, or None when there is none."""
-    gray = np.asarray(image.convert("L"))
-    min_side = max(24, min(gray.shape) // 20)
-    # scaleFactor 1.05 / minNeighbors 3 found 84 % of FER2013 *train* faces pasted into colour photos
-    # (1.1 / 5, OpenCV's usual example, found 74 %), with no false boxes on noise
-    boxes = _face_cascade().detectMultiScale(gray, scaleFactor=1.05, minNeighbors=3, minSize=(min_side, min_side))
-    if len(boxes) == 0:
-        return None
-    x, y, w, h = max(boxes, key=lambda b: b[2] * b[3])
-    return int(x), int(y), int(w), int(h)
+    return Photo(name, image, original_side / max(image.size))
 
 
 def sentence(probabilities: dict[str, float]) -> str:
@@ -127,31 +158,57 @@ def sentence(probabilities: dict[str, float]) -> str:
     return f"The image expression is most likely {top} ({percent}%)."
 
 
-def predict_image(run: LoadedRun, image: Image.Image, name: str, detect: bool = True) -> Prediction:
-    """Classify the largest face in `image` (or the whole image)."""
-    from ..training import as_model_input
+def answer_photos(run: LoadedRun, photos: list[Photo], detector: str = "mtcnn") -> list[FaceAnswer]:
+    """Every face of every photo (the whole photo where none is found, or with detector 'none'),
+    classified in one batch."""
+    found = []
+    for photo in photos:
+        faces = [] if detector == "none" else find_faces(photo.image, detector)
+        if not faces:
+            found.append((photo, 1, None, to_native(photo.image)))
+        for number, face in enumerate(faces, start=1):
+            box = [int(round(v * photo.scale)) for v in face.box]
+            found.append((photo, number, box, face.pixels))
+    if not found:
+        return []
+    probs = run.probabilities(np.stack([pixels for *_, pixels in found]))
+    answers = []
+    for (photo, number, box, pixels), p in zip(found, probs):
+        probabilities = {c: float(v) for c, v in zip(run.class_names, p)}
+        answers.append(FaceAnswer(photo.name, number, box, max(probabilities, key=probabilities.get), probabilities,
+                                  run.name, pixels))
+    return answers
 
-    box = detect_face(image) if detect else None
-    crop = image.crop((box[0], box[1], box[0] + box[2], box[1] + box[3])) if box else image
-    pixels = to_native(crop)[None]
-    probs = run.model.predict(as_model_input(pixels), verbose=0)[0]
-    probabilities = {c: float(p) for c, p in zip(run.class_names, probs)}
-    top = max(probabilities, key=probabilities.get)
-    return Prediction(name, box is not None, box, probabilities, top, sentence(probabilities))
 
-
-def predict_files(run: LoadedRun, paths: list[Path], detect: bool = True) -> list[Prediction]:
-    """Predict every image file; a missing or unreadable file is a UserError naming it."""
-    predictions = []
-    for path in paths:
-        if not Path(path).is_file():
+def image_files(paths: list[Path]) -> list[Path]:
+    """The photos named: files as given, folders by their image files (sorted, not recursive)."""
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        elif path.is_file():
+            files.append(path)
+        else:
             raise UserError(f"image not found: {path}")
-        image = read_image(Path(path).read_bytes(), str(path))
-        predictions.append(predict_image(run, image, str(path), detect))
-    return predictions
+    if not files:
+        raise UserError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {', '.join(map(str, paths))}")
+    return files
 
 
-def as_json(predictions: list[Prediction], run: LoadedRun) -> str:
-    """Machine-readable predictions, with the run that answered."""
-    return json.dumps({"run": run.source, "model": run.model_name, "classes": list(run.class_names),
-                       "predictions": [asdict(p) for p in predictions]}, indent=2)
+def predict_files(run: LoadedRun, paths: list[Path], detector: str = "mtcnn") -> list[FaceAnswer]:
+    """Answers for every face in the photos named (files or folders); an unreadable file is a UserError naming it."""
+    photos = [read_image(path.read_bytes(), str(path)) for path in image_files(paths)]
+    return answer_photos(run, photos, detector)
+
+
+def as_json(answers: list[FaceAnswer]) -> str:
+    """One JSON object per face: file, face, box, label, probabilities, model."""
+    return json.dumps([a.record() for a in answers], indent=2)
+
+
+def answers_table(answers: list[FaceAnswer]):
+    """One row per face: file, face number, box, label, then one probability column per class."""
+    import pandas as pd
+
+    return pd.DataFrame([{"file": a.file, "face": a.face, **dict(zip("xywh", a.box or [None] * 4)), "label": a.label,
+                          **{f"p_{c}": v for c, v in a.probabilities.items()}, "model": a.model} for a in answers])

@@ -24,6 +24,7 @@ from ..models import BuiltModel, create_model
 from ..models.augment import with_augmentation
 from ..models.saved import load_saved_model
 from ..models.transfer import adapt_feature_norm, unfreeze_top
+from ..reporting.calibration import CALIBRATION_FILE, calibration_summary, plot_reliability
 from ..reporting.evaluation import (
     evaluate_predictions,
     predict_with_tta,
@@ -80,7 +81,8 @@ def _train_scratch(built: BuiltModel, cfg, dataset, settings, run_dir):
     data = StageData(cfg, dataset, _pixels(dataset))
     history = data.fit(with_augmentation(built.full, cfg.augment, cfg.seed), settings, run_dir, run_dir / "best.keras")
     best = load_saved_model(run_dir / "best.keras")
-    return best.predict(data.x_test, batch_size=256, verbose=0), history, data, count_params(built.full), best
+    probs = [best.predict(x, batch_size=256, verbose=0) for x in (data.x_test, data.x_val)]
+    return *probs, history, data, count_params(built.full), best
 
 
 def _train_transfer(built: BuiltModel, cfg, dataset, settings, run_dir):
@@ -101,7 +103,8 @@ def _train_transfer(built: BuiltModel, cfg, dataset, settings, run_dir):
     params.update(count_params(built.full))
     if cfg.variant == "frozen":
         save_model(run_dir / "best.keras", built.full)
-        return built.head.predict(data.x_test, batch_size=1024, verbose=0), history, data, params, built.full
+        probs = [built.head.predict(x, batch_size=1024, verbose=0) for x in (data.x_test, data.x_val)]
+        return *probs, history, data, params, built.full
 
     finetune_dir = run_dir / "finetune"
     if not finetune_dir.exists():  # fine-tuning has not started: stage 1's model is the one to beat
@@ -116,7 +119,8 @@ def _train_transfer(built: BuiltModel, cfg, dataset, settings, run_dir):
     tuned = tuned.assign(epoch=tuned["epoch"] + len(history), stage="finetune")
     history = pd.concat([history.assign(stage="head"), tuned], ignore_index=True)
     best = load_saved_model(run_dir / "best.keras")
-    return best.predict(pixels.x_test, batch_size=64, verbose=0), history, pixels, params, best
+    probs = [best.predict(x, batch_size=64, verbose=0) for x in (pixels.x_test, pixels.x_val)]
+    return *probs, history, pixels, params, best
 
 
 def tta_metrics(model, dataset: Dataset, mode: str) -> dict:
@@ -142,6 +146,29 @@ def rescore_tta(cfg: RunConfig, dataset: Dataset, run_dir: Path) -> None:
     write_json(run_dir / "config.json", {**config, "tta": cfg.tta})
 
 
+def calibrate(cfg: RunConfig, dataset: Dataset, run_dir: Path) -> dict:
+    """Fit a complete run's temperature on its validation split from its best checkpoint; writes
+    calibration.json, reliability.png and metrics.json's `calibration` entry."""
+    import json
+
+    data = StageData(cfg, dataset, _pixels(dataset))
+    with precision_policy(cfg.precision_used or "float32"):
+        best = load_saved_model(run_dir / "best.keras")
+        val_probs, test_probs = (best.predict(x, batch_size=256, verbose=0) for x in (data.x_val, data.x_test))
+    summary = _write_calibration(run_dir, val_probs, data.y_val.argmax(axis=1), test_probs, dataset.test.labels)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    write_json(run_dir / "metrics.json", {**metrics, "calibration": summary})
+    return summary
+
+
+def _write_calibration(run_dir: Path, val_probs, val_labels, test_probs, test_labels) -> dict:
+    summary = calibration_summary(val_probs, val_labels, test_probs, test_labels)
+    write_json(run_dir / CALIBRATION_FILE, summary)
+    plot_reliability(test_probs, test_labels, summary["temperature"], run_dir / "reliability.png",
+                     f"{run_dir.name}: test split, temperature fitted on validation")
+    return summary
+
+
 def train_and_evaluate(cfg: RunConfig, dataset: Dataset, run_dir: Path) -> dict:
     """Fit, pick the best checkpoint by validation loss, evaluate it on the test split."""
     keras.utils.set_random_seed(cfg.seed)
@@ -156,9 +183,12 @@ def train_and_evaluate(cfg: RunConfig, dataset: Dataset, run_dir: Path) -> dict:
     with precision_policy(cfg.precision_used), device_scope(int(cfg.devices), cfg.batch_size):
         built = create_model(cfg.model, len(dataset.class_names), cfg.image_size, weights=cfg.weights, width=cfg.width)
         train = _train_scratch if built.extractor is None else _train_transfer
-        probs, history, data, params, best = train(built, cfg, dataset, settings, run_dir)
+        probs, val_probs, history, data, params, best = train(built, cfg, dataset, settings, run_dir)
 
     metrics, per_class, cm = evaluate_predictions(dataset.test.labels, probs, dataset.class_names, data.fit_labels)
+    # calibrated percentages: one temperature fitted on the validation split (never on test)
+    metrics["calibration"] = _write_calibration(run_dir, val_probs, data.y_val.argmax(axis=1), probs,
+                                                dataset.test.labels)
     frozen = built.extractor is not None and cfg.variant == "frozen"
     if cfg.tta != "none":
         metrics["tta"] = tta_metrics(best, dataset, cfg.tta)
