@@ -17,7 +17,7 @@ import numpy as np
 from .data.classes import parse_classes
 from .errors import UserError
 
-AUGMENTATIONS = ("flip", "shift", "rotation", "zoom", "erasing")
+AUGMENTATIONS = ("flip", "shift", "rotation", "zoom", "brightness", "contrast", "gamma", "blur", "jpeg", "erasing")
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw", "rmsprop")
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 TTA_MODES = ("none", "flip", "crops")
@@ -75,7 +75,8 @@ class RunConfig:
     schedule: str | None = option(None, "constant or cosine (after the warm-up).")
     patience: int | None = option(None, "Early stopping on validation loss after this many epochs without "
                                   "improvement; 0 = off.")
-    augment: str | None = option(None, "none or a comma list of flip, shift, rotation, zoom, erasing.")
+    augment: str | None = option(None, "none or a comma list of flip, shift, rotation, zoom, brightness, contrast, "
+                                 "gamma, blur, jpeg, erasing.")
     precision: str | None = option(None, "auto (bfloat16 where the hardware has it), float32, bfloat16, float16; "
                                    "'auto' stays 'auto' in the run id.")
     tta: str | None = option(None, "Test-time augmentation reported beside the plain numbers: none, flip or crops "

@@ -172,7 +172,7 @@ def test_stale_runs_are_reported_not_compared(finished_grid, cli, tmp_path):
     config = json.loads((old / "vgg16-old" / "config.json").read_text())
     (old / "vgg16-old" / "config.json").write_text(json.dumps({**config, "results_format": 1}))
     code, out, _ = cli("compare", old, "--out", tmp_path / "cmp")
-    assert code == 0 and f"skipped (stale: written in an older results format" in out and "vgg16-old" in out
+    assert code == 0 and "skipped (stale: written in an older results format" in out and "vgg16-old" in out
     assert list(pd.read_csv(tmp_path / "cmp" / "comparison.csv")["model"]) == ["scratch"]
 
 

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from fer_bench.config import RECIPES, RunConfig, resolve
+from fer_bench.config import AUGMENTATIONS, RECIPES, RunConfig, resolve
 from fer_bench.errors import UserError
 from fer_bench.models import create_model
 from fer_bench.models.augment import with_augmentation
@@ -39,7 +39,7 @@ def test_recipe_values_fill_unset_options_and_change_the_run_id():
 
 @pytest.mark.parametrize("options, message", [
     ({"recipe": "fancy"}, "--recipe must be one of"),
-    ({"augment": "flip,blur"}, "--augment must be one of"),
+    ({"augment": "flip,sepia"}, "--augment must be one of"),
     ({"precision": "int8"}, "--precision must be one of"),
     ({"tta": "all"}, "--tta must be one of"),
     ({"width": 0.5}, "scratch has no width setting"),
@@ -86,7 +86,7 @@ def test_bfloat16_policy_keeps_probabilities_float32():
 
 
 def test_augmentation_acts_only_in_training(tmp_path):
-    model = with_augmentation(create_model("vggnet", 2, width=0.25).full, "flip,shift,rotation,zoom,erasing", seed=0)
+    model = with_augmentation(create_model("vggnet", 2, width=0.25).full, ",".join(AUGMENTATIONS), seed=0)
     x = np.random.default_rng(0).integers(0, 255, (8, 48, 48, 1)).astype("float32")
     inference = model(x, training=False)
     assert np.allclose(inference, model(x, training=False))
@@ -145,3 +145,18 @@ def test_strong_recipe_run_learns_and_records_tta(tmp_path):
     model = keras.models.load_model(run_dir / "best.keras")
     x = np.random.default_rng(1).integers(0, 255, (4, 48, 48, 1)).astype("float32")
     assert np.array_equal(model.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_photometric_augmentations_train_and_change_only_pixel_values():
+    from fer_bench.models.augment import RandomPhotometric
+
+    layer = RandomPhotometric(brightness=0.3, contrast=0.4, gamma=1.5, blur=1.0, jpeg=True, seed=0)
+    x = np.random.default_rng(0).integers(0, 255, (16, 48, 48, 1)).astype("float32")
+    changed = np.asarray(layer(x, training=True))
+    assert changed.shape == x.shape and 0 <= changed.min() and changed.max() <= 255
+    assert np.abs(changed - x).mean() > 1 and np.array_equal(np.asarray(layer(x, training=False)), x)
+    # inside a compiled training step (graph mode) too
+    model = with_augmentation(create_model("scratch", 2, 16).full, "brightness,contrast,gamma,blur,jpeg", seed=0)
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    history = model.fit(x, np.arange(16) % 2, batch_size=8, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])

@@ -80,8 +80,8 @@ def data_id(labelled: LabelledSet, scored: tuple[str, ...], tta: str, faces: str
 def detected_faces(labelled: LabelledSet, files: list[str], detector: str) -> tuple[np.ndarray, int]:
     """The 48x48 input of each uncropped photo through the same path as `predict` (its most confident
     face, aligned; the whole photo where none is found); returns (images, photos without a face)."""
-    from ..serving.faces import find_faces
-    from ..serving.predict import read_image
+    from ..data.faces import find_faces
+    from ..data.photos import read_image
 
     if Path(labelled.source).is_file():
         raise UserError("--faces detect needs a folder of photos, not a CSV of 48x48 faces")

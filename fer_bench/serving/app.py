@@ -9,7 +9,8 @@ import io
 from pathlib import Path
 
 from ..errors import UserError
-from .predict import FaceAnswer, LoadedRun, Photo, answer_photos, read_image
+from ..data.photos import Photo, read_image
+from .predict import FaceAnswer, LoadedRun, answer_photos
 
 MAX_UPLOAD_BYTES = 15 * 1024 * 1024
 BOX_COLOURS = ("lime", "orange", "magenta", "cyan", "yellow", "red")

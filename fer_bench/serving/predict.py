@@ -1,34 +1,22 @@
 """Classify ordinary photos with a finished run (by default the bundled model): every face in each
-photo is found and aligned (`faces.find_faces`), all crops go through the model in one batch, and
+photo is found and aligned (`data.faces.find_faces`), all crops go through the model in one batch, and
 the probabilities are calibrated with the run's temperature."""
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
-
-from ..data.dataset import check_pixel_count, to_8bit, to_native
+from ..data.dataset import to_native
+from ..data.faces import find_faces
+from ..data.photos import Photo, read_image
 from ..errors import UserError
 from ..reporting.calibration import CALIBRATION_FILE, apply_temperature
 from ..run import find_run_dirs, is_complete
-from .faces import find_faces
 
-MAX_SIDE = 2048  # larger photos are downscaled before detection (boxes are reported in the original's pixels)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-
-
-@dataclass
-class Photo:
-    """A decoded, upright RGB photo and how many original pixels one of its pixels stands for."""
-
-    name: str
-    image: Image.Image
-    scale: float = 1.0
 
 
 @dataclass
@@ -129,24 +117,6 @@ def choose_run(run: str | None, results: Path) -> Path:
         if candidate.is_dir():
             return candidate
     raise UserError(f"--run {run}: no such run folder or run id in {results}")
-
-
-def read_image(data: bytes, name: str) -> Photo:
-    """Decode JPEG/PNG/BMP bytes (colour or gray, any size) into an upright RGB photo ≤ MAX_SIDE."""
-    if not data:
-        raise UserError(f"{name}: the file is empty")
-    try:
-        image = Image.open(io.BytesIO(data))
-        original_side = max(image.size)  # the longer side, whatever the EXIF rotation
-        image.draft("RGB", (MAX_SIDE, MAX_SIDE))  # JPEG: decode huge photos at reduced scale
-        check_pixel_count(image)
-        image = to_8bit(ImageOps.exif_transpose(image)).convert("RGB")
-    except Image.DecompressionBombError as problem:
-        raise UserError(f"{name}: the image is too large to decode safely ({problem})") from None
-    except Exception:  # PIL signals non-images and truncated files with many types
-        raise UserError(f"{name}: not a readable image (JPEG, PNG or BMP expected)") from None
-    image.thumbnail((MAX_SIDE, MAX_SIDE))
-    return Photo(name, image, original_side / max(image.size))
 
 
 def sentence(probabilities: dict[str, float]) -> str:

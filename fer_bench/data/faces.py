@@ -15,7 +15,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
-from ..data.dataset import to_native
+from .dataset import to_native
 from ..errors import UserError
 
 DETECTORS = ("mtcnn", "haar")
