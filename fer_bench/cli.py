@@ -89,6 +89,7 @@ def experiment(
     from .experiment import (
         find_experiment_file,
         load_experiment,
+        missing_weights,
         parse_shard,
         plan,
         run_experiment,
@@ -107,6 +108,8 @@ def experiment(
         shown = range(len(planned)) if part is None else shard_plan(planned, part[1])[part[0] - 1]
         title = f"{spec.name}: {len(planned)} runs" + (f", part {part[0]}/{part[1]}: {len(shown)} of them" if part else "")
         typer.echo(title)
+        for problem in missing_weights([planned[i][0] for i in shown if planned[i][2] != "complete"]):
+            typer.echo(f"  missing weights: {problem}")
         for i in shown:
             cfg, run_dir, status = planned[i]
             weights = f", weights {cfg.weights}" if model_info(cfg.model).transfer else ""

@@ -83,15 +83,28 @@ def plan(experiment: Experiment, output: Path) -> list[tuple[RunConfig, Path, st
     return planned
 
 
-def check_weights_available(configs: list[RunConfig]) -> None:
-    """Fail before any training if a transfer run's weights cannot be had."""
+def missing_weights(configs: list[RunConfig]) -> list[str]:
+    """Why each weights file the runs need cannot be had (one line per file; empty: all present)."""
     from .models import model_info
     from .models.transfer import resolve_weights_file
 
+    problems = {}
     for cfg in configs:
         info = model_info(cfg.model)
-        if info.transfer and cfg.weights != "none":
-            resolve_weights_file(info, cfg.weights)
+        if info.transfer and cfg.weights != "none" and (info.name, cfg.weights) not in problems:
+            try:
+                resolve_weights_file(info, cfg.weights)
+                problems[(info.name, cfg.weights)] = None
+            except UserError as error:
+                problems[(info.name, cfg.weights)] = str(error)
+    return [problem for problem in problems.values() if problem]
+
+
+def check_weights_available(configs: list[RunConfig]) -> None:
+    """Fail before any training if a transfer run's weights cannot be had, naming every missing file."""
+    problems = missing_weights(configs)
+    if problems:
+        raise UserError(f"{len(problems)} weights file(s) missing, nothing trained:\n  " + "\n  ".join(problems))
 
 
 def expected_cost(cfg: RunConfig) -> float:

@@ -2,6 +2,7 @@
 weights from a file or the Keras cache, refuse bad sizes and missing weights."""
 
 import json
+from pathlib import Path
 
 import h5py
 import keras
@@ -175,3 +176,27 @@ def test_finetune_from_trained_weights_stays_finite_under_the_strong_recipe(tmp_
     # the checkpoint is the better of the two stages by validation loss
     assert metrics["best_val_loss"] == pytest.approx(min(head["val_loss"].min(), tuned["val_loss"].min()))
     assert metrics["accuracy"] > 0.5 and metrics["augmentation"] == "flip,shift,rotation,zoom,erasing"
+
+
+def test_dry_run_names_every_missing_weights_file_with_the_reason(cli, tmp_path, monkeypatch):
+    import keras
+
+    from fer_bench.experiment import find_experiment_file
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty-keras"))
+
+    def no_network(*args, **kwargs):
+        raise Exception("URL fetch failure: [Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(keras.utils, "get_file", no_network)
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    toml = find_experiment_file("original_attempt")
+    code, out, _ = cli("experiment", toml, "--output", tmp_path / "results", "--dry-run")
+    assert code == 0
+    missing = [line for line in out.splitlines() if "missing weights" in line]
+    assert len(missing) == 3 and all("Temporary failure in name resolution" in line for line in missing)
+    assert {name for name in ("vgg16", "resnet50", "inceptionv3") if any(f"for {name} " in m for m in missing)} == {
+        "vgg16", "resnet50", "inceptionv3"}
+    code, _, err = cli("experiment", toml, "--output", tmp_path / "results")
+    assert code == 2 and "3 weights file(s) missing, nothing trained" in err
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())

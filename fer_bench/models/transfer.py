@@ -79,9 +79,10 @@ def resolve_weights_file(info: ModelInfo, weights: str) -> Path:
                                          + info.keras_weights_file, cache_subdir="models",
                                          cache_dir=str(cached.parent.parent)))
     except Exception as error:  # no network, proxy, HTTP error: all mean "not available"
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[-1]
         raise UserError(
             f"ImageNet weights for {info.name} are not in the Keras cache ({cached}) and could not be downloaded "
-            f"({type(error).__name__}); put that file there, or use --weights PATH or --weights none"
+            f"({reason}); put that file there, or use --weights PATH or --weights none"
         ) from None
 
 
