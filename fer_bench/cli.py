@@ -334,35 +334,76 @@ def models_command(pattern: str = typer.Argument("*", help="Shell-style filter, 
 
 @app.command("benchmark")
 def benchmark_command(
-    data: Optional[Path] = typer.Option(None, help="Dataset folder; default: embedded synthetic faces."),
-    classes: str = typer.Option("happy,sad"),
-    models: str = typer.Option("vgg16,resnet50,inceptionv3", help="Comma list of transfer models."),
-    image_size: int = typer.Option(244, help="Input size of the bases (the seed used 244)."),
-    sample: int = typer.Option(256, help="Images to time feature extraction on."),
-    head_epochs: int = typer.Option(10),
+    train: bool = typer.Option(False, "--train", help="Time training (images/s, achieved GFLOP/s against this "
+                               "machine's measured peak) instead of the frozen-feature path."),
+    data: Optional[Path] = typer.Option(None, help="Feature path: dataset folder; default: embedded synthetic faces."),
+    classes: str = typer.Option("happy,sad", help="Feature path: classes of the data."),
+    models: Optional[str] = typer.Option(None, "--model", "--models", help="Comma list of models; default: "
+                                         "vgg16,resnet50,inceptionv3 (feature path), scratch,vggnet (--train)."),
+    image_size: Optional[str] = typer.Option(None, help="Comma list of input sizes; default: 244 (feature path, the "
+                                             "seed's size), each model's own (--train)."),
+    precision: str = typer.Option("auto", help="--train: comma list of float32, bfloat16, float16, auto."),
+    recipe: str = typer.Option("strong", help="--train: the recipe whose optimizer and augmentation are timed."),
+    against: Optional[str] = typer.Option(None, help="--train: 'seed' also times the seed's own pipeline (244 px "
+                                          "resize outside the model, plain fit) and prints the speed-up."),
+    images: int = typer.Option(2048, help="--train: random images per timed epoch."),
+    sample: int = typer.Option(256, help="Feature path: images to time feature extraction on."),
+    head_epochs: int = typer.Option(10, help="Feature path: head epochs on cached features."),
+    as_json: bool = typer.Option(False, "--json", help="--train: print one JSON object per model and size."),
     output: Optional[Path] = typer.Option(None, help="Also write the table to this CSV (and a PNG beside it)."),
 ):
-    """Time frozen-feature extraction and head training; prints ratios against a scratch-CNN epoch."""
+    """Time training against this machine's peak (--train), or frozen-feature extraction and head training
+    as ratios against a scratch-CNN epoch."""
+    from .models import check_image_size, model_info
+
+    sizes = [int(v) for v in image_size.split(",")] if image_size else None
+    if train:
+        from .config import PRECISIONS
+        from .train_benchmark import train_benchmark
+        from .training.precision import resolve_precision
+
+        names = [m.strip() for m in (models or "scratch,vggnet").split(",") if m.strip()]
+        precisions = []
+        for value in precision.split(","):
+            if value not in PRECISIONS:
+                raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {value!r}")
+            precisions.append(resolve_precision(value))
+        if against not in (None, "seed"):
+            raise UserError(f"--against takes only 'seed', got {against!r}")
+        for name in names:
+            for size in sizes or [None]:
+                check_image_size(model_info(name), size or model_info(name).default_size)
+        table = train_benchmark(names, sizes or [None], list(dict.fromkeys(precisions)), recipe, against == "seed",
+                                images, progress=lambda line: typer.echo(line, err=as_json))
+        if as_json:
+            typer.echo(table.to_json(orient="records", indent=2))
+        else:
+            typer.echo(table.to_markdown(index=False, floatfmt=".3g"))
+        if output is not None:
+            from .reporting.plots import plot_train_benchmark
+
+            table.to_csv(output, index=False)
+            plot_train_benchmark(table, output.with_suffix(".png"))
+        return
     from .benchmark import benchmark
     from .config import RunConfig
-    from .models import check_image_size, model_info
     from .run import load_run_data
 
-    names = [m.strip() for m in models.split(",") if m.strip()]
+    names = [m.strip() for m in (models or "vgg16,resnet50,inceptionv3").split(",") if m.strip()]
+    size = (sizes or [244])[0]
     for name in names:
         info = model_info(name)
         if not info.transfer:
             raise UserError(f"{name} is not a transfer model")
-        check_image_size(info, image_size)
+        check_image_size(info, size)
     dataset = load_run_data(RunConfig(data=None if data is None else str(data), classes=classes))
-    table = benchmark(dataset, names, image_size, sample, head_epochs, progress=typer.echo)
+    table = benchmark(dataset, names, size, sample, head_epochs, progress=typer.echo)
     typer.echo(table.to_markdown(index=False, floatfmt=".3g"))
     if output is not None:
         from .reporting.plots import plot_benchmark
 
         table.to_csv(output, index=False)
         plot_benchmark(table, output.with_suffix(".png"))
-        typer.echo(f"wrote {output} and {output.with_suffix('.png')}")
 
 
 @data_app.command("synth")

@@ -15,8 +15,8 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
-from .dataset import to_native
 from ..errors import UserError
+from .dataset import to_native
 
 DETECTORS = ("mtcnn", "haar")
 MIN_CONFIDENCE = 0.9  # MTCNN face score below which a box is not taken for a face

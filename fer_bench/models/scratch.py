@@ -16,14 +16,8 @@ SCRATCH = ModelInfo(
 )
 
 
-@register_model(SCRATCH)
-def build_scratch(info: ModelInfo, num_classes: int, image_size: int, **_options) -> BuiltModel:
-    """Raw pixels → resize (nearest, like the seed's directory reader) → /255 → the seed's layers."""
-    pixels = keras.Input((NATIVE_SIZE, NATIVE_SIZE, 1), name="pixels")
-    x = pixels
-    if image_size != NATIVE_SIZE:
-        x = layers.Resizing(image_size, image_size, interpolation="nearest", name="resize")(x)
-    x = layers.Rescaling(1 / 255, name="rescale")(x)
+def seed_layers(x, num_classes: int):
+    """The seed's layers, from pixels scaled to 0..1 to class probabilities."""
     x = layers.Conv2D(32, 3, padding="same")(x)
     x = layers.Activation("relu")(x)
     x = layers.Conv2D(16, 3, padding="same")(x)
@@ -36,5 +30,15 @@ def build_scratch(info: ModelInfo, num_classes: int, image_size: int, **_options
     x = layers.Activation("relu")(x)
     x = layers.Dropout(0.5)(x)
     x = layers.Dense(num_classes)(x)
-    probs = layers.Activation("softmax", dtype="float32", name="probs")(x)
-    return BuiltModel(info, keras.Model(pixels, probs, name="scratch"))
+    return layers.Activation("softmax", dtype="float32", name="probs")(x)
+
+
+@register_model(SCRATCH)
+def build_scratch(info: ModelInfo, num_classes: int, image_size: int, **_options) -> BuiltModel:
+    """Raw pixels → resize (nearest, like the seed's directory reader) → /255 → the seed's layers."""
+    pixels = keras.Input((NATIVE_SIZE, NATIVE_SIZE, 1), name="pixels")
+    x = pixels
+    if image_size != NATIVE_SIZE:
+        x = layers.Resizing(image_size, image_size, interpolation="nearest", name="resize")(x)
+    x = layers.Rescaling(1 / 255, name="rescale")(x)
+    return BuiltModel(info, keras.Model(pixels, seed_layers(x, num_classes), name="scratch"))

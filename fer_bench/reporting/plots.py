@@ -68,3 +68,20 @@ def plot_benchmark(table: pd.DataFrame, path: Path) -> None:
     fig.tight_layout()
     save_figure(path, fig, dpi=110)
     plt.close(fig)
+
+
+def plot_train_benchmark(table: pd.DataFrame, path: Path) -> None:
+    """Achieved training GFLOP/s per model, size and precision, beside the measured peak."""
+    labels = [f"{m}\n{s} px {p}" for m, s, p in zip(table["model"], table["image_size"], table["precision"])]
+    x = np.arange(len(table))
+    fig, ax = plt.subplots(figsize=(max(5, 1.3 * len(table)), 4))
+    ax.bar(x - 0.2, table["peak_gflops"], 0.4, color="lightgray", label="measured peak (matmul / conv)")
+    ax.bar(x + 0.2, table["achieved_gflops"], 0.4, color="tab:blue", label="achieved in training")
+    for i, fraction in enumerate(table["peak_fraction"]):
+        ax.annotate(f"{fraction:.0%}", (x[i] + 0.2, table["achieved_gflops"].iloc[i]), ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set_ylabel("GFLOP/s")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(path, fig, dpi=110)
+    plt.close(fig)

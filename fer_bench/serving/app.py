@@ -8,8 +8,8 @@ import base64
 import io
 from pathlib import Path
 
-from ..errors import UserError
 from ..data.photos import Photo, read_image
+from ..errors import UserError
 from .predict import FaceAnswer, LoadedRun, answer_photos
 
 MAX_UPLOAD_BYTES = 15 * 1024 * 1024

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
 from ..data.dataset import to_native
 from ..data.faces import find_faces
 from ..data.photos import Photo, read_image

@@ -24,7 +24,11 @@ from ..models import BuiltModel, create_model
 from ..models.augment import with_augmentation
 from ..models.saved import load_saved_model
 from ..models.transfer import adapt_feature_norm, unfreeze_top
-from ..reporting.calibration import CALIBRATION_FILE, calibration_summary, plot_reliability
+from ..reporting.calibration import (
+    CALIBRATION_FILE,
+    calibration_summary,
+    plot_reliability,
+)
 from ..reporting.evaluation import (
     evaluate_predictions,
     predict_with_tta,
