@@ -149,3 +149,20 @@ def test_checkpoint_of_an_epoch_killed_before_its_record_is_never_the_best(tmp_p
     best.compile(loss="categorical_crossentropy")
     assert best.evaluate(x, y, verbose=0, return_dict=True)["loss"] == pytest.approx(history["val_loss"].min(), rel=1e-4)
     assert not (tmp_path / "_resume").exists()
+
+
+def test_each_epoch_logs_elapsed_time_and_an_estimate_of_the_time_left(tmp_path, caplog):
+    import logging
+
+    import numpy as np
+
+    from fer_bench.training import TrainSettings, fit_stage
+
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+    y = keras.utils.to_categorical((x[:, 0] > 0).astype(int), 2)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    with caplog.at_level(logging.INFO, logger="fer_bench.training.fit"):
+        fit_stage(model, x, y, x, y, TrainSettings(epochs=3), tmp_path, tmp_path / "best.keras")
+    lines = [r.getMessage() for r in caplog.records if "elapsed" in r.getMessage()]
+    assert [line.split(":")[0] for line in lines] == ["epoch 1/3 done", "epoch 2/3 done", "epoch 3/3 done"]
+    assert lines[-1].endswith("about 0m00s left")

@@ -32,6 +32,33 @@ class EpochTimer(keras.callbacks.Callback):
             logs["epoch_seconds"] = time.perf_counter() - self._start
 
 
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+
+
+class TimeLeft(keras.callbacks.Callback):
+    """After each epoch, one log line: epochs done, time elapsed in this stage and an estimate of the
+    time left (the mean epoch time of this invocation times the epochs still to run)."""
+
+    def __init__(self, epochs: int, log):
+        super().__init__()
+        self.epochs, self.log = epochs, log
+        self.started, self.first_epoch = None, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.started is None:
+            self.started, self.first_epoch = time.perf_counter(), epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        elapsed = time.perf_counter() - self.started
+        done = epoch + 1 - self.first_epoch
+        left = elapsed / done * (self.epochs - epoch - 1)
+        self.log.info("epoch %d/%d done: %s elapsed, about %s left", epoch + 1, self.epochs, _duration(elapsed),
+                      _duration(left))
+
+
 class BestCheckpoint(keras.callbacks.Callback):
     """Saves the whole model to `folder/best-epoch-N.keras` whenever validation loss beats the best so far;
     `file` and `val_loss` describe the best checkpoint of this stage (None: nothing has beaten `best_so_far`)."""

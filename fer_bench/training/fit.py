@@ -21,6 +21,7 @@ from .callbacks import (
     EpochTimer,
     HistoryWriter,
     ResumePoint,
+    TimeLeft,
     read_resume_point,
 )
 
@@ -119,6 +120,7 @@ def fit_stage(model, x_fit, y_fit, x_val, y_val, settings: TrainSettings, stage_
         HistoryWriter(history_path, history),
         ResumePoint(resume_dir, best),
         early_stop,
+        TimeLeft(settings.epochs, log),
     ]
     if settings.tensorboard_dir is not None:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(settings.tensorboard_dir)))
