@@ -8,6 +8,7 @@ the cost); the finetune variant then unfreezes the base's top block(s) and conti
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -137,8 +138,6 @@ def tta_metrics(model, dataset: Dataset, mode: str) -> dict:
 def rescore_tta(cfg: RunConfig, dataset: Dataset, run_dir: Path) -> None:
     """Score a complete run's best checkpoint under another test-time augmentation, without training:
     metrics.json's `tta` entry and config.json's `tta` are replaced (TTA is not part of the run id)."""
-    import json
-
     metrics = json.loads((run_dir / "metrics.json").read_text())
     metrics.pop("tta", None)
     if cfg.tta != "none":
@@ -153,8 +152,6 @@ def rescore_tta(cfg: RunConfig, dataset: Dataset, run_dir: Path) -> None:
 def calibrate(cfg: RunConfig, dataset: Dataset, run_dir: Path) -> dict:
     """Fit a complete run's temperature on its validation split from its best checkpoint; writes
     calibration.json, reliability.png and metrics.json's `calibration` entry."""
-    import json
-
     data = StageData(cfg, dataset, _pixels(dataset))
     with precision_policy(cfg.precision_used or "float32"):
         best = load_saved_model(run_dir / "best.keras")
