@@ -196,6 +196,8 @@ def predict(
     from .files import write_csv
     from .serving import predict as predictor
 
+    if detector not in ("mtcnn", "haar", "none"):
+        raise UserError(f"--detector must be mtcnn, haar or none, got {detector!r}")
     loaded = predictor.load_run(predictor.choose_run(run, results))
     answers = predictor.predict_files(loaded, images, detector)
     if csv is None and (len(images) > 1 or any(Path(i).is_dir() for i in images)):

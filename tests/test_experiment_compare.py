@@ -115,6 +115,8 @@ def test_where_and_baseline_choose_runs_and_the_reference(finished_grid, cli, tm
     assert table.loc[table["run"] == vgg, "baseline"].item() and table.loc[table["run"] != vgg, "p_mcnemar"].notna().all()
     code, _, err = cli("compare", results, "--where", "colour=blue", "--out", tmp_path / "c")
     assert code == 2 and "no option 'colour'" in err
+    code, _, err = cli("compare", results, "--baseline", "scrach", "--out", tmp_path / "d")
+    assert code == 2 and "--baseline scrach: no compared run has that run id or model" in err
 
 
 def test_new_comparison_keeps_the_previous_one(finished_grid, cli, tmp_path):

@@ -115,6 +115,8 @@ def test_default_is_the_bundled_model_and_runs_are_chosen_by_name(cli, trained_r
     assert code == 0 and json.loads(out)[0]["model"] == trained_run.name
     code, _, err = cli("predict", photo, "--results", trained_run.parent, "--run", "no-such-run")
     assert code == 2 and "no such run folder or run id" in err
+    code, _, err = cli("predict", photo, "--detector", "dlib")
+    assert code == 2 and "--detector must be mtcnn, haar or none" in err
 
 
 def test_quick_start_then_predict_answers_with_the_bundled_model(tmp_path, monkeypatch):

@@ -300,6 +300,8 @@ def compare(run_dirs: list[Path], out: Path, baseline: str | None = None, where:
         raise UserError("no complete run folders to compare" + (f" ({len(incomplete)} incomplete)" if incomplete else "")
                         + (f" ({len(stale)} stale, written in an older results format)" if stale else "")
                         + (" match --where" if selected else ""))
+    if baseline is not None and not any(baseline in (r.name, r.config["model"]) for r in runs):
+        raise UserError(f"--baseline {baseline}: no compared run has that run id or model")
     groups: dict[str, list[Run]] = {}
     for r in runs:
         groups.setdefault(r.test_set, []).append(r)
