@@ -126,3 +126,29 @@ def test_shipped_bundled_model_gives_its_golden_predictions():
     probs = model.predict(faces[..., None].astype("float32"), verbose=0)
     np.testing.assert_allclose(probs, GOLDEN_BUNDLED, atol=0.01)
     assert list(probs.argmax(1)) == [0, 5, 3, 3, 3, 5, 6]
+
+
+def test_evaluate_faces_detect_scores_uncropped_photos_through_the_predict_path(cli, tmp_path):
+    """A folder of uncropped photos: each is turned into model input as `predict` does (MTCNN face,
+    aligned); a photo without a face is scored whole and counted. Calibration is reported."""
+    from PIL import Image
+
+    fixture = Path(__file__).parent / "fixtures" / "astronaut.jpg"
+    for name in ("happy", "sad"):
+        (tmp_path / "photos" / name).mkdir(parents=True)
+    Image.open(fixture).save(tmp_path / "photos" / "happy" / "astronaut.jpg")
+    Image.new("RGB", (200, 200), (30, 60, 90)).save(tmp_path / "photos" / "sad" / "wall.png")
+    code, out, err = cli("evaluate", "bundled", "--data", tmp_path / "photos", "--classes", "happy,sad",
+                         "--faces", "detect", "--json", "--output", tmp_path / "evals")
+    assert code == 0, err
+    headline = json.loads(out)
+    assert headline["faces"] == "detect" and headline["test_images"] == 2
+    (folder,) = [p for p in (tmp_path / "evals").iterdir() if p.is_dir()]
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["face_detection"] == {"detector": "mtcnn", "photos_without_a_face": 1}
+    assert metrics["calibration"]["temperature"] == pytest.approx(0.927, abs=0.01)
+    predictions = pd.read_csv(folder / "predictions.csv")
+    assert predictions.loc[predictions["file"].str.contains("astronaut"), "predicted"].item() == "happy"
+    assert (folder / "reliability.png").stat().st_size > 0
+    code, _, err = cli("evaluate", "bundled", "--data", tmp_path / "photos", "--faces", "maybe")
+    assert code == 2 and "--faces must be off or detect" in err

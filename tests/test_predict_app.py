@@ -230,3 +230,22 @@ def test_browser_upload_shows_boxes_crops_bars_and_survives_bad_upload(tmp_path)
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_uncalibrated_run_says_so_until_calibrate_fits_its_temperature(cli, trained_run, tmp_path):
+    import shutil
+
+    run = tmp_path / trained_run.name
+    shutil.copytree(trained_run, run)
+    calibration = json.loads((run / "calibration.json").read_text())
+    assert calibration["fitted_on"].startswith("validation split") and calibration["temperature"] > 0
+    (run / "calibration.json").unlink()
+    photo = face_in_canvas(tmp_path / "p.jpg", "happy")
+    code, out, _ = cli("predict", photo, "--run", run, "--detector", "haar")
+    assert code == 0 and "probabilities NOT calibrated" in out
+    code, out, err = cli("calibrate", run)
+    assert code == 0 and "temperature" in out, err
+    assert json.loads((run / "calibration.json").read_text())["temperature"] == pytest.approx(
+        calibration["temperature"], rel=1e-3)  # the same validation split, the same fit
+    code, out, _ = cli("predict", photo, "--run", run, "--detector", "haar")
+    assert "probabilities calibrated on its validation split" in out
