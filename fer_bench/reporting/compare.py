@@ -142,9 +142,9 @@ def choose_baseline(runs: list[Run], wanted: str | None) -> list[Run]:
         return []
     first = min(candidates, key=lambda r: (r.config.get("recipe") != "seed", r.config.get("image_size") or 0,
                                            r.config.get("epochs") or 0, r.name))
-    same = _config_key(first, varying_columns(runs))
-    return sorted((r for r in candidates if _config_key(r, varying_columns(runs)) == same),
-                  key=lambda r: r.config["seed"])
+    columns = varying_columns(runs)
+    same = _config_key(first, columns)
+    return sorted((r for r in candidates if _config_key(r, columns) == same), key=lambda r: r.config["seed"])
 
 
 def _config_key(run: Run, columns: list[str]) -> str:
