@@ -87,6 +87,7 @@ def experiment(
 ):
     """Run a grid of runs (skipping complete ones), then write its comparison."""
     from .experiment import (
+        estimated_seconds,
         find_experiment_file,
         load_experiment,
         missing_weights,
@@ -110,11 +111,24 @@ def experiment(
         typer.echo(title)
         for problem in missing_weights([planned[i][0] for i in shown if planned[i][2] != "complete"]):
             typer.echo(f"  missing weights: {problem}")
+        total, unknown = 0.0, []
         for i in shown:
             cfg, run_dir, status = planned[i]
             weights = f", weights {cfg.weights}" if model_info(cfg.model).transfer else ""
+            estimate = estimated_seconds(cfg) if status != "complete" else None
+            if status != "complete" and estimate is None:
+                unknown.append(f"{cfg.model}|{cfg.precision_used}")
+            total += estimate[0] if estimate else 0.0
+            cost = "" if estimate is None else f", ~{_duration(estimate[0])}{'' if estimate[1] else ' (rate of other models)'}"
             typer.echo(f"  {status:<8} {run_dir.name}  ({cfg.recipe} recipe{weights}, {cfg.epochs} epochs, "
-                       f"{cfg.optimizer} lr {cfg.learning_rate}, batch {cfg.batch_size}, val {cfg.val_split})")
+                       f"{cfg.optimizer} lr {cfg.learning_rate}, batch {cfg.batch_size}, val {cfg.val_split}{cost})")
+        known = sum(planned[i][2] != "complete" for i in shown) - len(unknown)
+        summary = f"estimated training time on this machine: ~{_duration(total)}" if known else "no time estimate yet"
+        if unknown:
+            summary += (f"{' plus' if known else ':'} {len(unknown)} runs without a measured rate (`fer-bench benchmark "
+                        f"--train --model {','.join(sorted({u.split('|')[0] for u in unknown}))} --precision "
+                        f"{','.join(sorted({u.split('|')[1] for u in unknown}))}` measures it)")
+        typer.echo(summary)
         return
     if jobs > 1:
         from .workers import run_workers
@@ -130,6 +144,11 @@ def experiment(
                    f"`fer-bench compare {spec.name}` once every part has finished")
     elif not no_compare:
         _write_comparison([run_dir for _, run_dir, _ in plan(spec, output)], output / "comparisons" / spec.name)
+
+
+def _duration(seconds: float) -> str:
+    minutes = int(round(seconds / 60))
+    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{max(minutes, 1)} min"
 
 
 def _write_comparison(run_dirs: list[Path], out: Path, baseline: str | None = None, where: list[str] = ()) -> None:

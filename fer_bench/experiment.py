@@ -68,19 +68,39 @@ def load_experiment(path: Path, data: str | None = None) -> Experiment:
 
 def plan(experiment: Experiment, output: Path) -> list[tuple[RunConfig, Path, str]]:
     """(resolved config, run folder, status) for every run: 'complete', 'partial' or 'to do'."""
-    planned, fingerprints = [], {}
+    planned = []
     for cfg in experiment.configs:
         cfg = resolve(cfg)
-        data_key = (cfg.data, cfg.test_usage, cfg.dedupe, cfg.classes, cfg.strict)
-        if data_key not in fingerprints:  # each data source is read and fingerprinted once per grid
-            dataset = load_run_data(cfg)
-            fingerprints[data_key] = (dataset.validation is not None, dataset.fingerprint())
-        has_validation, fingerprint = fingerprints[data_key]
+        has_validation, fingerprint = data_facts(cfg.data, cfg.test_usage, cfg.dedupe, cfg.classes, cfg.strict)
         cfg = resolve_val_split(cfg, has_validation)
         run_dir = Path(output) / run_id(cfg, fingerprint)
         status = "complete" if is_complete(run_dir) else ("partial" if run_dir.exists() else "to do")
         planned.append((cfg, run_dir, status))
     return planned
+
+
+@functools.lru_cache(maxsize=None)
+def data_facts(data, test_usage: str, dedupe: bool, classes: str, strict: bool) -> tuple[bool, dict]:
+    """(has a validation split, fingerprint) of one data source, read and fingerprinted once per process."""
+    dataset = load_run_data(RunConfig(data=data, test_usage=test_usage, dedupe=dedupe, classes=classes, strict=strict))
+    return dataset.validation is not None, dataset.fingerprint()
+
+
+def estimated_seconds(cfg: RunConfig) -> tuple[float, bool] | None:
+    """A run's expected training time on this machine, from its FLOPs and the training rate that
+    `benchmark --train` measured here (cached): (seconds, measured for this very model?), or None
+    when no rate in its precision has been measured yet. Transfer runs' frozen passes are timed at
+    the training rate too, so their estimates are rougher."""
+    from .train_benchmark import measured_rates
+
+    rates = measured_rates()
+    rate = rates.get(f"{cfg.model}|{cfg.precision_used}")
+    same_precision = [r for key, r in rates.items() if key.endswith(f"|{cfg.precision_used}")]
+    if rate is None and not same_precision:
+        return None
+    _, fingerprint = data_facts(cfg.data, cfg.test_usage, cfg.dedupe, cfg.classes, cfg.strict)
+    images = sum(fingerprint["counts"]["train"].values())
+    return expected_cost(cfg) * images / 1e9 / (rate or sum(same_precision) / len(same_precision)), rate is not None
 
 
 def missing_weights(configs: list[RunConfig]) -> list[str]:

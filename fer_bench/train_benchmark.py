@@ -114,6 +114,31 @@ def _process_peak_resident_mb() -> float | None:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+RATES_FILE = "train_rates.json"
+
+
+def measured_rates() -> dict[str, float]:
+    """Achieved training GFLOP/s that `benchmark --train` measured on this machine, by 'model|precision'."""
+    import json
+
+    from .data.dataset import cache_dir
+
+    try:
+        return json.loads((cache_dir() / RATES_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def remember_rates(table: pd.DataFrame) -> None:
+    """Add a benchmark's rates to this machine's cache (the latest measurement of a model and precision wins)."""
+    from .data.dataset import cache_dir
+    from .files import write_json
+
+    rates = measured_rates()
+    rates.update({f"{m}|{p}": float(g) for m, p, g in zip(table["model"], table["precision"], table["achieved_gflops"])})
+    write_json(cache_dir() / RATES_FILE, rates)
+
+
 def train_benchmark(models: list[str], sizes: list[int | None], precisions: list[str], recipe: str = "strong",
                     against_seed: bool = False, images: int = 2048, progress=print) -> pd.DataFrame:
     """One row per (model, size, precision): images/s, achieved and peak GFLOP/s, peak fraction, memory."""
@@ -136,4 +161,6 @@ def train_benchmark(models: list[str], sizes: list[int | None], precisions: list
                 progress(f"{name} {row['image_size']} px {row['precision']}: {row['images_per_second']:.0f} images/s, "
                          f"{row['achieved_gflops']:.0f} GFLOP/s = {row['peak_fraction']:.0%} of peak"
                          + (f"; {row['speedup']:.2f}x the seed-style pipeline" if against_seed else ""))
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    remember_rates(table)
+    return table

@@ -154,3 +154,24 @@ def test_shard_plan_is_the_same_on_every_machine_whatever_is_complete(grid_file,
     (results / avx2[0] / "complete.json").write_text("{}")
     (results / avx2[0] / "config.json").write_text("{}")
     assert part_one("bf16") == avx2
+
+
+def test_dry_run_estimates_time_from_the_rates_measured_here(grid_file, cli, tmp_path):
+    from fer_bench.data.dataset import cache_dir
+    from fer_bench.experiment import expected_cost, plan
+    from fer_bench.train_benchmark import RATES_FILE
+
+    code, out, _ = cli("experiment", grid_file, "--output", tmp_path / "results", "--dry-run")
+    assert code == 0 and "no time estimate yet: 9 runs without a measured rate" in out
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    (cache_dir() / RATES_FILE).write_text(json.dumps({"scratch|float32": 10.0, "vggnet|float32": 20.0}))
+    code, out, _ = cli("experiment", grid_file, "--output", tmp_path / "results", "--dry-run")
+    assert code == 0
+    planned = plan(load_experiment(grid_file), tmp_path / "results")
+    images = 800  # the synthetic happy/sad training images
+    expected = sum(expected_cost(cfg) * images / 1e9 / {"scratch": 10.0, "vggnet": 20.0, "minixception": 15.0}[cfg.model]
+                   for cfg, _, _ in planned)
+    minutes = int(round(expected / 60))
+    shown = f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{max(minutes, 1)} min"
+    assert f"estimated training time on this machine: ~{shown}" in out
+    assert out.count("(rate of other models)") == 3  # minixception: the mean rate of the measured models
