@@ -86,21 +86,27 @@ def data_facts(data, test_usage: str, dedupe: bool, classes: str, strict: bool) 
     return dataset.validation is not None, dataset.fingerprint()
 
 
-def estimated_seconds(cfg: RunConfig) -> tuple[float, bool] | None:
-    """A run's expected training time on this machine, from its FLOPs and the training rate that
-    `benchmark --train` measured here (cached): (seconds, measured for this very model?), or None
-    when no rate in its precision has been measured yet. Transfer runs' frozen passes are timed at
-    the training rate too, so their estimates are rougher."""
+def estimated_seconds(cfg: RunConfig) -> tuple[float, str] | None:
+    """A run's expected training time on this machine, from its FLOPs, its training images and the
+    training rate `benchmark --train` measured here (cached): (seconds, where the rate came from:
+    '' for this model, precision and recipe, else 'another recipe' or 'other models'), or None when
+    no rate in its precision has been measured yet. Transfer runs' frozen passes are timed at the
+    training rate too, so their estimates are rougher."""
     from .train_benchmark import measured_rates
 
     rates = measured_rates()
-    rate = rates.get(f"{cfg.model}|{cfg.precision_used}")
-    same_precision = [r for key, r in rates.items() if key.endswith(f"|{cfg.precision_used}")]
-    if rate is None and not same_precision:
+    same_model = [r for key, r in rates.items() if key.startswith(f"{cfg.model}|{cfg.precision_used}|")]
+    same_precision = [r for key, r in rates.items() if key.split("|")[1:2] == [cfg.precision_used]]
+    rate, source = rates.get(f"{cfg.model}|{cfg.precision_used}|{cfg.recipe}"), ""
+    if rate is None and same_model:
+        rate, source = sum(same_model) / len(same_model), "another recipe"
+    if rate is None and same_precision:
+        rate, source = sum(same_precision) / len(same_precision), "other models"
+    if rate is None:
         return None
     _, fingerprint = data_facts(cfg.data, cfg.test_usage, cfg.dedupe, cfg.classes, cfg.strict)
-    images = sum(fingerprint["counts"]["train"].values())
-    return expected_cost(cfg) * images / 1e9 / (rate or sum(same_precision) / len(same_precision)), rate is not None
+    images = sum(fingerprint["counts"]["train"].values()) * (1 - cfg.val_fraction if cfg.val_split == "train" else 1)
+    return expected_cost(cfg) * images / 1e9 / rate, source
 
 
 def missing_weights(configs: list[RunConfig]) -> list[str]:

@@ -118,7 +118,7 @@ RATES_FILE = "train_rates.json"
 
 
 def measured_rates() -> dict[str, float]:
-    """Achieved training GFLOP/s that `benchmark --train` measured on this machine, by 'model|precision'."""
+    """Achieved training GFLOP/s that `benchmark --train` measured on this machine, by 'model|precision|recipe'."""
     import json
 
     from .data.dataset import cache_dir
@@ -135,7 +135,8 @@ def remember_rates(table: pd.DataFrame) -> None:
     from .files import write_json
 
     rates = measured_rates()
-    rates.update({f"{m}|{p}": float(g) for m, p, g in zip(table["model"], table["precision"], table["achieved_gflops"])})
+    rates.update({f"{m}|{p}|{r}": float(g) for m, p, r, g in
+                  zip(table["model"], table["precision"], table["recipe"], table["achieved_gflops"])})
     write_json(cache_dir() / RATES_FILE, rates)
 
 

@@ -164,11 +164,12 @@ def test_dry_run_estimates_time_from_the_rates_measured_here(grid_file, cli, tmp
     code, out, _ = cli("experiment", grid_file, "--output", tmp_path / "results", "--dry-run")
     assert code == 0 and "no time estimate yet: 9 runs without a measured rate" in out
     cache_dir().mkdir(parents=True, exist_ok=True)
-    (cache_dir() / RATES_FILE).write_text(json.dumps({"scratch|float32": 10.0, "vggnet|float32": 20.0}))
+    (cache_dir() / RATES_FILE).write_text(json.dumps({"scratch|float32|seed": 10.0, "vggnet|float32|seed": 20.0,
+                                                      "vggnet|float32|strong": 99.0}))
     code, out, _ = cli("experiment", grid_file, "--output", tmp_path / "results", "--dry-run")
     assert code == 0
     planned = plan(load_experiment(grid_file), tmp_path / "results")
-    images = 800  # the synthetic happy/sad training images
+    images = 800 * 0.9  # the synthetic happy/sad training images less the 10 % validation split
     expected = sum(expected_cost(cfg) * images / 1e9 / {"scratch": 10.0, "vggnet": 20.0, "minixception": 15.0}[cfg.model]
                    for cfg, _, _ in planned)
     minutes = int(round(expected / 60))
