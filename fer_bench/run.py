@@ -14,7 +14,7 @@ import logging
 import platform
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -181,7 +181,7 @@ def load_recorded_run(run_dir: Path, data: str | None = None) -> tuple[RunConfig
     recorded = json.loads((run_dir / "config.json").read_text())
     cfg = RunConfig(**{f.name: recorded.get(f.name, f.default) for f in fields(RunConfig)})
     if data is not None:
-        cfg = RunConfig(**{**asdict(cfg), "data": str(data)})
+        cfg = replace(cfg, data=str(data))
     dataset = load_run_data(cfg)
     if dataset.fingerprint()["test_sha256"] != json.loads((run_dir / "data.json").read_text())["test_sha256"]:
         raise UserError(f"the test images at {cfg.data or 'the synthetic source'} are not those {run_dir.name} "
@@ -196,7 +196,7 @@ def rescore_run(run_dir: Path, tta: str) -> dict:
 
     cfg, dataset = load_recorded_run(run_dir)
     with run_lock(run_dir):
-        rescore_tta(RunConfig(**{**asdict(cfg), "tta": tta}), dataset, run_dir)
+        rescore_tta(replace(cfg, tta=tta), dataset, run_dir)
     return json.loads((run_dir / "metrics.json").read_text())
 
 

@@ -17,10 +17,11 @@ import numpy as np
 import pandas as pd
 
 from .config import RunConfig, resolve
-from .models import create_model
+from .models import create_model, model_info
 from .models.augment import with_augmentation
 from .models.flops import flops_per_image
 from .training import TrainSettings, as_model_input, compile_for_training
+from .training.harness import train_settings
 from .training.precision import precision_policy
 
 SEED_SIZE = 244
@@ -72,10 +73,8 @@ def _images_per_second(model, x, y, settings: TrainSettings, epochs: int = 1) ->
 def model_images_per_second(name: str, image_size: int | None, precision: str, recipe: str, n: int) -> dict:
     """Training throughput of one model as fer_bench trains it (the recipe's optimizer and augmentation)."""
     cfg = resolve(RunConfig(model=name, image_size=image_size, recipe=recipe, precision=precision, classes="all",
-                            weights="none" if name in ("vgg16", "resnet50", "inceptionv3") else None))
-    settings = TrainSettings(**{k: getattr(cfg, k) for k in ("epochs", "batch_size", "learning_rate", "optimizer",
-                                                            "momentum", "weight_decay", "label_smoothing",
-                                                            "warmup_epochs", "schedule")})
+                            weights="none" if model_info(name).transfer else None))
+    settings = train_settings(cfg)
     images, y = _random_data(n)
     with precision_policy(cfg.precision_used):
         built = create_model(name, 7, cfg.image_size, weights="none", width=cfg.width)

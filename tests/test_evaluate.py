@@ -103,7 +103,7 @@ def test_shipped_bundled_model_loads_and_predicts(cli, tmp_path):
     assert out.startswith(f"run: the bundled model ({metrics['model']}")
 
 
-# The shipped model's probabilities (angry, disgust, fear, happy, sad, surprise, neutral) for one drawn
+# The shipped model's probabilities (angry, disgust, fear, happy, neutral, sad, surprise) for one drawn
 # face of each expression (draw_face(name, default_rng(i)) for the i-th class), recorded when it was
 # bundled. Update them together with the bundled model; any other change is a regression.
 GOLDEN_BUNDLED = np.array([

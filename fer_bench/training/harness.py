@@ -128,6 +128,13 @@ def _train_transfer(built: BuiltModel, cfg, dataset, settings, run_dir):
     return *probs, history, pixels, params, best
 
 
+def train_settings(cfg: RunConfig, **extra) -> TrainSettings:
+    """The optimisation settings a resolved config asks for (plus `extra`, e.g. class weights)."""
+    return TrainSettings(**{key: getattr(cfg, key) for key in ("epochs", "batch_size", "learning_rate", "optimizer",
+                                                                "momentum", "weight_decay", "label_smoothing",
+                                                                "warmup_epochs", "schedule", "patience")}, **extra)
+
+
 def tta_metrics(model, dataset: Dataset, mode: str) -> dict:
     """Test accuracy (with its interval), balanced accuracy and macro-F1 under test-time augmentation `mode`."""
     probs = predict_with_tta(model, as_model_input(dataset.test.images), mode)
@@ -173,12 +180,8 @@ def _write_calibration(run_dir: Path, val_probs, val_labels, test_probs, test_la
 def train_and_evaluate(cfg: RunConfig, dataset: Dataset, run_dir: Path) -> dict:
     """Fit, pick the best checkpoint by validation loss, evaluate it on the test split."""
     keras.utils.set_random_seed(cfg.seed)
-    settings = TrainSettings(
-        **{key: getattr(cfg, key) for key in ("epochs", "batch_size", "learning_rate", "optimizer", "momentum",
-                                              "weight_decay", "label_smoothing", "warmup_epochs", "schedule", "patience")},
-        class_weight=class_weights(cfg, dataset.train.labels),
-        tensorboard_dir=run_dir / "tensorboard" if cfg.tensorboard else None,
-    )
+    settings = train_settings(cfg, class_weight=class_weights(cfg, dataset.train.labels),
+                              tensorboard_dir=run_dir / "tensorboard" if cfg.tensorboard else None)
     log.info("%s (%s weights, %s recipe, %s): %d train, %d test images", cfg.model, cfg.weights, cfg.recipe,
              cfg.precision_used, len(dataset.train), len(dataset.test))
     with precision_policy(cfg.precision_used), device_scope(int(cfg.devices), cfg.batch_size):
