@@ -166,3 +166,10 @@ def test_each_epoch_logs_elapsed_time_and_an_estimate_of_the_time_left(tmp_path,
     lines = [r.getMessage() for r in caplog.records if "elapsed" in r.getMessage()]
     assert [line.split(":")[0] for line in lines] == ["epoch 1/3 done", "epoch 2/3 done", "epoch 3/3 done"]
     assert lines[-1].endswith("about 0m00s left")
+
+
+def test_tensorboard_option_writes_logs_into_the_run_folder(tmp_path):
+    """`--tensorboard` needs the tensorboard package, which is declared, not assumed."""
+    run_dir = execute(RunConfig(epochs=1, seed=3, tensorboard=True), output=tmp_path)
+    assert (run_dir / COMPLETE_MARKER).exists()
+    assert list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))

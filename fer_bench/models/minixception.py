@@ -10,6 +10,7 @@ import keras
 from keras import layers
 
 from ..data.dataset import NATIVE_SIZE
+from .batchnorm import FusedBatchNormalization
 from .registry import BuiltModel, ModelInfo, register_model
 
 MINIXCEPTION = ModelInfo(
@@ -33,7 +34,7 @@ def build_minixception(info: ModelInfo, num_classes: int, image_size: int, **_op
     x = layers.Rescaling(1 / 127.5, offset=-1.0, name="rescale")(x)
     for i in (1, 2):
         x = layers.Conv2D(8, 3, use_bias=False, kernel_regularizer=reg, name=f"stem_conv{i}")(x)
-        x = layers.BatchNormalization(name=f"stem_bn{i}")(x)
+        x = FusedBatchNormalization(name=f"stem_bn{i}")(x)
         x = layers.ReLU(name=f"stem_relu{i}")(x)
     for block, channels in enumerate(BLOCK_CHANNELS, start=1):
         # The shortcut is a 1x1 convolution with stride 2, written as subsampling then a 1x1 convolution:
@@ -41,14 +42,14 @@ def build_minixception(info: ModelInfo, num_classes: int, image_size: int, **_op
         # convolution corrupts memory in training on AVX-512 CPUs (e.g. at 60x60 with 8 channels).
         residual = layers.MaxPooling2D(1, strides=2, padding="same", name=f"block{block}_subsample")(x)
         residual = layers.Conv2D(channels, 1, use_bias=False, name=f"block{block}_shortcut")(residual)
-        residual = layers.BatchNormalization(name=f"block{block}_shortcut_bn")(residual)
+        residual = FusedBatchNormalization(name=f"block{block}_shortcut_bn")(residual)
         x = layers.SeparableConv2D(channels, 3, padding="same", use_bias=False, depthwise_regularizer=reg,
                                    pointwise_regularizer=reg, name=f"block{block}_sep1")(x)
-        x = layers.BatchNormalization(name=f"block{block}_bn1")(x)
+        x = FusedBatchNormalization(name=f"block{block}_bn1")(x)
         x = layers.ReLU(name=f"block{block}_relu")(x)
         x = layers.SeparableConv2D(channels, 3, padding="same", use_bias=False, depthwise_regularizer=reg,
                                    pointwise_regularizer=reg, name=f"block{block}_sep2")(x)
-        x = layers.BatchNormalization(name=f"block{block}_bn2")(x)
+        x = FusedBatchNormalization(name=f"block{block}_bn2")(x)
         x = layers.MaxPooling2D(3, strides=2, padding="same", name=f"block{block}_pool")(x)
         x = layers.Add(name=f"block{block}_add")([x, residual])
     x = layers.Conv2D(num_classes, 3, padding="same", name="class_maps")(x)

@@ -6,6 +6,7 @@ import keras
 from keras import layers
 
 from ..data.dataset import NATIVE_SIZE
+from .batchnorm import FusedBatchNormalization
 from .registry import BuiltModel, ModelInfo, register_model
 
 SCRATCH = ModelInfo(
@@ -16,13 +17,14 @@ SCRATCH = ModelInfo(
 )
 
 
-def seed_layers(x, num_classes: int):
-    """The seed's layers, from pixels scaled to 0..1 to class probabilities."""
+def seed_layers(x, num_classes: int, batch_norm=FusedBatchNormalization):
+    """The seed's layers, from pixels scaled to 0..1 to class probabilities. fer_bench computes the
+    BatchNorm with the fused kernel; `batch_norm=layers.BatchNormalization` is the seed's own layer."""
     x = layers.Conv2D(32, 3, padding="same")(x)
     x = layers.Activation("relu")(x)
     x = layers.Conv2D(16, 3, padding="same")(x)
     x = layers.LeakyReLU(negative_slope=0.5)(x)
-    x = layers.BatchNormalization()(x)
+    x = batch_norm()(x)
     x = layers.MaxPooling2D(2)(x)
     x = layers.Dropout(0.25)(x)
     x = layers.Flatten()(x)

@@ -13,6 +13,7 @@ import keras
 from keras import layers
 
 from ..data.dataset import NATIVE_SIZE
+from .batchnorm import FusedBatchNormalization
 from .registry import BuiltModel, ModelInfo, register_model
 
 VGGNET = ModelInfo(
@@ -43,7 +44,7 @@ def build_vggnet(info: ModelInfo, num_classes: int, image_size: int, width: floa
     for stage, base in enumerate(STAGE_CHANNELS, start=1):
         for conv in (1, 2):
             x = layers.Conv2D(_channels(base, width), 3, padding="same", use_bias=False, name=f"stage{stage}_conv{conv}")(x)
-            x = layers.BatchNormalization(name=f"stage{stage}_bn{conv}")(x)
+            x = FusedBatchNormalization(name=f"stage{stage}_bn{conv}")(x)
             x = layers.ReLU(name=f"stage{stage}_relu{conv}")(x)
         x = layers.MaxPooling2D(2, name=f"stage{stage}_pool")(x)
     x = layers.Flatten(name="flatten")(x)

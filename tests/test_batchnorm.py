@@ -1,0 +1,61 @@
+"""The fused BatchNormalization is Keras' BatchNormalization computed faster: the same outputs,
+gradients and moving statistics in float32 and bfloat16, the fused kernel actually used while training,
+and a saved model that loads in safe mode. It runs TensorFlow kernels that could crash natively, so
+the comparison runs in a subprocess."""
+
+import json
+import subprocess
+import sys
+
+COMPARE = """
+import json
+import sys
+import numpy as np, keras, tensorflow as tf
+from keras import layers
+from fer_bench.models.batchnorm import FusedBatchNormalization
+from fer_bench.models.saved import load_saved_model
+x = tf.constant(np.random.default_rng(0).normal(2, 3, (8, 6, 6, 5)).astype("float32"))
+report = {}
+for policy in ("float32", "mixed_bfloat16"):
+    keras.mixed_precision.set_global_policy(policy)
+    results = []
+    for layer in (layers.BatchNormalization(momentum=0.9), FusedBatchNormalization(momentum=0.9)):
+        layer.build(x.shape)
+        layer.gamma.assign(np.linspace(0.5, 2, 5))
+        layer.beta.assign(np.linspace(-1, 1, 5))
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(tf.cast(y, "float32") * tf.range(1, 6, dtype="float32") * x)
+        grads = tape.gradient(loss, [x, layer.gamma.value, layer.beta.value])
+        results.append([np.asarray(v, "float32") for v in
+                        (y, *grads, layer.moving_mean, layer.moving_variance, layer(x, training=False))])
+    names = ("output", "grad_input", "grad_gamma", "grad_beta", "moving_mean", "moving_variance", "inference")
+    report[policy] = {n: float(np.max(np.abs(a - b)) / (np.max(np.abs(a)) + 1e-12))
+                      for n, a, b in zip(names, *results)}
+keras.mixed_precision.set_global_policy("float32")
+layer = FusedBatchNormalization()
+layer.build(x.shape)
+graph = tf.function(lambda t: layer(t, training=True)).get_concrete_function(x).graph
+report["fused_ops"] = sorted({op.type for op in graph.get_operations() if "BatchNorm" in op.type})
+inputs = keras.Input((6, 6, 5))
+model = keras.Model(inputs, FusedBatchNormalization()(inputs))
+model.save(sys.argv[1])
+loaded = load_saved_model(sys.argv[1])
+report["loaded_class"] = type(loaded.layers[-1]).__name__
+report["loaded_same"] = bool(np.allclose(loaded(x), model(x)))
+print(json.dumps(report))
+"""
+
+
+def test_fused_batchnorm_equals_keras_batchnorm_and_uses_the_fused_kernel(tmp_path):
+    done = subprocess.run([sys.executable, "-c", COMPARE, str(tmp_path / "bn.keras")], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    for name, error in report["float32"].items():
+        assert error < 1e-4, f"float32 {name}: relative difference {error}"
+    for name, error in report["mixed_bfloat16"].items():
+        assert error < 2e-2, f"bfloat16 {name}: relative difference {error}"
+    assert report["fused_ops"] == ["FusedBatchNormV3"]
+    assert report["loaded_class"] == "FusedBatchNormalization" and report["loaded_same"]
