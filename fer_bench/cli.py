@@ -365,7 +365,8 @@ def benchmark_command(
     image_size: Optional[str] = typer.Option(None, help="Comma list of input sizes; default: 244 (feature path, the "
                                              "seed's size), each model's own (--train)."),
     precision: str = typer.Option("auto", help="--train: comma list of float32, bfloat16, float16, auto."),
-    recipe: str = typer.Option("strong", help="--train: the recipe whose optimizer and augmentation are timed."),
+    recipe: Optional[str] = typer.Option(None, help="--train: the recipe whose optimizer and augmentation are timed; "
+                                         "default: strong, or seed with --against seed (both sides then train alike)."),
     against: Optional[str] = typer.Option(None, help="--train: 'seed' also times the seed's own pipeline (244 px "
                                           "resize outside the model, plain fit) and prints the speed-up."),
     images: int = typer.Option(2048, help="--train: random images per timed epoch."),
@@ -395,6 +396,7 @@ def benchmark_command(
         for name in names:
             for size in sizes or [None]:
                 check_image_size(model_info(name), size or model_info(name).default_size)
+        recipe = recipe or ("seed" if against == "seed" else "strong")
         table = train_benchmark(names, sizes or [None], list(dict.fromkeys(precisions)), recipe, against == "seed",
                                 images, progress=lambda line: typer.echo(line, err=as_json))
         if as_json:

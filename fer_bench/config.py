@@ -25,13 +25,13 @@ TTA_MODES = ("none", "flip", "crops")
 RECIPES: dict[str, dict] = {
     # The seed report: batch 32, 10 epochs, Keras' default SGD (lr 0.01, no momentum), nothing else.
     "seed": dict(epochs=10, batch_size=32, optimizer="sgd", learning_rate=0.01, momentum=0.0, weight_decay=0.0,
-                 label_smoothing=0.0, warmup_epochs=0, schedule="constant", patience=0, augment="none",
+                 label_smoothing=0.0, warmup_epochs=0, schedule="constant", patience=0, ema=0.0, augment="none",
                  precision="float32", tta="none"),
     # Modern from-scratch training, values chosen on a 10 % validation split of FER2013 train:
     # on-the-fly augmentation, AdamW with decoupled weight decay, linear warm-up then cosine decay,
     # label smoothing, early stopping on validation loss, flip test-time augmentation.
     "strong": dict(epochs=40, batch_size=64, optimizer="adamw", learning_rate=2e-3, momentum=0.9, weight_decay=0.05,
-                   label_smoothing=0.1, warmup_epochs=2, schedule="cosine", patience=10,
+                   label_smoothing=0.1, warmup_epochs=2, schedule="cosine", patience=10, ema=0.0,
                    augment="flip,shift,rotation,zoom,erasing", precision="auto", tta="flip"),
 }
 RECIPE_KEYS = tuple(RECIPES["seed"])
@@ -44,9 +44,14 @@ DATA = "data"  # where the data lives: the run id counts the data by its fingerp
 RECORD = "record"  # filled in by resolve() for this machine and recorded; not a run option
 
 
-def option(default=None, help: str = "", role: str = IDENTITY, flags: tuple[str, ...] = ()):
-    """A RunConfig field: its default, its `fer-bench run` help, its role in the run id, extra flag names."""
-    return field(default=default, metadata={"help": help, "role": role, "flags": flags})
+_NO_NEUTRAL = object()
+
+
+def option(default=None, help: str = "", role: str = IDENTITY, flags: tuple[str, ...] = (), neutral=_NO_NEUTRAL):
+    """A RunConfig field: its default, its `fer-bench run` help, its role in the run id, extra flag names.
+    An option added after runs already existed names its `neutral` value (the behaviour before it):
+    at that value it is left out of the run id, so those runs keep their ids."""
+    return field(default=default, metadata={"help": help, "role": role, "flags": flags, "neutral": neutral})
 
 
 @dataclass
@@ -75,6 +80,9 @@ class RunConfig:
     schedule: str | None = option(None, "constant or cosine (after the warm-up).")
     patience: int | None = option(None, "Early stopping on validation loss after this many epochs without "
                                   "improvement; 0 = off.")
+    ema: float | None = option(None, "Weight averaging: momentum of an exponential moving average of the weights, "
+                               "updated every step (e.g. 0.999); validation, the checkpoint and evaluation use the "
+                               "averaged weights. 0 = off.", neutral=0.0)
     augment: str | None = option(None, "none or a comma list of flip, shift, rotation, zoom, brightness, contrast, "
                                  "gamma, blur, jpeg, erasing.")
     precision: str | None = option(None, "auto (bfloat16 where the hardware has it), float32, bfloat16, float16; "
@@ -103,7 +111,7 @@ class RunConfig:
     def identity(self) -> dict:
         """The values that make this run what it is (IDENTITY fields), numbers normalised by type."""
         return {f.name: _normalised(getattr(self, f.name), _OPTION_TYPES[f.name]) for f in fields(self)
-                if f.metadata["role"] == IDENTITY}
+                if f.metadata["role"] == IDENTITY and getattr(self, f.name) != f.metadata["neutral"]}
 
     @classmethod
     def from_dict(cls, values: dict) -> "RunConfig":
@@ -119,6 +127,12 @@ class RunConfig:
             if value is not None and not _has_type(value, _OPTION_TYPES[key]):
                 raise UserError(f"run option {key!r} must be {_TYPE_WORDS[_OPTION_TYPES[key]]}, got {value!r}")
         return cls(**values)
+
+
+def neutral_values() -> dict:
+    """Options added after runs existed, with the value that means "as before the option": what a
+    config.json written before them holds implicitly."""
+    return {f.name: f.metadata["neutral"] for f in fields(RunConfig) if f.metadata["neutral"] is not _NO_NEUTRAL}
 
 
 _TYPE_WORDS = {str: "a string", int: "an integer", (int, float): "a number", bool: "true or false"}
@@ -196,6 +210,8 @@ def resolve(cfg: RunConfig) -> RunConfig:
         _check_choice(key, values[key], allowed)
     values["augment"] = _resolve_augment(values["augment"])
     values["precision_used"] = resolve_precision(values["precision"])
+    if not 0 <= values["ema"] < 1:
+        raise UserError(f"--ema must be at least 0 and below 1, got {values['ema']}")
     for key in ("epochs", "batch_size"):
         if values[key] < 1:
             raise UserError(f"--{key.replace('_', '-')} must be at least 1")

@@ -203,7 +203,24 @@ def test_shipped_experiments_expand(cli, monkeypatch):
 
     original = load_experiment(find_experiment_file("original_attempt"))
     assert [c.model for c in original.configs] == ["scratch", "vgg16", "resnet50", "inceptionv3"]
-    assert {(c.image_size, c.epochs, c.optimizer, c.batch_size, c.classes) for c in original.configs} == {
-        (244, 10, "sgd", 32, "happy,sad")}
+    assert {(c.image_size, c.epochs, c.optimizer, c.batch_size, c.classes, c.precision) for c in original.configs} == {
+        (244, 10, "sgd", 32, "happy,sad", "auto")}
     assert {c.classes for c in load_experiment(find_experiment_file("seven_classes")).configs} == {"all"}
     assert [c.image_size for c in load_experiment(find_experiment_file("input_size")).configs] == [48, 96, 244]
+
+
+def test_a_run_written_before_an_option_existed_shows_no_false_difference(finished_grid, cli, tmp_path):
+    """config.json of a run from before `ema` existed lacks the key; it means 'off', like ema = 0."""
+    import json
+    import shutil
+
+    _, results = finished_grid
+    copy = tmp_path / "results"
+    shutil.copytree(results, copy, ignore=shutil.ignore_patterns("comparisons"))
+    older = next(p for p in copy.iterdir() if p.name.startswith("scratch"))
+    config = json.loads((older / "config.json").read_text())
+    assert config.pop("ema") == 0.0
+    (older / "config.json").write_text(json.dumps(config))
+    code, _, err = cli("compare", copy, "--out", tmp_path / "cmp")
+    assert code == 0, err
+    assert "ema" not in pd.read_csv(tmp_path / "cmp" / "comparison.csv").columns

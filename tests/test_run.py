@@ -3,6 +3,7 @@
 import json
 
 import keras
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -173,3 +174,67 @@ def test_tensorboard_option_writes_logs_into_the_run_folder(tmp_path):
     run_dir = execute(RunConfig(epochs=1, seed=3, tensorboard=True), output=tmp_path)
     assert (run_dir / COMPLETE_MARKER).exists()
     assert list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
+
+
+def _ema_problem():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 4)).astype("float32")
+    y = keras.utils.to_categorical((x[:, 0] > 0).astype(int), 2)
+
+    def model():
+        keras.utils.set_random_seed(0)
+        return keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    return x, y, model
+
+
+def test_weight_averaging_validates_and_checkpoints_the_averaged_weights(tmp_path):
+    """An average that barely moves (momentum ~1) stays where the first step put the weights: every
+    epoch's validation loss is the same although training moves on (the plain run's changes), and the
+    checkpoint's own loss is that recorded validation loss."""
+    from fer_bench.training import TrainSettings, fit_stage
+
+    x, y, model = _ema_problem()
+    averaged = fit_stage(model(), x, y, x, y, TrainSettings(epochs=3, learning_rate=0.5, batch_size=16, ema=0.999999),
+                         tmp_path, tmp_path / "best.keras")
+    plain = fit_stage(model(), x, y, x, y, TrainSettings(epochs=3, learning_rate=0.5, batch_size=16),
+                      tmp_path / "plain", tmp_path / "plain.keras")
+    assert np.ptp(averaged["val_loss"]) < 1e-4 and np.ptp(averaged["loss"]) > 0.01
+    assert np.ptp(plain["val_loss"]) > 0.01
+    best = keras.models.load_model(tmp_path / "best.keras")
+    best.compile(loss="categorical_crossentropy")
+    assert best.evaluate(x, y, verbose=0, return_dict=True)["loss"] == pytest.approx(averaged["val_loss"].min(), rel=1e-4)
+
+
+def test_weight_averaging_survives_a_resume(tmp_path, monkeypatch):
+    """The resume point is written while the averaged weights are swapped in; a resumed stage must swap
+    them back, or it would train on the average and average the trained weights (and its validation
+    loss would move)."""
+    from fer_bench.training import TrainSettings, fit_stage
+
+    x, y, model = _ema_problem()
+    settings = TrainSettings(epochs=3, learning_rate=0.5, batch_size=16, ema=0.999999)
+    original = callbacks.EpochTimer.on_epoch_end
+
+    def killed_in_epoch_two(self, epoch, logs=None):
+        original(self, epoch, logs)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(callbacks.EpochTimer, "on_epoch_end", killed_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        fit_stage(model(), x, y, x, y, settings, tmp_path, tmp_path / "best.keras")
+    monkeypatch.setattr(callbacks.EpochTimer, "on_epoch_end", original)
+    history = fit_stage(model(), x, y, x, y, settings, tmp_path, tmp_path / "best.keras")
+    assert history["epoch"].tolist() == [0, 1, 2]
+    assert np.ptp(history["val_loss"]) < 1e-4
+
+
+def test_weight_averaging_is_part_of_the_run_id_only_when_on():
+    from fer_bench.config import resolve
+    from fer_bench.run import run_id
+
+    fingerprint = {"train_sha256": "a", "test_sha256": "b"}
+    plain = run_id(resolve(RunConfig()), fingerprint)
+    assert run_id(resolve(RunConfig(ema=0.0)), fingerprint) == plain  # runs from before the option keep their ids
+    assert "ema" not in resolve(RunConfig()).identity()
+    assert run_id(resolve(RunConfig(ema=0.999)), fingerprint) != plain

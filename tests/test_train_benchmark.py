@@ -17,6 +17,7 @@ def test_train_benchmark_reports_rates_peaks_and_the_seed_ratio(cli, tmp_path, m
     rows = json.loads(out)
     assert [(r["model"], r["image_size"], r["precision"]) for r in rows] == [("scratch", 16, "float32"),
                                                                              ("vggnet", 16, "float32")]
+    assert {r["recipe"] for r in rows} == {"seed"}  # against the seed, both sides train the seed recipe
     for r in rows:
         assert r["images_per_second"] > 0 and r["peak_gflops"] > 0
         assert r["achieved_gflops"] == pytest.approx(r["images_per_second"] * r["train_gflops_per_image"])

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest, false_discovery_control
 
+from ..config import neutral_values
 from ..errors import UserError
 from ..files import make_work_dir, save_figure, write_csv
 from ..run import find_run_dirs, is_stale
@@ -83,7 +84,8 @@ class Run:
 
 def _load_run(run_dir: Path) -> Run:
     predictions = pd.read_csv(run_dir / "predictions.csv")
-    return Run(run_dir.name, json.loads((run_dir / "config.json").read_text()),
+    config = {**neutral_values(), **json.loads((run_dir / "config.json").read_text())}  # older runs lack newer options
+    return Run(run_dir.name, config,
                json.loads((run_dir / "metrics.json").read_text()), json.loads((run_dir / "data.json").read_text()),
                predictions["file"].tolist(), (predictions["true"] == predictions["predicted"]).to_numpy(),
                pd.read_csv(run_dir / "confusion_matrix.csv", index_col=0))

@@ -21,6 +21,17 @@ from ..files import atomic_path, save_model, write_csv, write_json
 RESUME_FILE = "resume.json"
 
 
+class AveragedWeights(keras.callbacks.SwapEMAWeights):
+    """With an optimizer that keeps an exponential moving average of the weights (`use_ema`): the
+    averaged weights are in the model for validation and, from the end of each epoch until the next
+    begins, for the callbacks after this one (the checkpoint saves them). The resume point is written
+    in that swapped state too, so a resumed stage (`resumed=True`) starts swapped and swaps back."""
+
+    def __init__(self, resumed: bool = False):
+        super().__init__(swap_on_epoch=True)
+        self._ema_weights_in_model = resumed
+
+
 class EpochTimer(keras.callbacks.Callback):
     """Adds `epoch_seconds` to each epoch's logs, so the history records time per epoch."""
 

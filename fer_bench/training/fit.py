@@ -16,6 +16,7 @@ import pandas as pd
 
 from ..files import write_csv, write_json
 from .callbacks import (
+    AveragedWeights,
     BestCheckpoint,
     EarlyStop,
     EpochTimer,
@@ -42,6 +43,7 @@ class TrainSettings:
     warmup_epochs: int = 0
     schedule: str = "constant"
     patience: int = 0  # early stopping on validation loss; 0 = off
+    ema: float = 0.0  # momentum of the weights' exponential moving average; 0 = off
     clipnorm: float | None = None  # clip each gradient to this norm (fine-tuning)
     class_weight: dict[int, float] | None = None
     tensorboard_dir: Path | None = None
@@ -66,6 +68,8 @@ def make_optimizer(settings: TrainSettings, steps_per_epoch: int):
     options = {"weight_decay": settings.weight_decay} if settings.weight_decay else {}
     if settings.clipnorm:
         options["clipnorm"] = settings.clipnorm
+    if settings.ema:
+        options.update(use_ema=True, ema_momentum=settings.ema)
     if settings.optimizer in ("sgd", "nesterov"):
         return keras.optimizers.SGD(lr, momentum=settings.momentum, nesterov=settings.optimizer == "nesterov", **options)
     optimizers = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "rmsprop": keras.optimizers.RMSprop}
@@ -116,6 +120,7 @@ def fit_stage(model, x_fit, y_fit, x_val, y_val, settings: TrainSettings, stage_
     callbacks = [
         keras.callbacks.TerminateOnNaN(),  # a diverged stage stops; the checkpoint keeps its last good model
         EpochTimer(),
+        *([AveragedWeights(resumed=state.weights is not None)] if settings.ema else []),  # before the checkpoint
         best,
         HistoryWriter(history_path, history),
         ResumePoint(resume_dir, best),

@@ -132,7 +132,7 @@ def train_settings(cfg: RunConfig, **extra) -> TrainSettings:
     """The optimisation settings a resolved config asks for (plus `extra`, e.g. class weights)."""
     return TrainSettings(**{key: getattr(cfg, key) for key in ("epochs", "batch_size", "learning_rate", "optimizer",
                                                                 "momentum", "weight_decay", "label_smoothing",
-                                                                "warmup_epochs", "schedule", "patience")}, **extra)
+                                                                "warmup_epochs", "schedule", "patience", "ema")}, **extra)
 
 
 def tta_metrics(model, dataset: Dataset, mode: str) -> dict:
