@@ -7,6 +7,8 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
+from ..data.batches import predict
+
 
 def accuracy_ci(correct: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     """Wilson score interval of the accuracy of a 0/1 'prediction was right' vector: closed form,
@@ -80,4 +82,4 @@ def tta_views(pixels: np.ndarray, mode: str) -> list[np.ndarray]:
 def predict_with_tta(model, pixels: np.ndarray, mode: str, batch_size: int = 256) -> np.ndarray:
     """Class probabilities averaged over the test-time views of `mode`."""
     views = tta_views(pixels, mode)
-    return sum(model.predict(np.ascontiguousarray(v), batch_size=batch_size, verbose=0) for v in views) / len(views)
+    return sum(predict(model, np.ascontiguousarray(v), batch_size) for v in views) / len(views)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.batches import predict
 from ..data.dataset import to_native
 from ..data.faces import find_faces
 from ..data.photos import Photo, read_image
@@ -82,7 +83,7 @@ class LoadedRun:
         """Calibrated class probabilities of (n, 48, 48) uint8 faces."""
         from ..training import as_model_input
 
-        probs = self.model.predict(as_model_input(pixels), batch_size=256, verbose=0)
+        probs = predict(self.model, as_model_input(pixels))
         return probs if self.temperature is None else apply_temperature(probs, self.temperature)
 
 

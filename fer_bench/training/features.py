@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.batches import predict
 from ..data.dataset import cache_dir
 from ..files import save_npz
 from .fit import as_model_input
@@ -42,8 +43,7 @@ def feature_cache_path(model: str, weights_id: str, image_size: int, images_sha:
 def extract_features(extractor, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Run the frozen extractor over uint8 images with a progress bar; returns (n, d) float32 (any precision)."""
     log.info("extracting frozen features of %d images", len(images))
-    features = extractor.predict(as_model_input(images), batch_size=batch_size,
-                                 verbose=1 if sys.stdout.isatty() else 2)
+    features = predict(extractor, as_model_input(images), batch_size, verbose=1 if sys.stdout.isatty() else 2)
     return features.astype(np.float32)
 
 

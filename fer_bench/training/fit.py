@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import pandas as pd
 
+from ..data.batches import batches
 from ..files import write_csv, write_json
 from .callbacks import (
     AveragedWeights,
@@ -131,14 +132,11 @@ def fit_stage(model, x_fit, y_fit, x_val, y_val, settings: TrainSettings, stage_
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(settings.tensorboard_dir)))
     if epochs_done < settings.epochs:
         model.fit(
-            x_fit,
-            y_fit,
-            batch_size=settings.batch_size,
+            batches(x_fit, y_fit, settings.batch_size, shuffle=True),
             epochs=settings.epochs,
             initial_epoch=epochs_done,
-            validation_data=(x_val, y_val),
+            validation_data=batches(x_val, y_val, settings.batch_size),
             class_weight=settings.class_weight,
-            shuffle=True,
             callbacks=callbacks,
             verbose=1 if sys.stdout.isatty() else 2,  # bars in a terminal, a line per epoch in logs
         )

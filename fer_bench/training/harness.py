@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import RunConfig, class_weights
+from ..data.batches import predict
 from ..data.dataset import Dataset, split_validation
 from ..files import save_model, write_csv, write_json
 from ..models import BuiltModel, create_model
@@ -86,7 +87,7 @@ def _train_scratch(built: BuiltModel, cfg, dataset, settings, run_dir):
     data = StageData(cfg, dataset, _pixels(dataset))
     history = data.fit(with_augmentation(built.full, cfg.augment, cfg.seed), settings, run_dir, run_dir / "best.keras")
     best = load_saved_model(run_dir / "best.keras")
-    probs = [best.predict(x, batch_size=256, verbose=0) for x in (data.x_test, data.x_val)]
+    probs = [predict(best, x) for x in (data.x_test, data.x_val)]
     return *probs, history, data, count_params(built.full), best
 
 
@@ -108,7 +109,7 @@ def _train_transfer(built: BuiltModel, cfg, dataset, settings, run_dir):
     params.update(count_params(built.full))
     if cfg.variant == "frozen":
         save_model(run_dir / "best.keras", built.full)
-        probs = [built.head.predict(x, batch_size=1024, verbose=0) for x in (data.x_test, data.x_val)]
+        probs = [predict(built.head, x, 1024) for x in (data.x_test, data.x_val)]
         return *probs, history, data, params, built.full
 
     finetune_dir = run_dir / "finetune"
@@ -124,7 +125,7 @@ def _train_transfer(built: BuiltModel, cfg, dataset, settings, run_dir):
     tuned = tuned.assign(epoch=tuned["epoch"] + len(history), stage="finetune")
     history = pd.concat([history.assign(stage="head"), tuned], ignore_index=True)
     best = load_saved_model(run_dir / "best.keras")
-    probs = [best.predict(x, batch_size=64, verbose=0) for x in (pixels.x_test, pixels.x_val)]
+    probs = [predict(best, x, 64) for x in (pixels.x_test, pixels.x_val)]
     return *probs, history, pixels, params, best
 
 
@@ -162,7 +163,7 @@ def calibrate(cfg: RunConfig, dataset: Dataset, run_dir: Path) -> dict:
     data = StageData(cfg, dataset, _pixels(dataset))
     with precision_policy(cfg.precision_used or "float32"):
         best = load_saved_model(run_dir / "best.keras")
-        val_probs, test_probs = (best.predict(x, batch_size=256, verbose=0) for x in (data.x_val, data.x_test))
+        val_probs, test_probs = (predict(best, x) for x in (data.x_val, data.x_test))
     summary = _write_calibration(run_dir, val_probs, data.y_val.argmax(axis=1), test_probs, dataset.test.labels)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     write_json(run_dir / "metrics.json", {**metrics, "calibration": summary})
