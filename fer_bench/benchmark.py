@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import pandas as pd
 
+from .data.batches import batches, predict
 from .data.dataset import Dataset
 from .models import create_model
 from .models.transfer import adapt_feature_norm
@@ -21,9 +22,9 @@ from .training import TrainSettings, as_model_input, compile_for_training
 
 def _time_fit(model, x, y, epochs: int, settings: TrainSettings) -> float:
     compile_for_training(model, settings, steps_per_epoch=1)
-    model.fit(x[:settings.batch_size * 2], y[:settings.batch_size * 2], batch_size=settings.batch_size, verbose=0)  # warm-up
+    model.fit(batches(x[:settings.batch_size * 2], y[:settings.batch_size * 2], settings.batch_size), verbose=0)  # warm-up
     started = time.perf_counter()
-    model.fit(x, y, batch_size=settings.batch_size, epochs=epochs, verbose=0)
+    model.fit(batches(x, y, settings.batch_size, shuffle=True), epochs=epochs, verbose=0)
     return time.perf_counter() - started
 
 
@@ -42,9 +43,9 @@ def benchmark(dataset: Dataset, models: list[str], image_size: int, sample: int,
     for name in models:
         built = create_model(name, k, image_size, weights="none")
         pixels = as_model_input(dataset.train.images[picked])
-        built.extractor.predict(pixels[:8], verbose=0)  # warm-up (graph tracing)
+        predict(built.extractor, pixels[:8])  # warm-up (graph tracing)
         started = time.perf_counter()
-        feats = built.extractor.predict(pixels, batch_size=64, verbose=0)
+        feats = predict(built.extractor, pixels, 64)
         per_second = len(picked) / (time.perf_counter() - started)
         full_feats = feats[np.resize(np.arange(len(feats)), n_train)]  # head cost depends on count and width only
         adapt_feature_norm(built, full_feats)
