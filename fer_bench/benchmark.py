@@ -22,9 +22,9 @@ from .training import TrainSettings, as_model_input, compile_for_training
 
 def _time_fit(model, x, y, epochs: int, settings: TrainSettings) -> float:
     compile_for_training(model, settings, steps_per_epoch=1)
-    model.fit(batches(x[:settings.batch_size * 2], y[:settings.batch_size * 2], settings.batch_size), verbose=0)  # warm-up
+    model.fit(batches(x[:settings.batch_size * 2], y[:settings.batch_size * 2], settings.batch_size), shuffle=False, verbose=0)  # warm-up
     started = time.perf_counter()
-    model.fit(batches(x, y, settings.batch_size, shuffle=True), epochs=epochs, verbose=0)
+    model.fit(batches(x, y, settings.batch_size, shuffle=True), shuffle=False, epochs=epochs, verbose=0)
     return time.perf_counter() - started
 
 

@@ -167,6 +167,34 @@ def _write_comparison(run_dirs: list[Path], out: Path, baseline: str | None = No
     typer.echo(f"comparison written to {result.folder}")
 
 
+@app.command("ensemble")
+def ensemble_command(
+    runs: list[str] = typer.Argument(..., help="Two or more complete runs (folders, or run ids in --output) with the "
+                                     "same classes, data and validation split."),
+    output: Path = typer.Option(Path("results"), help="Folder that holds run folders (and the ensemble's)."),
+    tta: Optional[str] = typer.Option(None, help="Test-time augmentation reported beside the plain numbers: none, flip "
+                                      "or crops; default: the first member's."),
+    force: bool = typer.Option(False, help="Redo an ensemble whose folder is already complete."),
+):
+    """Average runs' calibrated probabilities into a new run folder that compare, evaluate, predict and app
+    take like any run; its training cost is the sum of its members'."""
+    from .ensemble import make_ensemble
+
+    run_dir = make_ensemble(runs, output, tta, force)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    typer.echo(f"run folder: {run_dir}")
+    for member in metrics["members"]:
+        typer.echo(f"  member {member['run']}: test accuracy {member['accuracy']:.4f}, validation accuracy "
+                   f"{member['best_val_accuracy']:.4f}")
+    ci = metrics["accuracy_ci95"]
+    typer.echo(f"ensemble of {len(metrics['members'])}: test accuracy {metrics['accuracy']:.4f} (95% CI {ci[0]:.4f}-"
+               f"{ci[1]:.4f}), validation accuracy {metrics['best_val_accuracy']:.4f}, balanced accuracy "
+               f"{metrics['balanced_accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, members' train time "
+               f"{metrics['total_train_seconds']:.0f} s")
+    if "tta" in metrics:
+        typer.echo(f"with {metrics['tta']['mode']} test-time augmentation: accuracy {metrics['tta']['accuracy']:.4f}")
+
+
 @app.command("compare")
 def compare_command(
     sources: list[str] = typer.Argument(None, help="Run folders, folders of run folders, or an experiment name; "

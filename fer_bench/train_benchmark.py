@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .config import RunConfig, resolve
+from .data.batches import batches
 from .models import create_model, model_info
 from .models.augment import with_augmentation
 from .models.flops import flops_per_image
@@ -73,11 +74,17 @@ class _EpochClock(keras.callbacks.Callback):
         self.seconds = time.perf_counter() - self.started
 
 
-def _timed_epoch(model, x, y, batch_size: int) -> float:
-    """Images per second of one epoch of `fit` over (x, y), after a warm-up of three batches."""
-    model.fit(x[:batch_size * 3], y[:batch_size * 3], batch_size=batch_size, verbose=0)
+def _timed_epoch(model, x, y, batch_size: int, pipeline: bool = True) -> float:
+    """Images per second of one epoch of `fit` over (x, y), after a warm-up of three batches: fed as the
+    harness feeds it (data/batches) or, with `pipeline=False`, as NumPy arrays the seed's way."""
+    def feed(x, y, shuffle):
+        if pipeline:
+            return {"x": batches(x, y, batch_size, shuffle=shuffle), "shuffle": False}
+        return {"x": x, "y": y, "batch_size": batch_size, "shuffle": shuffle}
+
+    model.fit(**feed(x[:batch_size * 3], y[:batch_size * 3], False), verbose=0)
     clock = _EpochClock()
-    model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0, shuffle=True, callbacks=[clock])
+    model.fit(**feed(x, y, True), epochs=1, verbose=0, callbacks=[clock])
     return len(x) / clock.seconds
 
 
@@ -115,7 +122,7 @@ def seed_style_images_per_second(n: int) -> float:
     inputs = keras.Input((SEED_SIZE, SEED_SIZE, 1))
     model = keras.Model(inputs, seed_layers(inputs, 7, batch_norm=keras.layers.BatchNormalization))
     model.compile(optimizer="sgd", loss="categorical_crossentropy", metrics=["accuracy"])
-    return _timed_epoch(model, x, y, batch_size=32)
+    return _timed_epoch(model, x, y, batch_size=32, pipeline=False)
 
 
 def _process_peak_resident_mb() -> float | None:

@@ -79,7 +79,7 @@ class Run:
         value = self.config.get(key)
         if value is None:
             return "synthetic" if key == "data" else "-"
-        return value
+        return " + ".join(map(str, value)) if isinstance(value, list) else value  # an ensemble's members' values
 
 
 def _load_run(run_dir: Path) -> Run:
@@ -257,7 +257,7 @@ def _plot(table: Table, out: Path, suffix: str) -> None:
     fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows), squeeze=False)
     for ax, r in zip(axes.flat, runs):
         draw_confusion(ax, r.confusion.to_numpy(), r.confusion.columns, normalise=True,
-                       title=f"{r.config['model']} {r.config['image_size']}px s{r.config['seed']}\n"
+                       title=f"{r.config['model']} {r.value('image_size')}px s{r.config['seed']}\n"
                              f"acc {r.metrics['accuracy']:.3f}")
     for ax in list(axes.flat)[len(runs):]:
         ax.axis("off")
@@ -265,7 +265,7 @@ def _plot(table: Table, out: Path, suffix: str) -> None:
     save_figure(out / f"confusion_matrices{suffix}.png", fig, dpi=100)
     plt.close(fig)
 
-    labels = [f"{r.config['model']}\n{r.config['image_size']}px s{r.config['seed']}" for r in runs]
+    labels = [f"{r.config['model']}\n{r.value('image_size')}px s{r.config['seed']}" for r in runs]
     fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(frame)), 4))
     err = np.vstack([frame["accuracy"] - frame["ci95_low"], frame["ci95_high"] - frame["accuracy"]])
     colours = ["tab:gray" if t else "tab:blue" for t in frame["checkpoint_on_test"]]

@@ -133,6 +133,7 @@ def fit_stage(model, x_fit, y_fit, x_val, y_val, settings: TrainSettings, stage_
     if epochs_done < settings.epochs:
         model.fit(
             batches(x_fit, y_fit, settings.batch_size, shuffle=True),
+            shuffle=False,  # the pipeline shuffles; Keras' own flag would only warn that it is ignored
             epochs=settings.epochs,
             initial_epoch=epochs_done,
             validation_data=batches(x_val, y_val, settings.batch_size),

@@ -79,12 +79,13 @@ class StageData:
                          beat_val_loss)
 
 
-def _pixels(dataset: Dataset) -> Callable[[str], np.ndarray]:
+def pixels_of(dataset: Dataset) -> Callable[[str], np.ndarray]:
+    """`to_input` for StageData: a split's raw pixels as every model takes them."""
     return lambda split: as_model_input(dataset.splits()[split].images)
 
 
 def _train_scratch(built: BuiltModel, cfg, dataset, settings, run_dir):
-    data = StageData(cfg, dataset, _pixels(dataset))
+    data = StageData(cfg, dataset, pixels_of(dataset))
     history = data.fit(with_augmentation(built.full, cfg.augment, cfg.seed), settings, run_dir, run_dir / "best.keras")
     best = load_saved_model(run_dir / "best.keras")
     probs = [predict(best, x) for x in (data.x_test, data.x_val)]
@@ -117,7 +118,7 @@ def _train_transfer(built: BuiltModel, cfg, dataset, settings, run_dir):
         save_model(run_dir / "best.keras", built.full)
     log.info("finetune: unfroze %d layers of %s's top block(s)", unfreeze_top(built), cfg.model)
     params.update(count_params(built.full))
-    pixels = StageData(cfg, dataset, _pixels(dataset))
+    pixels = StageData(cfg, dataset, pixels_of(dataset))
     tuned = pixels.fit(with_augmentation(built.full, cfg.augment, cfg.seed),
                        replace(settings, epochs=cfg.finetune_epochs, learning_rate=cfg.finetune_learning_rate, warmup_epochs=0,
                                clipnorm=FINETUNE_CLIPNORM),
@@ -160,7 +161,7 @@ def rescore_tta(cfg: RunConfig, dataset: Dataset, run_dir: Path) -> None:
 def calibrate(cfg: RunConfig, dataset: Dataset, run_dir: Path) -> dict:
     """Fit a complete run's temperature on its validation split from its best checkpoint; writes
     calibration.json, reliability.png and metrics.json's `calibration` entry."""
-    data = StageData(cfg, dataset, _pixels(dataset))
+    data = StageData(cfg, dataset, pixels_of(dataset))
     with precision_policy(cfg.precision_used or "float32"):
         best = load_saved_model(run_dir / "best.keras")
         val_probs, test_probs = (predict(best, x) for x in (data.x_val, data.x_test))
@@ -170,12 +171,42 @@ def calibrate(cfg: RunConfig, dataset: Dataset, run_dir: Path) -> dict:
     return summary
 
 
-def _write_calibration(run_dir: Path, val_probs, val_labels, test_probs, test_labels) -> dict:
+def _write_calibration(run_dir: Path, val_probs, val_labels, test_probs, test_labels, name: str | None = None) -> dict:
     summary = calibration_summary(val_probs, val_labels, test_probs, test_labels)
     write_json(run_dir / CALIBRATION_FILE, summary)
     plot_reliability(test_probs, test_labels, summary["temperature"], run_dir / "reliability.png",
-                     f"{run_dir.name}: test split, temperature fitted on validation")
+                     f"{name or run_dir.name}: test split, temperature fitted on validation")
     return summary
+
+
+def validation_description(cfg: RunConfig) -> str:
+    """Where a run's checkpoint (and temperature) was chosen, in words."""
+    return {
+        "test": "test split (the seed's protocol: checkpoint chosen on the reported split)",
+        "given": "the data's own validation split",
+        "train": f"{cfg.val_fraction:.0%} stratified of train (seed {cfg.seed})",
+    }[cfg.val_split]
+
+
+def score_test_set(run_dir: Path, cfg: RunConfig, dataset: Dataset, model, probs: np.ndarray, val_probs: np.ndarray,
+                   val_labels: np.ndarray, fit_labels: np.ndarray, name: str | None = None) -> dict:
+    """A finished model's test metrics: accuracy with its interval, per-class scores, confusion matrix,
+    per-image predictions (written into `run_dir`), the temperature fitted on validation and, if the
+    config asks for it, test-time augmentation. Returns the metrics for metrics.json. `name` titles
+    the plots (default: the folder's name)."""
+    name = name or run_dir.name
+    metrics, per_class, cm = evaluate_predictions(dataset.test.labels, probs, dataset.class_names, fit_labels)
+    # calibrated percentages: one temperature fitted on the validation split (never on test)
+    metrics["calibration"] = _write_calibration(run_dir, val_probs, val_labels, probs, dataset.test.labels, name)
+    if cfg.tta != "none":
+        metrics["tta"] = tta_metrics(model, dataset, cfg.tta)
+    write_csv(run_dir / "per_class.csv", per_class, index=False)
+    write_csv(run_dir / "confusion_matrix.csv", pd.DataFrame(cm, index=dataset.class_names, columns=dataset.class_names)
+              .rename_axis("true \\ predicted"))
+    write_csv(run_dir / "predictions.csv", predictions_table(dataset.test.files, dataset.test.labels, probs,
+                                                            dataset.class_names), index=False)
+    plot_confusion(cm, dataset.class_names, run_dir / "confusion_matrix.png", name)
+    return metrics
 
 
 def train_and_evaluate(cfg: RunConfig, dataset: Dataset, run_dir: Path) -> dict:
@@ -190,13 +221,8 @@ def train_and_evaluate(cfg: RunConfig, dataset: Dataset, run_dir: Path) -> dict:
         train = _train_scratch if built.extractor is None else _train_transfer
         probs, val_probs, history, data, params, best = train(built, cfg, dataset, settings, run_dir)
 
-    metrics, per_class, cm = evaluate_predictions(dataset.test.labels, probs, dataset.class_names, data.fit_labels)
-    # calibrated percentages: one temperature fitted on the validation split (never on test)
-    metrics["calibration"] = _write_calibration(run_dir, val_probs, data.y_val.argmax(axis=1), probs,
-                                                dataset.test.labels)
+    metrics = score_test_set(run_dir, cfg, dataset, best, probs, val_probs, data.y_val.argmax(axis=1), data.fit_labels)
     frozen = built.extractor is not None and cfg.variant == "frozen"
-    if cfg.tta != "none":
-        metrics["tta"] = tta_metrics(best, dataset, cfg.tta)
     best_row = history.loc[history["val_loss"].idxmin()]
     metrics.update(
         model=cfg.model,
@@ -209,11 +235,7 @@ def train_and_evaluate(cfg: RunConfig, dataset: Dataset, run_dir: Path) -> dict:
         devices=int(cfg.devices),
         per_device_batch_size=cfg.batch_size // int(cfg.devices),
         augmentation="none (frozen base: features computed once, without augmentation)" if frozen else cfg.augment,
-        validation={
-            "test": "test split (the seed's protocol: checkpoint chosen on the reported split)",
-            "given": "the data's own validation split",
-            "train": f"{cfg.val_fraction:.0%} stratified of train (seed {cfg.seed})",
-        }[cfg.val_split],
+        validation=validation_description(cfg),
         fit_images=len(data.y_fit),
         validation_images=len(data.y_val),
         best_epoch=int(best_row["epoch"]) + 1,
@@ -225,12 +247,6 @@ def train_and_evaluate(cfg: RunConfig, dataset: Dataset, run_dir: Path) -> dict:
     metrics.setdefault("feature_extraction_seconds", 0.0)
     metrics["total_train_seconds"] = metrics["train_seconds"] + metrics["feature_extraction_seconds"]
     write_json(run_dir / "metrics.json", metrics)
-    write_csv(run_dir / "per_class.csv", per_class, index=False)
-    write_csv(run_dir / "confusion_matrix.csv", pd.DataFrame(cm, index=dataset.class_names, columns=dataset.class_names)
-              .rename_axis("true \\ predicted"))
-    write_csv(run_dir / "predictions.csv", predictions_table(dataset.test.files, dataset.test.labels, probs,
-                                                            dataset.class_names), index=False)
     plot_curves(history, run_dir / "curves.png", run_dir.name)
-    plot_confusion(cm, dataset.class_names, run_dir / "confusion_matrix.png", run_dir.name)
     return {key: metrics[key] for key in ("accuracy", "balanced_accuracy", "macro_f1", "majority_baseline_accuracy",
                                           "total_train_seconds")}

@@ -1,0 +1,194 @@
+"""An ensemble of finished runs as a run of its own: the members' calibrated probabilities averaged.
+
+`make_ensemble` checks that the members answer the same question on the same images (classes,
+train and test data, validation split), joins their best models into one Keras model
+(`models.averaging`), scores it on the test set exactly as a trained run is scored (metrics with
+intervals, per-class scores, confusion matrix, predictions, a temperature fitted on the shared
+validation split, TTA) and writes a normal run folder. Its cost is the sum of its members' training
+time. `compare`, `evaluate`, `predict` and `app` take it like any run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+from .config import TTA_MODES
+from .data.batches import predict
+from .data.classes import classes_tag, parse_classes
+from .errors import UserError
+from .files import make_work_dir, save_model, write_json
+from .reporting.calibration import CALIBRATION_FILE
+from .run import (
+    COMPLETE_MARKER,
+    RESULTS_FORMAT,
+    is_complete,
+    is_stale,
+    library_versions,
+    load_recorded_run,
+)
+
+log = logging.getLogger(__name__)
+
+# what members must share: the same classes on the same images, validated on the same images
+# (a member's validation images must be images no other member trained on)
+SHARED_DATA = ("train_sha256", "test_sha256")
+SHARED_VALIDATION = ("val_split", "val_fraction")
+
+
+def _read(run_dir: Path, name: str) -> dict:
+    return json.loads((run_dir / name).read_text())
+
+
+def member_dirs(runs: list[str], results: Path) -> list[Path]:
+    """The complete run folders named (folders, or run ids in `results`), without repeats, in id order."""
+    found = []
+    for run in runs:
+        candidates = [c for c in (Path(run), Path(results) / run) if (c / "config.json").exists()]
+        if not candidates:
+            raise UserError(f"not a run folder or a run id in {results}: {run}")
+        run_dir = candidates[0].resolve()
+        if not is_complete(run_dir):
+            raise UserError(f"run {run_dir.name} is not complete; finish it first")
+        if is_stale(run_dir):
+            raise UserError(f"run {run_dir.name} was written in an older results format; run it again first")
+        found.append(run_dir)
+    found = sorted(set(found), key=lambda d: d.name)
+    if len(found) < 2:
+        raise UserError("an ensemble needs at least two different runs")
+    names = {d.name for d in found}
+    for run_dir in found:
+        inside = names & set(_read(run_dir, "config.json").get("members", []))
+        if inside:
+            raise UserError(f"{sorted(inside)[0]} is already a member of {run_dir.name}; name each run once")
+    return found
+
+
+def check_compatible(members: list[Path]) -> None:
+    """UserError unless every member has the same classes, the same train and test images and the same
+    validation images (so none of them trained on the images the ensemble is calibrated on)."""
+    first = members[0]
+    first_config, first_data, first_metrics = (_read(first, n) for n in ("config.json", "data.json", "metrics.json"))
+    for other in members[1:]:
+        config, data, metrics = (_read(other, n) for n in ("config.json", "data.json", "metrics.json"))
+        if metrics["classes"] != first_metrics["classes"]:
+            raise UserError(f"{other.name} has classes {metrics['classes']}, {first.name} {first_metrics['classes']}: "
+                            "an ensemble's members must answer the same question")
+        for key in SHARED_DATA:
+            if data[key] != first_data[key]:
+                raise UserError(f"{other.name} and {first.name} were trained or tested on different images "
+                                f"({key.removesuffix('_sha256')} data differs)")
+        for key in SHARED_VALIDATION + (("seed",) if first_config["val_split"] == "train" else ()):
+            if config[key] != first_config[key]:
+                raise UserError(f"{other.name} and {first.name} were validated on different images ({key} "
+                                f"{config[key]} vs {first_config[key]}): one trained on the other's validation images, "
+                                "so the ensemble could not be calibrated or judged on them honestly; ensemble runs "
+                                "with the same validation split (same --seed when --val-split is train)")
+
+
+def ensemble_id(members: list[Path], class_names: list[str], image_size, seed: int) -> str:
+    """Readable id (classes, input size, seed) plus a hash of the member run ids and the results format."""
+    identity = {"members": sorted(m.name for m in members), "results_format": RESULTS_FORMAT}
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
+    return f"ensemble-{classes_tag(parse_classes(','.join(class_names)))}-{image_size}px-s{seed}-{digest}"
+
+
+def _shared_or_each(values: list):
+    """The one value all members share, else the list of each member's value (in member order)."""
+    return values[0] if all(v == values[0] for v in values) else values
+
+
+def ensemble_config(configs: list[dict], members: list[Path], cfg) -> dict:
+    """config.json of an ensemble: each option its members share as that value, each other one as the list
+    of the members' values (so `compare` shows how they differ), then what makes it an ensemble."""
+    keys = sorted(set().union(*configs) - {"members", "results_format"})
+    merged = {key: _shared_or_each([c.get(key) for c in configs]) for key in keys}
+    merged.update(model="ensemble", members=[m.name for m in members], data=cfg.data, seed=cfg.seed, tta=cfg.tta,
+                  precision_used=cfg.precision_used, results_format=RESULTS_FORMAT)
+    return merged
+
+
+def make_ensemble(runs: list[str], output: Path = Path("results"), tta: str | None = None, force: bool = False) -> Path:
+    """Write (or find) the run folder of the ensemble of `runs`; returns it. `tta` defaults to the
+    first member's test-time augmentation. The folder appears under its final name only when complete."""
+    from .models.averaging import average_of_calibrated
+    from .models.saved import load_saved_model
+    from .training.harness import (
+        StageData,
+        pixels_of,
+        score_test_set,
+        validation_description,
+    )
+
+    members = member_dirs(runs, output)
+    check_compatible(members)
+    configs = [_read(m, "config.json") for m in members]
+    member_metrics = [_read(m, "metrics.json") for m in members]
+    if tta is not None and tta not in TTA_MODES:
+        raise UserError(f"--tta must be one of {', '.join(TTA_MODES)}, got {tta!r}")
+    image_size = "+".join(sorted({str(c["image_size"]) for c in configs}, key=int))
+    seed = configs[0]["seed"]  # the same for all when validation is carved from train (checked)
+    run_dir = Path(output) / ensemble_id(members, member_metrics[0]["classes"], image_size, seed)
+    if is_complete(run_dir) and not force:
+        log.info("already complete: %s (use --force to redo it)", run_dir)
+        return run_dir
+
+    cfg, dataset = load_recorded_run(members[0])
+    precisions = [c.get("precision_used") or "float32" for c in configs]
+    cfg = replace(cfg, model="ensemble", tta=tta or cfg.tta or "none",  # (the policy only of layers built anew:
+                  precision_used=_shared_or_each(precisions) if len(set(precisions)) == 1 else "float32")  # none)
+    temperatures = []
+    for member in members:
+        calibration = member / CALIBRATION_FILE
+        temperatures.append(json.loads(calibration.read_text())["temperature"] if calibration.exists() else None)
+        if temperatures[-1] is None:
+            log.warning("warning: %s has no calibration; its raw probabilities enter the average", member.name)
+    model = average_of_calibrated([load_saved_model(m / "best.keras") for m in members], temperatures)
+    data = StageData(cfg, dataset, pixels_of(dataset))
+    log.info("ensemble of %d runs: scoring %d validation and %d test images", len(members), len(data.y_val),
+             len(dataset.test))
+    probs, val_probs = predict(model, data.x_test), predict(model, data.x_val)
+
+    output.mkdir(parents=True, exist_ok=True)
+    work = make_work_dir(Path(output), ".ensemble-")
+    try:
+        metrics = score_test_set(work, cfg, dataset, model, probs, val_probs, data.y_val.argmax(axis=1), data.fit_labels,
+                                 run_dir.name)
+        val_correct = val_probs.argmax(axis=1) == data.y_val.argmax(axis=1)
+        metrics.update(
+            model="ensemble",
+            variant=None,
+            classes=list(dataset.class_names),
+            image_size=_shared_or_each([c["image_size"] for c in configs]),
+            precision=_shared_or_each(precisions),
+            members=[{"run": m.name, "model": c["model"], "accuracy": mm["accuracy"],
+                      "best_val_accuracy": mm["best_val_accuracy"], "temperature": t,
+                      "total_train_seconds": mm["total_train_seconds"]}
+                     for m, c, mm, t in zip(members, configs, member_metrics, temperatures)],
+            validation=validation_description(cfg),
+            fit_images=len(data.y_fit),
+            validation_images=len(data.y_val),
+            best_val_accuracy=float(val_correct.mean()),
+            trainable_params=sum(mm.get("trainable_params", 0) for mm in member_metrics),
+            total_params=sum(mm.get("total_params", 0) for mm in member_metrics),
+            train_seconds=sum(mm["train_seconds"] for mm in member_metrics),
+            feature_extraction_seconds=sum(mm.get("feature_extraction_seconds", 0.0) for mm in member_metrics),
+            total_train_seconds=sum(mm["total_train_seconds"] for mm in member_metrics),
+        )
+        save_model(work / "best.keras", model)
+        write_json(work / "config.json", ensemble_config(configs, members, cfg))
+        shutil.copy2(members[0] / "data.json", work / "data.json")
+        write_json(work / "environment.json", library_versions())
+        write_json(work / "metrics.json", metrics)
+        write_json(work / COMPLETE_MARKER, {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1",
+                                                                     "majority_baseline_accuracy", "total_train_seconds")})
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        work.rename(run_dir)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return run_dir
