@@ -167,6 +167,30 @@ def _write_comparison(run_dirs: list[Path], out: Path, baseline: str | None = No
     typer.echo(f"comparison written to {result.folder}")
 
 
+@app.command("tune")
+def tune_command(
+    space: Path = typer.Argument(..., help="Search-space TOML: fixed [defaults] and the [search]ed run options."),
+    trials: int = typer.Option(..., help="Finished trials (complete or pruned) the study should have; running "
+                               "the command again with more continues it."),
+    data: Optional[Path] = typer.Option(None, help="Dataset folder or fer2013.csv for every trial."),
+    output: Path = typer.Option(Path("results"), help="Folder that holds run folders (the study goes into its tune/)."),
+):
+    """Search run options with Optuna (TPE, median pruning per epoch), scored on validation only; every
+    trial is a run in --output; prints the best options as an experiment file."""
+    from .tune import load_space, tune
+
+    if trials < 1:
+        raise UserError("--trials must be at least 1")
+    study, folder = tune(load_space(space, None if data is None else str(data)), trials, output)
+    best = study.best_trial
+    pruned = sum(t.state.name == "PRUNED" for t in study.trials)
+    typer.echo(f"{len(study.trials)} trials ({pruned} pruned); best: trial {best.number}, validation accuracy "
+               f"{best.value:.4f}, run {best.user_attrs.get('run')}")
+    typer.echo(f"record: {folder / 'trials.csv'}, {folder / 'trials.png'}; best options as an experiment file "
+               f"({folder / 'best.toml'}):\n")
+    typer.echo((folder / "best.toml").read_text())
+
+
 @app.command("ensemble")
 def ensemble_command(
     runs: list[str] = typer.Argument(..., help="Two or more complete runs (folders, or run ids in --output) with the "

@@ -125,11 +125,12 @@ def run_lock(run_dir: Path):
         lock.release()
 
 
-def execute(cfg: RunConfig, output: Path = Path("results"), force: bool = False) -> Path:
+def execute(cfg: RunConfig, output: Path = Path("results"), force: bool = False, callbacks: tuple = ()) -> Path:
     """Run (or resume, or find) the run described by `cfg`; returns its complete run folder.
 
     One process at a time trains a run (a file lock); a run that fails on the user's input
-    before its first epoch leaves no folder behind."""
+    before its first epoch leaves no folder behind. `callbacks` (Keras callbacks) watch every
+    training epoch; one that raises leaves the run resumable, never complete."""
     cfg = resolve(cfg)
     dataset = load_run_data(cfg)
     cfg = resolve_val_split(cfg, dataset.validation is not None)
@@ -160,7 +161,7 @@ def execute(cfg: RunConfig, output: Path = Path("results"), force: bool = False)
 
         started = time.perf_counter()
         try:
-            summary = train_and_evaluate(cfg, dataset, run_dir)
+            summary = train_and_evaluate(cfg, dataset, run_dir, callbacks)
         except UserError as error:
             if not resuming and not isinstance(error, StorageError):  # a bad input: nothing worth keeping
                 shutil.rmtree(run_dir, ignore_errors=True)

@@ -48,6 +48,7 @@ class TrainSettings:
     clipnorm: float | None = None  # clip each gradient to this norm (fine-tuning)
     class_weight: dict[int, float] | None = None
     tensorboard_dir: Path | None = None
+    extra_callbacks: tuple = ()  # e.g. a search's pruning callback; after the run's own (checkpoint, history)
 
 
 def learning_rate_schedule(settings: TrainSettings, steps_per_epoch: int):
@@ -127,6 +128,7 @@ def fit_stage(model, x_fit, y_fit, x_val, y_val, settings: TrainSettings, stage_
         ResumePoint(resume_dir, best),
         early_stop,
         TimeLeft(settings.epochs, log),
+        *settings.extra_callbacks,
     ]
     if settings.tensorboard_dir is not None:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(settings.tensorboard_dir)))

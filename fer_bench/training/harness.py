@@ -209,11 +209,13 @@ def score_test_set(run_dir: Path, cfg: RunConfig, dataset: Dataset, model, probs
     return metrics
 
 
-def train_and_evaluate(cfg: RunConfig, dataset: Dataset, run_dir: Path) -> dict:
-    """Fit, pick the best checkpoint by validation loss, evaluate it on the test split."""
+def train_and_evaluate(cfg: RunConfig, dataset: Dataset, run_dir: Path, callbacks: tuple = ()) -> dict:
+    """Fit, pick the best checkpoint by validation loss, evaluate it on the test split. `callbacks`
+    (Keras callbacks) also watch every training epoch."""
     keras.utils.set_random_seed(cfg.seed)
     settings = train_settings(cfg, class_weight=class_weights(cfg, dataset.train.labels),
-                              tensorboard_dir=run_dir / "tensorboard" if cfg.tensorboard else None)
+                              tensorboard_dir=run_dir / "tensorboard" if cfg.tensorboard else None,
+                              extra_callbacks=tuple(callbacks))
     log.info("%s (%s weights, %s recipe, %s): %d train, %d test images", cfg.model, cfg.weights, cfg.recipe,
              cfg.precision_used, len(dataset.train), len(dataset.test))
     with precision_policy(cfg.precision_used), device_scope(int(cfg.devices), cfg.batch_size):
