@@ -83,6 +83,11 @@ class RunConfig:
     ema: float | None = option(None, "Weight averaging: momentum of an exponential moving average of the weights, "
                                "updated every step (e.g. 0.999); validation, the checkpoint and evaluation use the "
                                "averaged weights. 0 = off.", neutral=0.0)
+    teacher: str | None = option(None, "Distillation: a complete run (a folder, or a run id in --output; an ensemble "
+                                 "too) validated on the same images; counted in the run id by its run id.",
+                                 neutral=None)
+    distill: float = option(0.0, "Distillation: weight of the teacher's calibrated probabilities in the training "
+                            "targets (the rest is the labels); 0 = off.", neutral=0.0)
     augment: str | None = option(None, "none or a comma list of flip, shift, rotation, zoom, brightness, contrast, "
                                  "gamma, blur, jpeg, erasing.")
     precision: str | None = option(None, "auto (bfloat16 where the hardware has it), float32, bfloat16, float16; "
@@ -210,6 +215,10 @@ def resolve(cfg: RunConfig) -> RunConfig:
         _check_choice(key, values[key], allowed)
     values["augment"] = _resolve_augment(values["augment"])
     values["precision_used"] = resolve_precision(values["precision"])
+    if not 0 <= values["distill"] <= 1:
+        raise UserError(f"--distill must be between 0 and 1, got {values['distill']}")
+    if (values["distill"] > 0) != (cfg.teacher is not None):
+        raise UserError("--distill WEIGHT and --teacher RUN go together")
     if not 0 <= values["ema"] < 1:
         raise UserError(f"--ema must be at least 0 and below 1, got {values['ema']}")
     for key in ("epochs", "batch_size"):

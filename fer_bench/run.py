@@ -58,6 +58,8 @@ def run_id(cfg: RunConfig, fingerprint: dict) -> str:
 
     identity = cfg.identity()
     identity["weights"] = weights_key(cfg.weights, cfg.seed)  # a weights file counts by its content
+    if cfg.teacher is not None:
+        identity["teacher"] = Path(cfg.teacher).name  # a teacher counts by its run id, wherever its folder is
     identity.update({k: v for k, v in fingerprint.items() if k.endswith("_sha256")})
     identity["results_format"] = RESULTS_FORMAT
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
@@ -134,6 +136,11 @@ def execute(cfg: RunConfig, output: Path = Path("results"), force: bool = False,
     cfg = resolve(cfg)
     dataset = load_run_data(cfg)
     cfg = resolve_val_split(cfg, dataset.validation is not None)
+    if cfg.teacher is not None:
+        from .training.distillation import check_teacher, find_teacher
+
+        cfg = replace(cfg, teacher=str(find_teacher(cfg.teacher, output)))
+        check_teacher(Path(cfg.teacher), cfg, dataset)
     fingerprint = dataset.fingerprint()
     run_dir = Path(output) / run_id(cfg, fingerprint)
     if is_complete(run_dir) and not force:

@@ -38,6 +38,7 @@ from ..reporting.evaluation import (
 )
 from ..reporting.plots import plot_confusion, plot_curves
 from .devices import device_scope
+from .distillation import distilled_targets, teacher_probabilities
 from .features import cached_features, feature_cache_path, weights_key
 from .fit import TrainSettings, as_model_input, fit_stage
 from .precision import precision_policy
@@ -56,10 +57,12 @@ def count_params(model) -> dict[str, int]:
 class StageData:
     """Model inputs (raw pixels or features) of train and test, cut into fit / validation per the config.
 
-    `to_input(split_name)` gives the inputs of one of the dataset's splits.
+    `to_input(split_name)` gives the inputs of one of the dataset's splits; `teacher` (probabilities
+    of every training image) makes the fit targets distilled ones (`cfg.distill`).
     """
 
-    def __init__(self, cfg: RunConfig, dataset: Dataset, to_input: Callable[[str], np.ndarray]):
+    def __init__(self, cfg: RunConfig, dataset: Dataset, to_input: Callable[[str], np.ndarray],
+                 teacher: np.ndarray | None = None):
         k = len(dataset.class_names)
         x_train = to_input("train")
         self.x_test = to_input("test")
@@ -71,6 +74,8 @@ class StageData:
             x_val = self.x_test if cfg.val_split == "test" else to_input("validation")
             val_labels = (dataset.test if cfg.val_split == "test" else dataset.validation).labels
         self.x_fit, self.y_fit = x_train[fit_idx], keras.utils.to_categorical(dataset.train.labels[fit_idx], k)
+        if teacher is not None:  # distillation: the fit targets also carry the teacher's probabilities
+            self.y_fit = distilled_targets(self.y_fit, teacher[fit_idx], cfg.distill)
         self.x_val, self.y_val = x_val, keras.utils.to_categorical(val_labels, k)
         self.fit_labels = dataset.train.labels[fit_idx]
 
@@ -84,8 +89,13 @@ def pixels_of(dataset: Dataset) -> Callable[[str], np.ndarray]:
     return lambda split: as_model_input(dataset.splits()[split].images)
 
 
+def teacher_of(cfg: RunConfig, dataset: Dataset) -> np.ndarray | None:
+    """The teacher's probabilities of the training images when the run distils, else None."""
+    return teacher_probabilities(Path(cfg.teacher), dataset) if cfg.distill > 0 else None
+
+
 def _train_scratch(built: BuiltModel, cfg, dataset, settings, run_dir):
-    data = StageData(cfg, dataset, pixels_of(dataset))
+    data = StageData(cfg, dataset, pixels_of(dataset), teacher_of(cfg, dataset))
     history = data.fit(with_augmentation(built.full, cfg.augment, cfg.seed), settings, run_dir, run_dir / "best.keras")
     best = load_saved_model(run_dir / "best.keras")
     probs = [predict(best, x) for x in (data.x_test, data.x_val)]
@@ -103,7 +113,7 @@ def _train_transfer(built: BuiltModel, cfg, dataset, settings, run_dir):
         params["feature_extraction_seconds"] += seconds
         return features
 
-    data = StageData(cfg, dataset, features_of)
+    data = StageData(cfg, dataset, features_of, teacher_of(cfg, dataset))
     adapt_feature_norm(built, data.x_fit)
     history = data.fit(built.head, settings, run_dir, run_dir / "head.keras")
     built.head.set_weights(load_saved_model(run_dir / "head.keras").get_weights())
@@ -118,7 +128,7 @@ def _train_transfer(built: BuiltModel, cfg, dataset, settings, run_dir):
         save_model(run_dir / "best.keras", built.full)
     log.info("finetune: unfroze %d layers of %s's top block(s)", unfreeze_top(built), cfg.model)
     params.update(count_params(built.full))
-    pixels = StageData(cfg, dataset, pixels_of(dataset))
+    pixels = StageData(cfg, dataset, pixels_of(dataset), teacher_of(cfg, dataset))
     tuned = pixels.fit(with_augmentation(built.full, cfg.augment, cfg.seed),
                        replace(settings, epochs=cfg.finetune_epochs, learning_rate=cfg.finetune_learning_rate, warmup_epochs=0,
                                clipnorm=FINETUNE_CLIPNORM),
@@ -248,6 +258,10 @@ def train_and_evaluate(cfg: RunConfig, dataset: Dataset, run_dir: Path, callback
     )
     metrics.setdefault("feature_extraction_seconds", 0.0)
     metrics["total_train_seconds"] = metrics["train_seconds"] + metrics["feature_extraction_seconds"]
+    if cfg.teacher is not None:  # what the student's knowledge cost before it started
+        teacher = json.loads((Path(cfg.teacher) / "metrics.json").read_text())
+        metrics["teacher"] = {"run": Path(cfg.teacher).name, "weight": cfg.distill,
+                              "total_train_seconds": teacher["total_train_seconds"]}
     write_json(run_dir / "metrics.json", metrics)
     plot_curves(history, run_dir / "curves.png", run_dir.name)
     return {key: metrics[key] for key in ("accuracy", "balanced_accuracy", "macro_f1", "majority_baseline_accuracy",

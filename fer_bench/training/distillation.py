@@ -1,0 +1,79 @@
+"""Distillation: a student trains on a mix of the labels and a teacher run's calibrated probabilities.
+
+The teacher is any complete run (an ensemble too) on the same classes and training images that was
+validated on the same images as the student: a teacher that trained on the student's validation
+images would carry them into the student and make its validation (and checkpoint choice)
+optimistic; a teacher chosen on the test split would carry the test split in. Its probabilities of
+the training split are computed once and cached (keyed by the teacher's run id and the images).
+The student's targets on its fit images are (1 - w) x one-hot label + w x teacher probabilities;
+validation keeps the plain labels, so checkpoint choice and every score stay as for any run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ..data.batches import predict
+from ..data.dataset import Dataset, cache_dir
+from ..errors import UserError
+from ..files import save_npz
+from ..reporting.calibration import CALIBRATION_FILE, apply_temperature
+
+log = logging.getLogger(__name__)
+
+
+def find_teacher(teacher: str, output: Path) -> Path:
+    """The teacher's complete run folder: a folder, or a run id in `output`."""
+    for candidate in (Path(teacher), Path(output) / teacher):
+        if (candidate / "config.json").exists():
+            if not (candidate / "complete.json").exists():
+                raise UserError(f"teacher run {candidate.name} is not complete; finish it first")
+            return candidate.resolve()
+    raise UserError(f"--teacher {teacher}: no such run folder or run id in {output}")
+
+
+def check_teacher(teacher_dir: Path, cfg, dataset: Dataset) -> None:
+    """UserError unless the teacher knows the same classes, trained on the same images and was validated
+    on the student's validation images (not on the test split)."""
+    config, data, metrics = (json.loads((teacher_dir / n).read_text()) for n in ("config.json", "data.json", "metrics.json"))
+    name = teacher_dir.name
+    if tuple(metrics["classes"]) != tuple(dataset.class_names):
+        raise UserError(f"teacher {name} knows {', '.join(metrics['classes'])}, the run {', '.join(dataset.class_names)}")
+    if data["train_sha256"] != dataset.fingerprint()["train_sha256"]:
+        raise UserError(f"teacher {name} was trained on other images than this run's training split")
+    if config["val_split"] == "test":
+        raise UserError(f"teacher {name} chose its checkpoint on the test split; it would carry the test split "
+                        "into the student")
+    shared = ("val_split", "val_fraction") + (("seed",) if cfg.val_split == "train" else ())
+    for key in shared:
+        if config[key] != getattr(cfg, key):
+            raise UserError(f"teacher {name} was validated on other images ({key} {config[key]} vs {getattr(cfg, key)}): "
+                            "it trained on some of this run's validation images; distil from a teacher with the "
+                            "same validation split (same --seed when --val-split is train)")
+
+
+def teacher_probabilities(teacher_dir: Path, dataset: Dataset) -> np.ndarray:
+    """The teacher's calibrated class probabilities of every training image (cached)."""
+    from ..models.saved import load_saved_model
+    from .fit import as_model_input
+
+    path = cache_dir() / "teachers" / f"{teacher_dir.name}-{dataset.fingerprint()['train_sha256'][:16]}.npz"
+    if path.exists():
+        return np.load(path)["probabilities"]
+    log.info("distillation: teacher %s predicts %d training images (cached for later runs)", teacher_dir.name,
+             len(dataset.train))
+    probs = predict(load_saved_model(teacher_dir / "best.keras"), as_model_input(dataset.train.images))
+    calibration = teacher_dir / CALIBRATION_FILE
+    if calibration.exists():
+        probs = apply_temperature(probs, json.loads(calibration.read_text())["temperature"])
+    save_npz(path, probabilities=probs.astype(np.float32))
+    return probs.astype(np.float32)
+
+
+def distilled_targets(one_hot: np.ndarray, teacher: np.ndarray, weight: float) -> np.ndarray:
+    """(1 - weight) x one-hot labels + weight x teacher probabilities, row by row."""
+    return ((1 - weight) * one_hot + weight * teacher).astype(np.float32)
