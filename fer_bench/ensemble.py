@@ -21,7 +21,7 @@ from .config import TTA_MODES
 from .data.batches import predict
 from .data.classes import classes_tag, parse_classes
 from .errors import UserError
-from .files import make_work_dir, save_model, write_json
+from .files import folder_replacing, save_model, write_json
 from .reporting.calibration import CALIBRATION_FILE
 from .run import (
     COMPLETE_MARKER,
@@ -153,9 +153,7 @@ def make_ensemble(runs: list[str], output: Path = Path("results"), tta: str | No
              len(dataset.test))
     probs, val_probs = predict(model, data.x_test), predict(model, data.x_val)
 
-    output.mkdir(parents=True, exist_ok=True)
-    work = make_work_dir(Path(output), ".ensemble-")
-    try:
+    with folder_replacing(run_dir, ".ensemble-") as work:
         metrics = score_test_set(work, cfg, dataset, model, probs, val_probs, data.y_val.argmax(axis=1), data.fit_labels,
                                  run_dir.name)
         val_correct = val_probs.argmax(axis=1) == data.y_val.argmax(axis=1)
@@ -186,9 +184,4 @@ def make_ensemble(runs: list[str], output: Path = Path("results"), tta: str | No
         write_json(work / "metrics.json", metrics)
         write_json(work / COMPLETE_MARKER, {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1",
                                                                      "majority_baseline_accuracy", "total_train_seconds")})
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
-        work.rename(run_dir)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return run_dir

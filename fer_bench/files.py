@@ -47,6 +47,22 @@ def make_work_dir(parent: Path, prefix: str) -> Path:
 
 
 @contextlib.contextmanager
+def folder_replacing(target: Path, prefix: str):
+    """Yield a hidden work folder beside `target` to fill; when the block succeeds it replaces `target`
+    whole, otherwise it is removed, so `target` is never seen half-written."""
+    import shutil
+
+    work = make_work_dir(Path(target).parent, prefix)
+    try:
+        yield work
+        if target.exists():
+            shutil.rmtree(target)
+        work.rename(target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def atomic_path(path: Path):
     """Yield a temporary path beside `path` (same suffixes, e.g. `.weights.h5`); on success it is renamed to `path`."""
     path = Path(path)

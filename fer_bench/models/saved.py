@@ -60,21 +60,15 @@ def write_bundle(run_dir: Path, target: Path = BUNDLED_DIR) -> Path:
     without optimizer state (a third of the size). Written beside and renamed into place."""
     import shutil
 
-    from ..files import make_work_dir
+    from ..files import folder_replacing
 
     if not (run_dir / "complete.json").exists():
         raise UserError(f"not a complete run folder: {run_dir}")
-    work = make_work_dir(target.parent, ".bundle-")
-    try:
+    with folder_replacing(target, ".bundle-") as work:
         load_saved_model(run_dir / "best.keras").save(work / "best.keras")
         for name in BUNDLE_FILES:
             if (run_dir / name).exists():
                 shutil.copy2(run_dir / name, work / name)
         name_data_by_fingerprint(work)
         (work / "SOURCE").write_text(f"{run_dir.name}\n")
-        if target.exists():
-            shutil.rmtree(target)
-        work.rename(target)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return target

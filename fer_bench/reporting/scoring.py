@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import pandas as pd
 from ..data.classes import parse_classes
 from ..data.dataset import Split, read_labelled_folder, to_native
 from ..errors import UserError
-from ..files import make_work_dir, write_csv, write_json
+from ..files import folder_replacing, write_csv, write_json
 from ..training import as_model_input
 from .calibration import apply_temperature, expected_calibration_error, plot_reliability
 from .evaluation import evaluate_predictions, predict_with_tta, predictions_table
@@ -124,8 +123,7 @@ def evaluate_run(loaded, data: Path, out_root: Path, classes: str | None = None,
                    classes=list(scored), tta=tta, faces=faces, skipped_unreadable=len(labelled.skipped),
                    restricted_to_classes=restricted)
     target = out_root / data_id(labelled, scored, tta, faces)
-    work = make_work_dir(out_root, ".evaluating-")
-    try:
+    with folder_replacing(target, ".evaluating-") as work:
         write_json(work / "metrics.json", metrics)
         write_csv(work / "per_class.csv", per_class, index=False)
         write_csv(work / "confusion_matrix.csv", pd.DataFrame(cm, index=scored, columns=scored)
@@ -134,9 +132,4 @@ def evaluate_run(loaded, data: Path, out_root: Path, classes: str | None = None,
         plot_confusion(cm, scored, work / "confusion_matrix.png", f"{loaded.model_name} on {Path(labelled.source).name}")
         plot_reliability(raw, labels, loaded.temperature or 1.0, work / "reliability.png",
                          f"{loaded.model_name} on {Path(labelled.source).name}")
-        if target.exists():
-            shutil.rmtree(target)
-        work.rename(target)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return target, json.loads((target / "metrics.json").read_text())
