@@ -99,6 +99,9 @@ class RunConfig:
                             "data's own validation split), 'test' (the seed's protocol); 'auto': given if the data "
                             "has one, else train.")
     val_fraction: float = option(0.1)
+    val_seed: int | None = option(None, "Seed of the validation split carved from train (--val-split train); default: "
+                                  "--seed. Runs of different --seed with one --val-seed are validated on the same "
+                                  "images (an ensemble's members, a teacher and its student).", neutral=None)
     weights: str | None = option(None, "Transfer models: imagenet (default), none, or a weights file.")
     variant: str = option("frozen", "Transfer models: frozen (head only) or finetune.")
     finetune_epochs: int = option(5)
@@ -112,6 +115,10 @@ class RunConfig:
     strict: bool = option(False, "Unreadable image files are an error instead of skipped.", MACHINE)
     precision_used: str | None = option(None, "What 'auto' precision resolved to on the machine that trained.",
                                         RECORD)
+
+    def validation_seed(self) -> int:
+        """The seed of the validation split carved from train: --val-seed, else --seed."""
+        return self.seed if self.val_seed is None else self.val_seed
 
     def identity(self) -> dict:
         """The values that make this run what it is (IDENTITY fields), numbers normalised by type."""
@@ -244,10 +251,22 @@ def resolve(cfg: RunConfig) -> RunConfig:
 def resolve_val_split(cfg: RunConfig, has_validation: bool) -> RunConfig:
     """Turn val_split 'auto' into 'given' or 'train' for this data; refuse 'given' without one."""
     if cfg.val_split == "auto":
-        return replace(cfg, val_split="given" if has_validation else "train")
+        cfg = replace(cfg, val_split="given" if has_validation else "train")
     if cfg.val_split == "given" and not has_validation:
         raise UserError("--val-split given needs data with its own validation split (e.g. fer2013.csv PublicTest)")
+    if cfg.val_seed is not None and cfg.val_split != "train":
+        raise UserError(f"--val-seed applies to a validation split carved from train, not to --val-split {cfg.val_split}")
     return cfg
+
+
+def validation_images(config: dict) -> dict:
+    """What decides which images a run (its config.json) was validated on: the kind of split and, for
+    one carved from train, its fraction and seed. Runs with equal values were validated on the same images."""
+    if config["val_split"] != "train":
+        return {"val_split": config["val_split"]}
+    seed = config.get("val_seed")
+    return {"val_split": "train", "val_fraction": config["val_fraction"],
+            "validation seed": config["seed"] if seed is None else seed}
 
 
 def class_weights(cfg: RunConfig, labels: np.ndarray) -> dict[int, float] | None:

@@ -17,7 +17,7 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
-from .config import TTA_MODES
+from .config import TTA_MODES, validation_images
 from .data.batches import predict
 from .data.classes import classes_tag, parse_classes
 from .errors import UserError
@@ -34,10 +34,8 @@ from .run import (
 
 log = logging.getLogger(__name__)
 
-# what members must share: the same classes on the same images, validated on the same images
-# (a member's validation images must be images no other member trained on)
+# what members must share besides classes and validation images: the same training and test images
 SHARED_DATA = ("train_sha256", "test_sha256")
-SHARED_VALIDATION = ("val_split", "val_fraction")
 
 
 def _read(run_dir: Path, name: str) -> dict:
@@ -82,19 +80,21 @@ def check_compatible(members: list[Path]) -> None:
             if data[key] != first_data[key]:
                 raise UserError(f"{other.name} and {first.name} were trained or tested on different images "
                                 f"({key.removesuffix('_sha256')} data differs)")
-        for key in SHARED_VALIDATION + (("seed",) if first_config["val_split"] == "train" else ()):
-            if config[key] != first_config[key]:
-                raise UserError(f"{other.name} and {first.name} were validated on different images ({key} "
-                                f"{config[key]} vs {first_config[key]}): one trained on the other's validation images, "
-                                "so the ensemble could not be calibrated or judged on them honestly; ensemble runs "
-                                "with the same validation split (same --seed when --val-split is train)")
+        theirs, ours = validation_images(config), validation_images(first_config)
+        if theirs != ours:
+            key = next(k for k in ours if theirs.get(k) != ours[k])
+            raise UserError(f"{other.name} and {first.name} were validated on different images ({key} "
+                            f"{theirs.get(key)} vs {ours[key]}): one trained on the other's validation images, so the "
+                            "ensemble could not be calibrated or judged on them honestly; ensemble runs with the same "
+                            "validation split (train members of different --seed with one --val-seed)")
 
 
-def ensemble_id(members: list[Path], class_names: list[str], image_size, seed: int) -> str:
-    """Readable id (classes, input size, seed) plus a hash of the member run ids and the results format."""
+def ensemble_id(members: list[Path], classes: str, image_size: str, seed: int) -> str:
+    """Readable id (classes as the members name them, input size, validation seed) plus a hash of the
+    member run ids and the results format."""
     identity = {"members": sorted(m.name for m in members), "results_format": RESULTS_FORMAT}
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
-    return f"ensemble-{classes_tag(parse_classes(','.join(class_names)))}-{image_size}px-s{seed}-{digest}"
+    return f"ensemble-{classes_tag(parse_classes(classes))}-{image_size}px-s{seed}-{digest}"
 
 
 def _shared_or_each(values: list):
@@ -107,8 +107,12 @@ def ensemble_config(configs: list[dict], members: list[Path], cfg) -> dict:
     of the members' values (so `compare` shows how they differ), then what makes it an ensemble."""
     keys = sorted(set().union(*configs) - {"members", "results_format"})
     merged = {key: _shared_or_each([c.get(key) for c in configs]) for key in keys}
-    merged.update(model="ensemble", members=[m.name for m in members], data=cfg.data, seed=cfg.seed, tta=cfg.tta,
-                  precision_used=cfg.precision_used, results_format=RESULTS_FORMAT)
+    seeds = merged.pop("seed")
+    if isinstance(seeds, list):
+        merged["member_seeds"] = seeds
+    # its seed is its validation split's (what compare pairs and pools by; what re-scoring splits by)
+    merged.update(model="ensemble", members=[m.name for m in members], data=cfg.data, seed=cfg.validation_seed(),
+                  val_seed=None, tta=cfg.tta, precision_used=cfg.precision_used, results_format=RESULTS_FORMAT)
     return merged
 
 
@@ -130,14 +134,13 @@ def make_ensemble(runs: list[str], output: Path = Path("results"), tta: str | No
     member_metrics = [_read(m, "metrics.json") for m in members]
     if tta is not None and tta not in TTA_MODES:
         raise UserError(f"--tta must be one of {', '.join(TTA_MODES)}, got {tta!r}")
+    cfg, dataset = load_recorded_run(members[0])
     image_size = "+".join(sorted({str(c["image_size"]) for c in configs}, key=int))
-    seed = configs[0]["seed"]  # the same for all when validation is carved from train (checked)
-    run_dir = Path(output) / ensemble_id(members, member_metrics[0]["classes"], image_size, seed)
+    run_dir = Path(output) / ensemble_id(members, cfg.classes, image_size, cfg.validation_seed())
     if is_complete(run_dir) and not force:
         log.info("already complete: %s (use --force to redo it)", run_dir)
         return run_dir
 
-    cfg, dataset = load_recorded_run(members[0])
     precisions = [c.get("precision_used") or "float32" for c in configs]
     cfg = replace(cfg, model="ensemble", tta=tta or cfg.tta or "none",  # (the policy only of layers built anew:
                   precision_used=_shared_or_each(precisions) if len(set(precisions)) == 1 else "float32")  # none)

@@ -74,7 +74,7 @@ def test_teacher_counts_by_run_id_whether_named_by_folder_or_id(runs):
 def test_teachers_that_saw_other_images_are_refused(cli, runs, tmp_path):
     out, teacher, _, other_seed = runs
     cases = [
-        (("--seed", "4", "--teacher", teacher.name, "--distill", "0.5"), "validated on other images (seed 5 vs 4)"),
+        (("--seed", "4", "--teacher", teacher.name, "--distill", "0.5"), "validated on other images (validation seed 5 vs 4)"),
         (("--seed", "5", "--teacher", other_seed.name, "--distill", "0.5"), "validated on other images"),
         (("--seed", "5", "--teacher", teacher.name), "go together"),
         (("--seed", "5", "--teacher", "nope", "--distill", "0.5"), "no such run folder"),

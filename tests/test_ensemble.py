@@ -25,6 +25,26 @@ def results(tmp_path_factory):
     return out, first, second, other_seed
 
 
+def test_members_of_other_seeds_validated_on_the_same_images_make_an_ensemble(cli, results):
+    out, first, _, _ = results
+    seed_4 = execute(RunConfig(epochs=2, seed=4, val_seed=3), output=out)
+    code, stdout, err = cli("ensemble", first.name, seed_4.name, "--output", out)
+    assert code == 0, err
+    run_dir = out / stdout.split("run folder: ")[1].splitlines()[0].split("/")[-1]
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["seed"] == 3 and config["member_seeds"] == [3, 4] and config["val_seed"] is None
+    assert run_dir.name.startswith("ensemble-happy-sad-48px-s3-")
+    first_metrics, ensemble_metrics = (json.loads((d / "metrics.json").read_text()) for d in (first, run_dir))
+    assert ensemble_metrics["validation_images"] == first_metrics["validation_images"]
+    assert ensemble_metrics["validation"] == first_metrics["validation"] == "10% stratified of train (seed 3)"
+    from fer_bench.run import load_recorded_run
+    from fer_bench.training.harness import StageData, pixels_of
+
+    (cfg_3, data_3), (cfg_4, data_4) = load_recorded_run(first), load_recorded_run(seed_4)
+    np.testing.assert_array_equal(StageData(cfg_3, data_3, pixels_of(data_3)).x_val,
+                                  StageData(cfg_4, data_4, pixels_of(data_4)).x_val)
+
+
 def _probabilities(run_dir, classes=("happy", "sad")):
     table = pd.read_csv(run_dir / "predictions.csv")
     return table[[f"p_{c}" for c in classes]].to_numpy()
@@ -94,7 +114,7 @@ def test_members_must_answer_the_same_question_on_the_same_images(cli, results, 
     code, _, err = cli("ensemble", first.name, first.name, "--output", out)
     assert code == 2 and "at least two different runs" in err
     code, _, err = cli("ensemble", first.name, other_seed.name, "--output", out)
-    assert code == 2 and "validated on different images (seed 4 vs 3)" in err and "Traceback" not in err
+    assert code == 2 and "validated on different images (validation seed 4 vs 3)" in err and "Traceback" not in err
     seven = execute(RunConfig(epochs=1, seed=3, classes="happy,sad,neutral"), output=out)
     code, _, err = cli("ensemble", first.name, seven.name, "--output", out)
     assert code == 2 and "must answer the same question" in err
@@ -108,3 +128,9 @@ def test_members_must_answer_the_same_question_on_the_same_images(cli, results, 
     code, _, err = cli("ensemble", first.name, "no-such-run", "--output", out)
     assert code == 2 and "no-such-run" in err
     assert not list(out.glob("ensemble-*")) or all((d / "complete.json").exists() for d in out.glob("ensemble-*"))
+
+
+def test_val_seed_only_applies_to_a_split_carved_from_train(cli, tmp_path):
+    code, _, err = cli("run", "--epochs", "1", "--val-split", "test", "--val-seed", "3", "--output", tmp_path)
+    assert code == 2 and "--val-seed applies to a validation split carved from train" in err
+    assert not list(tmp_path.iterdir())

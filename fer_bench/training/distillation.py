@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
+from ..config import validation_images
 from ..data.batches import predict
 from ..data.dataset import Dataset, cache_dir
 from ..errors import UserError
@@ -48,12 +50,12 @@ def check_teacher(teacher_dir: Path, cfg, dataset: Dataset) -> None:
     if config["val_split"] == "test":
         raise UserError(f"teacher {name} chose its checkpoint on the test split; it would carry the test split "
                         "into the student")
-    shared = ("val_split", "val_fraction") + (("seed",) if cfg.val_split == "train" else ())
-    for key in shared:
-        if config[key] != getattr(cfg, key):
-            raise UserError(f"teacher {name} was validated on other images ({key} {config[key]} vs {getattr(cfg, key)}): "
-                            "it trained on some of this run's validation images; distil from a teacher with the "
-                            "same validation split (same --seed when --val-split is train)")
+    theirs, ours = validation_images(config), validation_images(asdict(cfg))
+    if theirs != ours:
+        key = next(k for k in ours if theirs.get(k) != ours[k])
+        raise UserError(f"teacher {name} was validated on other images ({key} {theirs.get(key)} vs {ours[key]}): "
+                        "it trained on some of this run's validation images; distil from a teacher with the same "
+                        "validation split (the same --val-seed, which defaults to --seed, when it is carved from train)")
 
 
 def teacher_probabilities(teacher_dir: Path, dataset: Dataset) -> np.ndarray:

@@ -67,7 +67,7 @@ class StageData:
         x_train = to_input("train")
         self.x_test = to_input("test")
         if cfg.val_split == "train":
-            fit_idx, val_idx = split_validation(dataset.train.labels, cfg.val_fraction, cfg.seed)
+            fit_idx, val_idx = split_validation(dataset.train.labels, cfg.val_fraction, cfg.validation_seed())
             x_val, val_labels = x_train[val_idx], dataset.train.labels[val_idx]
         else:  # 'test' (the seed's protocol) or 'given' (the data's own validation split)
             fit_idx = np.arange(len(dataset.train))
@@ -194,7 +194,7 @@ def validation_description(cfg: RunConfig) -> str:
     return {
         "test": "test split (the seed's protocol: checkpoint chosen on the reported split)",
         "given": "the data's own validation split",
-        "train": f"{cfg.val_fraction:.0%} stratified of train (seed {cfg.seed})",
+        "train": f"{cfg.val_fraction:.0%} stratified of train (seed {cfg.validation_seed()})",
     }[cfg.val_split]
 
 
