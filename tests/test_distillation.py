@@ -37,7 +37,7 @@ def _accuracy(run_dir):
     return json.loads((run_dir / "metrics.json").read_text())["accuracy"]
 
 
-def test_the_student_learns_the_teachers_probabilities(runs, monkeypatch):
+def test_the_student_learns_the_teachers_probabilities(runs, cli, tmp_path):
     out, teacher, swapped, _ = runs
     assert _accuracy(teacher) > 0.85
     student = execute(RunConfig(epochs=4, seed=5, teacher=str(swapped), distill=1.0), output=out)
@@ -56,6 +56,12 @@ def test_the_student_learns_the_teachers_probabilities(runs, monkeypatch):
     assert len(list((cache_dir() / "teachers").glob("swapped-teacher-*.npz"))) == 1
     half = execute(RunConfig(epochs=4, seed=5, teacher=str(teacher), distill=0.5), output=out)
     assert _accuracy(half) > 0.85  # a good teacher at half weight keeps the student right
+    code, _, err = cli("compare", student, half, teacher, "--out", tmp_path / "cmp")
+    assert code == 0, err
+    rows = (tmp_path / "cmp" / "comparison.md").read_text().splitlines()
+    header = [c.strip() for c in next(r for r in rows if r.startswith("| model")).split("|")]
+    student_row = [c.strip() for c in next(r for r in rows if "swapped-teacher" in r).split("|")]
+    assert student_row[header.index("teacher")] == "swapped-teacher"  # by run id, not its folder's path
 
 
 def test_teacher_counts_by_run_id_whether_named_by_folder_or_id(runs):

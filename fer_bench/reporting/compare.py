@@ -79,6 +79,8 @@ class Run:
         value = self.config.get(key)
         if value is None:
             return "synthetic" if key == "data" else "-"
+        if key == "teacher":
+            return Path(value).name  # its run id (config.json keeps where its folder was)
         return " + ".join(map(str, value)) if isinstance(value, list) else value  # an ensemble's members' values
 
 
