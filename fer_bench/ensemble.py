@@ -142,8 +142,9 @@ def make_ensemble(runs: list[str], output: Path = Path("results"), tta: str | No
         return run_dir
 
     precisions = [c.get("precision_used") or "float32" for c in configs]
-    cfg = replace(cfg, model="ensemble", tta=tta or cfg.tta or "none",  # (the policy only of layers built anew:
-                  precision_used=_shared_or_each(precisions) if len(set(precisions)) == 1 else "float32")  # none)
+    # (a global precision policy only shapes layers built anew; the members' layers keep their own)
+    cfg = replace(cfg, model="ensemble", tta=tta or cfg.tta or "none",
+                  precision_used=precisions[0] if len(set(precisions)) == 1 else "float32")
     temperatures = []
     for member in members:
         calibration = member / CALIBRATION_FILE
