@@ -269,6 +269,13 @@ def validation_images(config: dict) -> dict:
             "validation seed": config["seed"] if seed is None else seed}
 
 
+def validation_difference(theirs: dict, ours: dict) -> str | None:
+    """How two runs' (config.json) validation images differ, e.g. 'validation seed 4 vs 3'; None if they are the same."""
+    a, b = validation_images(theirs), validation_images(ours)
+    key = next((k for k in b if a.get(k) != b[k]), None)
+    return None if key is None else f"{key} {a.get(key)} vs {b[key]}"
+
+
 def class_weights(cfg: RunConfig, labels: np.ndarray) -> dict[int, float] | None:
     """sklearn's 'balanced' class weights when asked for, else None."""
     if cfg.class_weight != "balanced":

@@ -17,7 +17,7 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
-from .config import TTA_MODES, validation_images
+from .config import TTA_MODES, validation_difference, validation_images
 from .data.batches import predict
 from .data.classes import classes_tag, parse_classes
 from .errors import UserError
@@ -26,6 +26,7 @@ from .reporting.calibration import CALIBRATION_FILE
 from .run import (
     COMPLETE_MARKER,
     RESULTS_FORMAT,
+    find_complete_run,
     is_complete,
     is_stale,
     library_versions,
@@ -46,47 +47,41 @@ def member_dirs(runs: list[str], results: Path) -> list[Path]:
     """The complete run folders named (folders, or run ids in `results`), without repeats, in id order."""
     found = []
     for run in runs:
-        candidates = [c for c in (Path(run), Path(results) / run) if (c / "config.json").exists()]
-        if not candidates:
-            raise UserError(f"not a run folder or a run id in {results}: {run}")
-        run_dir = candidates[0].resolve()
-        if not is_complete(run_dir):
-            raise UserError(f"run {run_dir.name} is not complete; finish it first")
+        run_dir = find_complete_run(run, results, "ensemble member")
         if is_stale(run_dir):
             raise UserError(f"run {run_dir.name} was written in an older results format; run it again first")
         found.append(run_dir)
     found = sorted(set(found), key=lambda d: d.name)
     if len(found) < 2:
         raise UserError("an ensemble needs at least two different runs")
-    names = {d.name for d in found}
-    for run_dir in found:
-        inside = names & set(_read(run_dir, "config.json").get("members", []))
-        if inside:
-            raise UserError(f"{sorted(inside)[0]} is already a member of {run_dir.name}; name each run once")
     return found
 
 
-def check_compatible(members: list[Path]) -> None:
-    """UserError unless every member has the same classes, the same train and test images and the same
-    validation images (so none of them trained on the images the ensemble is calibrated on)."""
-    first = members[0]
-    first_config, first_data, first_metrics = (_read(first, n) for n in ("config.json", "data.json", "metrics.json"))
-    for other in members[1:]:
-        config, data, metrics = (_read(other, n) for n in ("config.json", "data.json", "metrics.json"))
-        if metrics["classes"] != first_metrics["classes"]:
-            raise UserError(f"{other.name} has classes {metrics['classes']}, {first.name} {first_metrics['classes']}: "
+def check_compatible(members: list[Path], configs: list[dict], metrics: list[dict]) -> None:
+    """UserError unless no member is inside another and every member has the same classes, the same train
+    and test images and the same validation images (so none of them trained on the images the ensemble
+    is calibrated on)."""
+    names = {m.name for m in members}
+    for member, config in zip(members, configs):
+        inside = names & set(config.get("members", []))
+        if inside:
+            raise UserError(f"{sorted(inside)[0]} is already a member of {member.name}; name each run once")
+    first, first_data = members[0], _read(members[0], "data.json")
+    for other, config, other_metrics in zip(members[1:], configs[1:], metrics[1:]):
+        if other_metrics["classes"] != metrics[0]["classes"]:
+            raise UserError(f"{other.name} has classes {other_metrics['classes']}, {first.name} {metrics[0]['classes']}: "
                             "an ensemble's members must answer the same question")
+        data = _read(other, "data.json")
         for key in SHARED_DATA:
             if data[key] != first_data[key]:
                 raise UserError(f"{other.name} and {first.name} were trained or tested on different images "
                                 f"({key.removesuffix('_sha256')} data differs)")
-        theirs, ours = validation_images(config), validation_images(first_config)
-        if theirs != ours:
-            key = next(k for k in ours if theirs.get(k) != ours[k])
-            raise UserError(f"{other.name} and {first.name} were validated on different images ({key} "
-                            f"{theirs.get(key)} vs {ours[key]}): one trained on the other's validation images, so the "
-                            "ensemble could not be calibrated or judged on them honestly; ensemble runs with the same "
-                            "validation split (train members of different --seed with one --val-seed)")
+        difference = validation_difference(config, configs[0])
+        if difference:
+            raise UserError(f"{other.name} and {first.name} were validated on different images ({difference}): one "
+                            "trained on the other's validation images, so the ensemble could not be calibrated or "
+                            "judged on them honestly; ensemble runs with the same validation split (train members "
+                            "of different --seed with one --val-seed)")
 
 
 def ensemble_id(members: list[Path], classes: str, image_size: str, seed: int) -> str:
@@ -128,19 +123,20 @@ def make_ensemble(runs: list[str], output: Path = Path("results"), tta: str | No
         validation_description,
     )
 
-    members = member_dirs(runs, output)
-    check_compatible(members)
-    configs = [_read(m, "config.json") for m in members]
-    member_metrics = [_read(m, "metrics.json") for m in members]
     if tta is not None and tta not in TTA_MODES:
         raise UserError(f"--tta must be one of {', '.join(TTA_MODES)}, got {tta!r}")
-    cfg, dataset = load_recorded_run(members[0])
+    members = member_dirs(runs, output)
+    configs = [_read(m, "config.json") for m in members]
+    member_metrics = [_read(m, "metrics.json") for m in members]
+    check_compatible(members, configs, member_metrics)
     image_size = "+".join(sorted({str(c["image_size"]) for c in configs}, key=int))
-    run_dir = Path(output) / ensemble_id(members, cfg.classes, image_size, cfg.validation_seed())
+    validation_seed = validation_images(configs[0]).get("validation seed", configs[0]["seed"])
+    run_dir = Path(output) / ensemble_id(members, configs[0]["classes"], image_size, validation_seed)
     if is_complete(run_dir) and not force:
         log.info("already complete: %s (use --force to redo it)", run_dir)
         return run_dir
 
+    cfg, dataset = load_recorded_run(members[0])
     precisions = [c.get("precision_used") or "float32" for c in configs]
     # (a global precision policy only shapes layers built anew; the members' layers keep their own)
     cfg = replace(cfg, model="ensemble", tta=tta or cfg.tta or "none",

@@ -107,6 +107,17 @@ def find_run_dirs(paths: list[Path]) -> tuple[list[Path], list[Path]]:
     return complete, incomplete
 
 
+def find_complete_run(name: str, results: Path, role: str) -> Path:
+    """The complete run folder `name` names (a folder, or a run id in `results`), resolved; `role` (e.g.
+    '--teacher') starts the one-line error when there is none or it is not complete."""
+    for candidate in (Path(name), Path(results) / name):
+        if (candidate / "config.json").exists():
+            if not is_complete(candidate):
+                raise UserError(f"{role} {candidate.name} is not complete; finish it first")
+            return candidate.resolve()
+    raise UserError(f"{role} {name}: no such run folder or run id in {results}")
+
+
 class RunLocked(UserError):
     """Another process is training this run right now."""
 
@@ -136,12 +147,12 @@ def execute(cfg: RunConfig, output: Path = Path("results"), force: bool = False,
     cfg = resolve(cfg)
     dataset = load_run_data(cfg)
     cfg = resolve_val_split(cfg, dataset.validation is not None)
-    if cfg.teacher is not None:
-        from .training.distillation import check_teacher, find_teacher
-
-        cfg = replace(cfg, teacher=str(find_teacher(cfg.teacher, output)))
-        check_teacher(Path(cfg.teacher), cfg, dataset)
     fingerprint = dataset.fingerprint()
+    if cfg.teacher is not None:
+        from .training.distillation import check_teacher
+
+        cfg = replace(cfg, teacher=str(find_complete_run(cfg.teacher, output, "--teacher")))
+        check_teacher(Path(cfg.teacher), cfg, dataset.class_names, fingerprint["train_sha256"])
     run_dir = Path(output) / run_id(cfg, fingerprint)
     if is_complete(run_dir) and not force:
         log.info("already complete: %s (use --force to redo it)", run_dir)

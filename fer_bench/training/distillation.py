@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import validation_images
+from ..config import validation_difference
 from ..data.batches import predict
 from ..data.dataset import Dataset, cache_dir
 from ..errors import UserError
@@ -28,34 +28,23 @@ from ..reporting.calibration import CALIBRATION_FILE, apply_temperature
 log = logging.getLogger(__name__)
 
 
-def find_teacher(teacher: str, output: Path) -> Path:
-    """The teacher's complete run folder: a folder, or a run id in `output`."""
-    for candidate in (Path(teacher), Path(output) / teacher):
-        if (candidate / "config.json").exists():
-            if not (candidate / "complete.json").exists():
-                raise UserError(f"teacher run {candidate.name} is not complete; finish it first")
-            return candidate.resolve()
-    raise UserError(f"--teacher {teacher}: no such run folder or run id in {output}")
-
-
-def check_teacher(teacher_dir: Path, cfg, dataset: Dataset) -> None:
-    """UserError unless the teacher knows the same classes, trained on the same images and was validated
-    on the student's validation images (not on the test split)."""
+def check_teacher(teacher_dir: Path, cfg, class_names: tuple[str, ...], train_sha256: str) -> None:
+    """UserError unless the teacher knows the run's classes, trained on its training images (by
+    fingerprint) and was validated on the run's validation images (not on the test split)."""
     config, data, metrics = (json.loads((teacher_dir / n).read_text()) for n in ("config.json", "data.json", "metrics.json"))
     name = teacher_dir.name
-    if tuple(metrics["classes"]) != tuple(dataset.class_names):
-        raise UserError(f"teacher {name} knows {', '.join(metrics['classes'])}, the run {', '.join(dataset.class_names)}")
-    if data["train_sha256"] != dataset.fingerprint()["train_sha256"]:
+    if tuple(metrics["classes"]) != tuple(class_names):
+        raise UserError(f"teacher {name} knows {', '.join(metrics['classes'])}, the run {', '.join(class_names)}")
+    if data["train_sha256"] != train_sha256:
         raise UserError(f"teacher {name} was trained on other images than this run's training split")
     if config["val_split"] == "test":
         raise UserError(f"teacher {name} chose its checkpoint on the test split; it would carry the test split "
                         "into the student")
-    theirs, ours = validation_images(config), validation_images(asdict(cfg))
-    if theirs != ours:
-        key = next(k for k in ours if theirs.get(k) != ours[k])
-        raise UserError(f"teacher {name} was validated on other images ({key} {theirs.get(key)} vs {ours[key]}): "
-                        "it trained on some of this run's validation images; distil from a teacher with the same "
-                        "validation split (the same --val-seed, which defaults to --seed, when it is carved from train)")
+    difference = validation_difference(config, asdict(cfg))
+    if difference:
+        raise UserError(f"teacher {name} was validated on other images ({difference}): it trained on some of this "
+                        "run's validation images; distil from a teacher with the same validation split (the same "
+                        "--val-seed, which defaults to --seed, when it is carved from train)")
 
 
 def teacher_probabilities(teacher_dir: Path, dataset: Dataset) -> np.ndarray:

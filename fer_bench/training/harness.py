@@ -113,7 +113,8 @@ def _train_transfer(built: BuiltModel, cfg, dataset, settings, run_dir):
         params["feature_extraction_seconds"] += seconds
         return features
 
-    data = StageData(cfg, dataset, features_of, teacher_of(cfg, dataset))
+    teacher = teacher_of(cfg, dataset)
+    data = StageData(cfg, dataset, features_of, teacher)
     adapt_feature_norm(built, data.x_fit)
     history = data.fit(built.head, settings, run_dir, run_dir / "head.keras")
     built.head.set_weights(load_saved_model(run_dir / "head.keras").get_weights())
@@ -128,7 +129,7 @@ def _train_transfer(built: BuiltModel, cfg, dataset, settings, run_dir):
         save_model(run_dir / "best.keras", built.full)
     log.info("finetune: unfroze %d layers of %s's top block(s)", unfreeze_top(built), cfg.model)
     params.update(count_params(built.full))
-    pixels = StageData(cfg, dataset, pixels_of(dataset), teacher_of(cfg, dataset))
+    pixels = StageData(cfg, dataset, pixels_of(dataset), teacher)
     tuned = pixels.fit(with_augmentation(built.full, cfg.augment, cfg.seed),
                        replace(settings, epochs=cfg.finetune_epochs, learning_rate=cfg.finetune_learning_rate, warmup_epochs=0,
                                clipnorm=FINETUNE_CLIPNORM),
