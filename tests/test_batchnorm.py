@@ -1,6 +1,6 @@
 """The fused BatchNormalization is Keras' BatchNormalization computed faster: the same outputs,
-gradients and moving statistics in float32 and bfloat16, the fused kernel actually used while training,
-and a saved model that loads in safe mode. It runs TensorFlow kernels that could crash natively, so
+gradients and moving statistics in float32 and bfloat16, the fused kernel actually used while training
+and for inference, and a saved model that loads in safe mode. It runs TensorFlow kernels that could crash natively, so
 the comparison runs in a subprocess."""
 
 import json
@@ -36,8 +36,9 @@ for policy in ("float32", "mixed_bfloat16"):
 keras.mixed_precision.set_global_policy("float32")
 layer = FusedBatchNormalization()
 layer.build(x.shape)
-graph = tf.function(lambda t: layer(t, training=True)).get_concrete_function(x).graph
-report["fused_ops"] = sorted({op.type for op in graph.get_operations() if "BatchNorm" in op.type})
+for mode in (True, False):
+    graph = tf.function(lambda t: layer(t, training=mode)).get_concrete_function(x).graph
+    report[f"fused_ops_training_{mode}"] = sorted({op.type for op in graph.get_operations() if "BatchNorm" in op.type})
 inputs = keras.Input((6, 6, 5))
 model = keras.Model(inputs, FusedBatchNormalization()(inputs))
 model.save(sys.argv[1])
@@ -57,5 +58,43 @@ def test_fused_batchnorm_equals_keras_batchnorm_and_uses_the_fused_kernel(tmp_pa
         assert error < 1e-4, f"float32 {name}: relative difference {error}"
     for name, error in report["mixed_bfloat16"].items():
         assert error < 2e-2, f"bfloat16 {name}: relative difference {error}"
-    assert report["fused_ops"] == ["FusedBatchNormV3"]
+    assert report["fused_ops_training_True"] == report["fused_ops_training_False"] == ["FusedBatchNormV3"]
     assert report["loaded_class"] == "FusedBatchNormalization" and report["loaded_same"]
+
+
+BASE = """
+import json
+import numpy as np, keras
+from keras import layers
+from fer_bench.models import create_model
+from fer_bench.models.batchnorm import FusedBatchNormalization
+from fer_bench.training.precision import precision_policy
+report = {}
+for precision in ("float32", "bfloat16"):
+    with precision_policy(precision):
+        keras.utils.set_random_seed(0)
+        built = create_model("resnet50", 2, 32, weights="none")
+        rng = np.random.default_rng(0)
+        for layer in built.base.layers:  # non-trivial moving statistics, so normalising matters
+            if isinstance(layer, layers.BatchNormalization):
+                layer.moving_mean.assign(rng.normal(0, 0.5, layer.moving_mean.shape))
+                layer.moving_variance.assign(rng.uniform(0.5, 2, layer.moving_variance.shape))
+        plain = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3))
+        plain.set_weights(built.base.get_weights())
+        x = rng.uniform(-100, 150, (4, 32, 32, 3)).astype("float32")
+        ours, theirs = (np.asarray(m(x, training=False), "float32") for m in (built.base, plain))
+        report[precision] = float(np.max(np.abs(ours - theirs)) / np.max(np.abs(theirs)))
+        report["fused_layers"] = sum(type(layer) is FusedBatchNormalization for layer in built.base.layers)
+        report["keras_layers"] = sum(type(layer) is layers.BatchNormalization for layer in plain.layers)
+        report["frozen"] = not built.base.trainable and not any(w.trainable for w in built.base.weights)
+print(json.dumps(report))
+"""
+
+
+def test_transfer_base_normalises_with_the_fused_layer_and_gives_keras_features():
+    done = subprocess.run([sys.executable, "-c", BASE], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["fused_layers"] == report["keras_layers"] == 53  # every BatchNormalization of ResNet50
+    assert report["frozen"]
+    assert report["float32"] < 1e-4 and report["bfloat16"] < 3e-2, report

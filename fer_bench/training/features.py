@@ -17,7 +17,7 @@ from ..files import save_npz
 from .fit import as_model_input
 
 log = logging.getLogger(__name__)
-_CACHE_VERSION = "2"  # bump when the cache file's contents change
+_CACHE_VERSION = "3"  # bump when the cache file's contents change
 
 
 def weights_key(weights: str, seed: int) -> str:
