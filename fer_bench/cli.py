@@ -56,7 +56,7 @@ def run(**options):
     """Train and evaluate one model; writes a complete run folder and prints its headline metrics."""
     output, force = options.pop("output"), options.pop("force")
     from .config import RunConfig
-    from .run import execute
+    from .runs.run import execute
 
     run_dir = execute(RunConfig(**options), output=output, force=force)
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -86,7 +86,7 @@ def experiment(
     no_compare: bool = typer.Option(False, "--no-compare", help="Do not write the comparison at the end."),
 ):
     """Run a grid of runs (skipping complete ones), then write its comparison."""
-    from .experiment import (
+    from .runs.experiment import (
         estimated_seconds,
         find_experiment_file,
         load_experiment,
@@ -132,7 +132,7 @@ def experiment(
         typer.echo(summary)
         return
     if jobs > 1:
-        from .workers import run_workers
+        from .runs.workers import run_workers
 
         codes = run_workers(path, jobs, data, output, echo=typer.echo)
         if any(codes):
@@ -154,7 +154,7 @@ def _duration(seconds: float) -> str:
 
 def _write_comparison(run_dirs: list[Path], out: Path, baseline: str | None = None, where: list[str] = ()) -> None:
     from .reporting.compare import compare
-    from .run import RESULTS_FORMAT
+    from .run_folder import RESULTS_FORMAT
 
     result = compare(run_dirs, out, baseline, where)
     for run_dir in result.incomplete:
@@ -177,7 +177,7 @@ def tune_command(
 ):
     """Search run options with Optuna (TPE, median pruning per epoch), scored on validation only; every
     trial is a run in --output; prints the best options as an experiment file."""
-    from .tune import load_space, tune
+    from .runs.tune import load_space, tune
 
     if trials < 1:
         raise UserError("--trials must be at least 1")
@@ -202,7 +202,7 @@ def ensemble_command(
 ):
     """Average runs' calibrated probabilities into a new run folder that compare, evaluate, predict and app
     take like any run; its training cost is the sum of its members'."""
-    from .ensemble import make_ensemble
+    from .runs.ensemble import make_ensemble
 
     run_dir = make_ensemble(runs, output, tta, force)
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -234,7 +234,7 @@ def compare_command(
 ):
     """Tabulate complete runs, one table per test set, with 95% CIs and McNemar tests against a baseline;
     writes MD, CSV, LaTeX, PNGs."""
-    from .experiment import find_experiment_file, load_experiment, plan
+    from .runs.experiment import find_experiment_file, load_experiment, plan
 
     run_dirs, name = [], "comparison"
     for source in sources or [str(results)]:
@@ -312,7 +312,7 @@ def evaluate_command(
     if tta not in TTA_MODES:
         raise UserError(f"--tta must be one of {', '.join(TTA_MODES)}, got {tta!r}")
     if data is None:
-        from .run import rescore_run
+        from .runs.run import rescore_run
 
         if run == "bundled" or classes:
             raise UserError("--data is needed for the bundled model and with --classes")
@@ -354,7 +354,7 @@ def calibrate_command(
     """Fit a run's temperature on its validation split again (runs train with one; this is for older
     runs and the bundled model): writes calibration.json and reliability.png."""
     from .models.saved import bundled_run_dir
-    from .run import calibrate_run
+    from .runs.run import calibrate_run
 
     summary = calibrate_run(bundled_run_dir() if run == "bundled" else Path(run), None if data is None else str(data))
     typer.echo(f"temperature {summary['temperature']:.3f} (fitted on the {summary['fitted_on']}); expected "
@@ -433,8 +433,8 @@ def benchmark_command(
 
     sizes = [int(v) for v in image_size.split(",")] if image_size else None
     if train:
+        from .benchmarks.training_speed import train_benchmark
         from .config import PRECISIONS
-        from .train_benchmark import train_benchmark
         from .training.precision import resolve_precision
 
         names = [m.strip() for m in (models or "scratch,vggnet").split(",") if m.strip()]
@@ -461,9 +461,9 @@ def benchmark_command(
             table.to_csv(output, index=False)
             plot_train_benchmark(table, output.with_suffix(".png"))
         return
-    from .benchmark import benchmark
+    from .benchmarks.frozen_features import benchmark
     from .config import RunConfig
-    from .run import load_run_data
+    from .runs.run import load_run_data
 
     names = [m.strip() for m in (models or "vgg16,resnet50,inceptionv3").split(",") if m.strip()]
     size = (sizes or [244])[0]

@@ -146,7 +146,7 @@ def test_bad_experiment_files(cli, tmp_path, toml, fragment):
 
 def test_predict_refuses_bomb_and_reads_odd_modes(cli, tmp_path):
     from fer_bench.config import RunConfig
-    from fer_bench.run import execute
+    from fer_bench.runs.run import execute
 
     run_dir = execute(RunConfig(epochs=1), output=tmp_path / "r")
     code, _, err = cli("predict", png_bomb(tmp_path / "bomb.png"), "--run", run_dir)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fer_bench.run import COMPLETE_MARKER
+from fer_bench.run_folder import COMPLETE_MARKER
 
 EPOCHS = 4
 
@@ -71,7 +71,8 @@ def test_two_concurrent_starts_of_one_run_train_it_once(tmp_path):
 def test_a_run_locked_by_another_process_is_refused_with_one_line(tmp_path):
     """Deterministic form of the race: this process holds the run's lock while another starts the run."""
     from fer_bench.config import RunConfig, resolve, resolve_val_split
-    from fer_bench.run import load_run_data, run_id, run_lock
+    from fer_bench.run_folder import run_lock
+    from fer_bench.runs.run import load_run_data, run_id
 
     out = tmp_path / "results"
     cfg = resolve(RunConfig(epochs=EPOCHS))

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fer_bench.run import RunConfig, execute
+from fer_bench.runs.run import RunConfig, execute
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def test_the_student_learns_the_teachers_probabilities(runs, cli, tmp_path):
 
 def test_teacher_counts_by_run_id_whether_named_by_folder_or_id(runs):
     from fer_bench.config import resolve
-    from fer_bench.run import load_run_data, run_id
+    from fer_bench.runs.run import load_run_data, run_id
 
     out, teacher, _, _ = runs
     ids = []

@@ -10,7 +10,7 @@ import pytest
 from conftest import write_faces
 
 from fer_bench.reporting.calibration import apply_temperature
-from fer_bench.run import RunConfig, execute
+from fer_bench.runs.run import RunConfig, execute
 
 ASTRONAUT = Path(__file__).parent / "fixtures" / "astronaut.jpg"
 
@@ -37,7 +37,7 @@ def test_members_of_other_seeds_validated_on_the_same_images_make_an_ensemble(cl
     first_metrics, ensemble_metrics = (json.loads((d / "metrics.json").read_text()) for d in (first, run_dir))
     assert ensemble_metrics["validation_images"] == first_metrics["validation_images"]
     assert ensemble_metrics["validation"] == first_metrics["validation"] == "10% stratified of train (seed 3)"
-    from fer_bench.run import load_recorded_run
+    from fer_bench.runs.run import load_recorded_run
     from fer_bench.training.harness import StageData, pixels_of
 
     (cfg_3, data_3), (cfg_4, data_4) = load_recorded_run(first), load_recorded_run(seed_4)
@@ -70,7 +70,7 @@ def test_ensemble_averages_calibrated_probabilities_into_a_complete_run(cli, res
     # the saved model (safe mode) gives the same answers, and the ensemble has its own temperature
     from fer_bench.data.batches import predict
     from fer_bench.models.saved import load_saved_model
-    from fer_bench.run import load_recorded_run
+    from fer_bench.runs.run import load_recorded_run
 
     test = load_recorded_run(run_dir)[1].test
     saved = predict(load_saved_model(run_dir / "best.keras"), test.images[..., None])

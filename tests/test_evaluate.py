@@ -12,7 +12,7 @@ from fer_bench.config import RunConfig
 from fer_bench.data.dataset import write_folder_layout
 from fer_bench.data.synthetic import synthetic_dataset
 from fer_bench.models import saved
-from fer_bench.run import execute
+from fer_bench.runs.run import execute
 
 
 @pytest.fixture(scope="module")

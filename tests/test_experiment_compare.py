@@ -91,7 +91,7 @@ def test_compare_lists_incomplete_runs_as_skipped(finished_grid, cli, tmp_path):
 
 def test_runs_on_different_test_sets_get_one_table_each(finished_grid, cli, tmp_path):
     _, results = finished_grid
-    from fer_bench.run import RunConfig, execute
+    from fer_bench.runs.run import RunConfig, execute
 
     other = execute(RunConfig(classes="happy,sad,surprise", image_size=32, epochs=1), output=tmp_path)
     one = next(p for p in results.iterdir() if p.name.startswith("scratch"))
@@ -199,7 +199,7 @@ def test_shipped_experiments_expand(cli, monkeypatch):
     from pathlib import Path
 
     monkeypatch.chdir(Path(__file__).resolve().parents[1])
-    from fer_bench.experiment import find_experiment_file, load_experiment
+    from fer_bench.runs.experiment import find_experiment_file, load_experiment
 
     original = load_experiment(find_experiment_file("original_attempt"))
     assert [c.model for c in original.configs] == ["scratch", "vgg16", "resnet50", "inceptionv3"]

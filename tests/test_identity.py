@@ -9,10 +9,10 @@ from pathlib import Path
 import keras
 import pytest
 
-from fer_bench import run as run_module
 from fer_bench.config import EVALUATION, IDENTITY, MACHINE, RunConfig, resolve
-from fer_bench.experiment import load_experiment
-from fer_bench.run import execute, run_id
+from fer_bench.runs import run as run_module
+from fer_bench.runs.experiment import load_experiment
+from fer_bench.runs.run import execute, run_id
 from fer_bench.training import harness, precision
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,7 +99,7 @@ def test_every_module_imports_without_fcntl():
               "import fer_bench\n"
               "for m in pkgutil.walk_packages(fer_bench.__path__, 'fer_bench.'):\n"
               "    if m.name != 'fer_bench.__main__': importlib.import_module(m.name)\n"
-              "import fer_bench.run, fer_bench.cli\nprint('imported')")
+              "import fer_bench.runs.run, fer_bench.cli\nprint('imported')")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "imported" in done.stdout, done.stderr[-2000:]
 

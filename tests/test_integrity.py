@@ -10,7 +10,7 @@ from fer_bench.data.fer_csv import read_csv_dataset
 from fer_bench.data.integrity import drop_test_duplicates, duplicate_report
 from fer_bench.data.synthetic import draw_face
 from fer_bench.errors import UserError
-from fer_bench.run import RunConfig, execute
+from fer_bench.runs.run import RunConfig, execute
 
 
 def pixels(seed: int, expression: str = "happy") -> str:

@@ -18,7 +18,7 @@ from PIL import Image
 from fer_bench.data.faces import find_faces
 from fer_bench.data.photos import read_image
 from fer_bench.data.synthetic import draw_face
-from fer_bench.run import RunConfig, execute
+from fer_bench.runs.run import RunConfig, execute
 
 CHROMIUM = "/usr/bin/chromium"
 ASTRONAUT = Path(__file__).parent / "fixtures" / "astronaut.jpg"

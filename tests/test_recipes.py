@@ -11,7 +11,7 @@ from fer_bench.errors import UserError
 from fer_bench.models import create_model
 from fer_bench.models.augment import with_augmentation
 from fer_bench.reporting.evaluation import predict_with_tta, tta_views
-from fer_bench.run import execute, run_id
+from fer_bench.runs.run import execute, run_id
 from fer_bench.training.precision import (
     cpu_has_fast_bfloat16,
     precision_policy,

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from fer_bench.config import RunConfig
-from fer_bench.run import COMPLETE_MARKER, execute
+from fer_bench.run_folder import COMPLETE_MARKER
+from fer_bench.runs.run import execute
 from fer_bench.training import callbacks, harness
 
 RUN_FILES = {
@@ -231,7 +232,7 @@ def test_weight_averaging_survives_a_resume(tmp_path, monkeypatch):
 
 def test_weight_averaging_is_part_of_the_run_id_only_when_on():
     from fer_bench.config import resolve
-    from fer_bench.run import run_id
+    from fer_bench.runs.run import run_id
 
     fingerprint = {"train_sha256": "a", "test_sha256": "b"}
     plain = run_id(resolve(RunConfig()), fingerprint)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from fer_bench.errors import UserError
-from fer_bench.experiment import (
+from fer_bench.runs.experiment import (
     expected_cost,
     load_experiment,
     parse_shard,
@@ -95,7 +95,7 @@ def test_mirrored_strategy_on_two_logical_cpus_learns_like_one_device(tmp_path):
 
 
 def test_workers_size_themselves_from_the_cpus_they_may_use(tmp_path):
-    from fer_bench.workers import usable_cpus, worker_environment
+    from fer_bench.runs.workers import usable_cpus, worker_environment
 
     no_quota = tmp_path / "none"
     affinity = len(os.sched_getaffinity(0))
@@ -112,8 +112,8 @@ def test_workers_size_themselves_from_the_cpus_they_may_use(tmp_path):
 
 def test_planning_counts_flops_once_per_machine_not_per_plan(monkeypatch):
     import fer_bench.models as models
-    from fer_bench import experiment
     from fer_bench.data.dataset import cache_dir
+    from fer_bench.runs import experiment
 
     experiment._flops.cache_clear()
     first = experiment._flops("vggnet", 16, 0.25)
@@ -157,9 +157,9 @@ def test_shard_plan_is_the_same_on_every_machine_whatever_is_complete(grid_file,
 
 
 def test_dry_run_estimates_time_from_the_rates_measured_here(grid_file, cli, tmp_path):
+    from fer_bench.benchmarks.training_speed import RATES_FILE
     from fer_bench.data.dataset import cache_dir
-    from fer_bench.experiment import expected_cost, plan
-    from fer_bench.train_benchmark import RATES_FILE
+    from fer_bench.runs.experiment import expected_cost, plan
 
     code, out, _ = cli("experiment", grid_file, "--output", tmp_path / "results", "--dry-run")
     assert code == 0 and "no time estimate yet: 9 runs without a measured rate" in out

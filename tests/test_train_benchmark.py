@@ -5,11 +5,11 @@ import json
 import pandas as pd
 import pytest
 
-from fer_bench import train_benchmark
+from fer_bench.benchmarks import training_speed
 
 
 def test_train_benchmark_reports_rates_peaks_and_the_seed_ratio(cli, tmp_path, monkeypatch):
-    monkeypatch.setattr(train_benchmark, "SEED_SIZE", 32)  # the seed's 244 px costs minutes; the path is the same
+    monkeypatch.setattr(training_speed, "SEED_SIZE", 32)  # the seed's 244 px costs minutes; the path is the same
     code, out, err = cli("benchmark", "--train", "--model", "scratch,vggnet", "--image-size", "16",
                          "--precision", "float32", "--images", "64", "--against", "seed", "--json",
                          "--output", tmp_path / "train.csv")

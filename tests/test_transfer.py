@@ -11,10 +11,11 @@ import pandas as pd
 import pytest
 
 from fer_bench.config import RunConfig, resolve
+from fer_bench.data.dataset import as_model_input
 from fer_bench.data.synthetic import synthetic_split
 from fer_bench.models import create_model, transfer
-from fer_bench.run import execute, load_run_data
-from fer_bench.training import as_model_input, features
+from fer_bench.runs.run import execute, load_run_data
+from fer_bench.training import features
 
 MIN_SIZES = {"vgg16": 32, "resnet50": 32, "inceptionv3": 75}
 
@@ -181,7 +182,7 @@ def test_finetune_from_trained_weights_stays_finite_under_the_strong_recipe(tmp_
 def test_dry_run_names_every_missing_weights_file_with_the_reason(cli, tmp_path, monkeypatch):
     import keras
 
-    from fer_bench.experiment import find_experiment_file
+    from fer_bench.runs.experiment import find_experiment_file
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty-keras"))
 

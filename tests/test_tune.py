@@ -7,7 +7,8 @@ import json
 import pandas as pd
 import pytest
 
-from fer_bench.run import RunConfig, execute, is_complete
+from fer_bench.run_folder import is_complete
+from fer_bench.runs.run import RunConfig, execute
 
 SPACE = """description = "learning rate and momentum of the seed CNN"
 [defaults]
@@ -41,7 +42,7 @@ def test_trials_are_runs_and_the_best_comes_out_as_an_experiment(cli, space, tmp
     best_run = max(runs, key=runs.get)
     assert f"run {best_run}" in stdout
     # the printed experiment file plans exactly the best trial's run, already complete
-    from fer_bench.experiment import load_experiment, plan
+    from fer_bench.runs.experiment import load_experiment, plan
 
     (cfg, run_dir, status), = plan(load_experiment(record / "best.toml"), out)
     assert run_dir.name == best_run and status == "complete"
@@ -54,7 +55,7 @@ def test_trials_are_runs_and_the_best_comes_out_as_an_experiment(cli, space, tmp
 def test_a_trial_cut_off_by_a_kill_is_tried_again_with_its_options(space, tmp_path):
     import optuna
 
-    from fer_bench.tune import load_space, open_study, suggest, tune
+    from fer_bench.runs.tune import load_space, open_study, suggest, tune
 
     out = tmp_path / "results"
     loaded = load_space(space)
@@ -78,7 +79,7 @@ class _PruneAtOnce:
 def test_a_pruned_run_is_never_complete_and_resumes_later(tmp_path):
     import optuna
 
-    from fer_bench.tune import PruneOnValidation
+    from fer_bench.runs.tune import PruneOnValidation
 
     cfg = RunConfig(epochs=3, seed=7)
     trial = _PruneAtOnce()

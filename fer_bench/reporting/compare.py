@@ -25,7 +25,7 @@ from scipy.stats import binomtest, false_discovery_control
 from ..config import neutral_values
 from ..errors import UserError
 from ..files import make_work_dir, save_figure, write_csv
-from ..run import find_run_dirs, is_stale
+from ..run_folder import find_run_dirs, is_stale
 
 DEFAULT_BASELINE = "scratch"  # the seed's CNN; under the seed recipe when there is one
 # the seed has its own column, TTA its own ("accuracy with TTA"), the format is the same for all

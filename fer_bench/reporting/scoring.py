@@ -17,10 +17,9 @@ import numpy as np
 import pandas as pd
 
 from ..data.classes import parse_classes
-from ..data.dataset import Split, read_labelled_folder, to_native
+from ..data.dataset import Split, as_model_input, read_labelled_folder, to_native
 from ..errors import UserError
 from ..files import folder_replacing, write_csv, write_json
-from ..training import as_model_input
 from .calibration import apply_temperature, expected_calibration_error, plot_reliability
 from .evaluation import evaluate_predictions, predict_with_tta, predictions_table
 from .plots import plot_confusion

@@ -16,7 +16,7 @@ from ..data.faces import find_faces
 from ..data.photos import Photo, read_image
 from ..errors import UserError
 from ..reporting.calibration import CALIBRATION_FILE, apply_temperature
-from ..run import find_run_dirs, is_complete
+from ..run_folder import find_run_dirs, is_complete
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -81,7 +81,7 @@ class LoadedRun:
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """Calibrated class probabilities of (n, 48, 48) uint8 faces."""
-        from ..training import as_model_input
+        from ..data.dataset import as_model_input
 
         probs = predict(self.model, as_model_input(pixels))
         return probs if self.temperature is None else apply_temperature(probs, self.temperature)

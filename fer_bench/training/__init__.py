@@ -1,6 +1,6 @@
 """Training: the fit loop (checkpoint, history, resume, early stopping), optimisers and schedules,
 numeric precision."""
 
-from .fit import TrainSettings, as_model_input, compile_for_training, fit_stage
+from .fit import TrainSettings, compile_for_training, fit_stage
 
-__all__ = ["TrainSettings", "as_model_input", "compile_for_training", "fit_stage"]
+__all__ = ["TrainSettings", "compile_for_training", "fit_stage"]

@@ -49,8 +49,8 @@ def check_teacher(teacher_dir: Path, cfg, class_names: tuple[str, ...], train_sh
 
 def teacher_probabilities(teacher_dir: Path, dataset: Dataset) -> np.ndarray:
     """The teacher's calibrated class probabilities of every training image (cached)."""
+    from ..data.dataset import as_model_input
     from ..models.saved import load_saved_model
-    from .fit import as_model_input
 
     path = cache_dir() / "teachers" / f"{teacher_dir.name}-{dataset.fingerprint()['train_sha256'][:16]}.npz"
     if path.exists():

@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from ..data.batches import predict
-from ..data.dataset import cache_dir
+from ..data.dataset import as_model_input, cache_dir
 from ..files import save_npz
-from .fit import as_model_input
 
 log = logging.getLogger(__name__)
 _CACHE_VERSION = "3"  # bump when the cache file's contents change

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
-import numpy as np
 import pandas as pd
 
 from ..data.batches import batches
@@ -156,9 +155,3 @@ def fit_stage(model, x_fit, y_fit, x_val, y_val, settings: TrainSettings, stage_
     shutil.rmtree(resume_dir, ignore_errors=True)
     return history
 
-
-def as_model_input(images: np.ndarray) -> np.ndarray:
-    """(n, 48, 48) uint8 pixels → (n, 48, 48, 1) uint8 raw 0-255, every model's input: a view, no copy.
-    The model's float32 Input converts each batch, so no float32 copy of a whole split is ever made
-    (a quarter of the memory; the same numbers)."""
-    return images[..., None]

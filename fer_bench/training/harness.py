@@ -20,7 +20,7 @@ import pandas as pd
 
 from ..config import RunConfig, class_weights
 from ..data.batches import predict
-from ..data.dataset import Dataset, split_validation
+from ..data.dataset import Dataset, as_model_input, split_validation
 from ..files import save_model, write_csv, write_json
 from ..models import BuiltModel, create_model
 from ..models.augment import with_augmentation
@@ -40,7 +40,7 @@ from ..reporting.plots import plot_confusion, plot_curves
 from .devices import device_scope
 from .distillation import distilled_targets, teacher_probabilities
 from .features import cached_features, feature_cache_path, weights_key
-from .fit import TrainSettings, as_model_input, fit_stage
+from .fit import TrainSettings, fit_stage
 from .precision import precision_policy
 
 log = logging.getLogger(__name__)

@@ -17,21 +17,20 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
-from .config import TTA_MODES, validation_difference, validation_images
-from .data.batches import predict
-from .data.classes import classes_tag, parse_classes
-from .errors import UserError
-from .files import folder_replacing, save_model, write_json
-from .reporting.calibration import CALIBRATION_FILE
-from .run import (
+from ..config import TTA_MODES, validation_difference, validation_images
+from ..data.batches import predict
+from ..data.classes import classes_tag, parse_classes
+from ..errors import UserError
+from ..files import folder_replacing, save_model, write_json
+from ..reporting.calibration import CALIBRATION_FILE
+from ..run_folder import (
     COMPLETE_MARKER,
     RESULTS_FORMAT,
     find_complete_run,
     is_complete,
     is_stale,
-    library_versions,
-    load_recorded_run,
 )
+from .run import library_versions, load_recorded_run
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +113,9 @@ def ensemble_config(configs: list[dict], members: list[Path], cfg) -> dict:
 def make_ensemble(runs: list[str], output: Path = Path("results"), tta: str | None = None, force: bool = False) -> Path:
     """Write (or find) the run folder of the ensemble of `runs`; returns it. `tta` defaults to the
     first member's test-time augmentation. The folder appears under its final name only when complete."""
-    from .models.averaging import average_of_calibrated
-    from .models.saved import load_saved_model
-    from .training.harness import (
+    from ..models.averaging import average_of_calibrated
+    from ..models.saved import load_saved_model
+    from ..training.harness import (
         StageData,
         pixels_of,
         score_test_set,

@@ -27,9 +27,9 @@ except ModuleNotFoundError:  # Python 3.10
 
 import keras
 
-from .config import RunConfig
-from .errors import UserError
-from .files import atomic_path, save_figure, write_csv
+from ..config import RunConfig
+from ..errors import UserError
+from ..files import atomic_path, save_figure, write_csv
 
 log = logging.getLogger(__name__)
 

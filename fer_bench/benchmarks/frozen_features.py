@@ -13,11 +13,11 @@ import keras
 import numpy as np
 import pandas as pd
 
-from .data.batches import batches, predict
-from .data.dataset import Dataset
-from .models import create_model
-from .models.transfer import adapt_feature_norm
-from .training import TrainSettings, as_model_input, compile_for_training
+from ..data.batches import batches, predict
+from ..data.dataset import Dataset, as_model_input
+from ..models import create_model
+from ..models.transfer import adapt_feature_norm
+from ..training import TrainSettings, compile_for_training
 
 
 def _time_fit(model, x, y, epochs: int, settings: TrainSettings) -> float:

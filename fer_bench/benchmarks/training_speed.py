@@ -16,14 +16,15 @@ import keras
 import numpy as np
 import pandas as pd
 
-from .config import RunConfig, resolve
-from .data.batches import batches
-from .models import create_model, model_info
-from .models.augment import with_augmentation
-from .models.flops import flops_per_image
-from .training import TrainSettings, as_model_input, compile_for_training
-from .training.harness import train_settings
-from .training.precision import precision_policy
+from ..config import RunConfig, resolve
+from ..data.batches import batches
+from ..data.dataset import as_model_input
+from ..models import create_model, model_info
+from ..models.augment import with_augmentation
+from ..models.flops import flops_per_image
+from ..training import TrainSettings, compile_for_training
+from ..training.harness import train_settings
+from ..training.precision import precision_policy
 
 SEED_SIZE = 244
 _DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
@@ -115,7 +116,7 @@ def seed_style_images_per_second(n: int) -> float:
     BatchNormalization, SGD, batch 32."""
     import tensorflow as tf
 
-    from .models.scratch import seed_layers
+    from ..models.scratch import seed_layers
 
     images, y = _random_data(n)
     x = tf.image.resize(images[..., None], (SEED_SIZE, SEED_SIZE), method="nearest").numpy().astype("float32") / 255
@@ -141,7 +142,7 @@ def measured_rates() -> dict[str, float]:
     """Achieved training GFLOP/s that `benchmark --train` measured on this machine, by 'model|precision|recipe'."""
     import json
 
-    from .data.dataset import cache_dir
+    from ..data.dataset import cache_dir
 
     try:
         return json.loads((cache_dir() / RATES_FILE).read_text())
@@ -151,8 +152,8 @@ def measured_rates() -> dict[str, float]:
 
 def remember_rates(table: pd.DataFrame) -> None:
     """Add a benchmark's rates to this machine's cache (the latest measurement of a model and precision wins)."""
-    from .data.dataset import cache_dir
-    from .files import write_json
+    from ..data.dataset import cache_dir
+    from ..files import write_json
 
     rates = measured_rates()
     rates.update({f"{m}|{p}|{r}": float(g) for m, p, r, g in

@@ -7,33 +7,33 @@ complete (`complete.json`, written last) → nothing to do; interrupted → resu
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import platform
 import shutil
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 
-from filelock import FileLock, Timeout
-
-from .config import RunConfig, resolve, resolve_val_split
-from .data.classes import classes_tag, parse_classes
-from .data.dataset import Dataset, select_classes
-from .data.integrity import drop_test_duplicates
-from .data.sources import open_dataset
-from .errors import UserError
-from .files import StorageError, write_json
+from ..config import RunConfig, resolve, resolve_val_split
+from ..data.classes import classes_tag, parse_classes
+from ..data.dataset import Dataset, select_classes
+from ..data.integrity import drop_test_duplicates
+from ..data.sources import open_dataset
+from ..errors import UserError
+from ..files import StorageError, write_json
+from ..run_folder import (
+    COMPLETE_MARKER,
+    RESULTS_FORMAT,
+    find_complete_run,
+    is_complete,
+    run_config_record,
+    run_lock,
+)
 
 log = logging.getLogger(__name__)
-
-COMPLETE_MARKER = "complete.json"
-# The layout and meaning of a run folder's files. It is part of every run id, so a run written in an
-# older format is never reused as complete; bump it when a fix changes what a run folder holds.
-RESULTS_FORMAT = 2
 
 
 def load_run_data(cfg: RunConfig) -> Dataset:
@@ -53,8 +53,8 @@ def load_run_data(cfg: RunConfig) -> Dataset:
 def run_id(cfg: RunConfig, fingerprint: dict) -> str:
     """Readable id (model, classes, size, seed) plus a short hash of what the run is: the identity
     options as asked for (not as this machine resolved them), the data by content and the results format."""
-    from .models import model_info
-    from .training.features import weights_key
+    from ..models import model_info
+    from ..training.features import weights_key
 
     identity = cfg.identity()
     identity["weights"] = weights_key(cfg.weights, cfg.seed)  # a weights file counts by its content
@@ -68,17 +68,6 @@ def run_id(cfg: RunConfig, fingerprint: dict) -> str:
     return f"{cfg.model}{variant}-{tag}-{cfg.image_size}px-s{cfg.seed}-{digest}"
 
 
-def run_config_record(cfg: RunConfig) -> dict:
-    """What `config.json` holds: every resolved option and the results format it was written in."""
-    return {**asdict(cfg), "results_format": RESULTS_FORMAT}
-
-
-def is_stale(run_dir: Path) -> bool:
-    """A run folder written in an older results format (its id no longer matches any new run)."""
-    config = json.loads((run_dir / "config.json").read_text())
-    return config.get("results_format", 1) != RESULTS_FORMAT
-
-
 def library_versions() -> dict[str, str]:
     """Versions of Python and the libraries that decide the numbers."""
     versions = {"python": platform.python_version(), "platform": platform.platform()}
@@ -88,54 +77,6 @@ def library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return versions
-
-
-def is_complete(run_dir: Path) -> bool:
-    """A run folder counts only once its completion marker exists."""
-    return (run_dir / COMPLETE_MARKER).exists()
-
-
-def find_run_dirs(paths: list[Path]) -> tuple[list[Path], list[Path]]:
-    """(complete, incomplete) run folders among the given run folders or folders of run folders."""
-    complete, incomplete = [], []
-    for path in paths:
-        if not path.is_dir():
-            raise UserError(f"not a run folder or results folder: {path}")
-        candidates = [path] if (path / "config.json").exists() else sorted(p for p in path.iterdir() if (p / "config.json").exists())
-        for run_dir in candidates:
-            (complete if is_complete(run_dir) else incomplete).append(run_dir)
-    return complete, incomplete
-
-
-def find_complete_run(name: str, results: Path, role: str) -> Path:
-    """The complete run folder `name` names (a folder, or a run id in `results`), resolved; `role` (e.g.
-    '--teacher') starts the one-line error when there is none or it is not complete."""
-    for candidate in (Path(name), Path(results) / name):
-        if (candidate / "config.json").exists():
-            if not is_complete(candidate):
-                raise UserError(f"{role} {candidate.name} is not complete; finish it first")
-            return candidate.resolve()
-    raise UserError(f"{role} {name}: no such run folder or run id in {results}")
-
-
-class RunLocked(UserError):
-    """Another process is training this run right now."""
-
-
-@contextlib.contextmanager
-def run_lock(run_dir: Path):
-    """Hold an exclusive lock on `run_dir` (its `.lock` file; creates the folder) or raise RunLocked."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(run_dir / ".lock")
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise RunLocked(f"run {run_dir.name} is being trained by another process right now; "
-                        "run the same command again once it has finished") from None
-    try:
-        yield
-    finally:
-        lock.release()
 
 
 def execute(cfg: RunConfig, output: Path = Path("results"), force: bool = False, callbacks: tuple = ()) -> Path:
@@ -149,7 +90,7 @@ def execute(cfg: RunConfig, output: Path = Path("results"), force: bool = False,
     cfg = resolve_val_split(cfg, dataset.validation is not None)
     fingerprint = dataset.fingerprint()
     if cfg.teacher is not None:
-        from .training.distillation import check_teacher
+        from ..training.distillation import check_teacher
 
         cfg = replace(cfg, teacher=str(find_complete_run(cfg.teacher, output, "--teacher")))
         check_teacher(Path(cfg.teacher), cfg, dataset.class_names, fingerprint["train_sha256"])
@@ -157,7 +98,7 @@ def execute(cfg: RunConfig, output: Path = Path("results"), force: bool = False,
     if is_complete(run_dir) and not force:
         log.info("already complete: %s (use --force to redo it)", run_dir)
         if json.loads((run_dir / "config.json").read_text()).get("tta") != cfg.tta:
-            from .training.harness import rescore_tta
+            from ..training.harness import rescore_tta
 
             with run_lock(run_dir):
                 rescore_tta(cfg, dataset, run_dir)
@@ -175,7 +116,7 @@ def execute(cfg: RunConfig, output: Path = Path("results"), force: bool = False,
         write_json(run_dir / "data.json", fingerprint)
         write_json(run_dir / "environment.json", library_versions())
 
-        from .training.harness import train_and_evaluate
+        from ..training.harness import train_and_evaluate
 
         started = time.perf_counter()
         try:
@@ -211,7 +152,7 @@ def load_recorded_run(run_dir: Path, data: str | None = None) -> tuple[RunConfig
 def rescore_run(run_dir: Path, tta: str) -> dict:
     """Score a complete run's checkpoint on its own test set under test-time augmentation `tta`
     (no training); returns its updated metrics."""
-    from .training.harness import rescore_tta
+    from ..training.harness import rescore_tta
 
     cfg, dataset = load_recorded_run(run_dir)
     with run_lock(run_dir):
@@ -221,7 +162,7 @@ def rescore_run(run_dir: Path, tta: str) -> dict:
 
 def calibrate_run(run_dir: Path, data: str | None = None) -> dict:
     """Fit (again) a complete run's temperature on its validation split; returns the calibration record."""
-    from .training.harness import calibrate
+    from ..training.harness import calibrate
 
     cfg, dataset = load_recorded_run(run_dir, data)
     with run_lock(run_dir):

@@ -16,9 +16,10 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from .config import RunConfig, resolve, resolve_val_split
-from .errors import UserError
-from .run import execute, is_complete, load_run_data, run_id
+from ..config import RunConfig, resolve, resolve_val_split
+from ..errors import UserError
+from ..run_folder import is_complete
+from .run import execute, load_run_data, run_id
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def estimated_seconds(cfg: RunConfig) -> tuple[float, str] | None:
     '' for this model, precision and recipe, else 'another recipe' or 'other models'), or None when
     no rate in its precision has been measured yet. Transfer runs' frozen passes are timed at the
     training rate too, so their estimates are rougher."""
-    from .train_benchmark import measured_rates
+    from ..benchmarks.training_speed import measured_rates
 
     rates = measured_rates()
     same_model = [r for key, r in rates.items() if key.startswith(f"{cfg.model}|{cfg.precision_used}|")]
@@ -111,8 +112,8 @@ def estimated_seconds(cfg: RunConfig) -> tuple[float, str] | None:
 
 def missing_weights(configs: list[RunConfig]) -> list[str]:
     """Why each weights file the runs need cannot be had (one line per file; empty: all present)."""
-    from .models import model_info
-    from .models.transfer import resolve_weights_file
+    from ..models import model_info
+    from ..models.transfer import resolve_weights_file
 
     problems = {}
     for cfg in configs:
@@ -137,7 +138,7 @@ def expected_cost(cfg: RunConfig) -> float:
     """A run's expected training cost in forward-pass FLOPs per training image, for balancing shards:
     scratch models pay every epoch (a backward pass is about twice a forward one); a frozen base
     pays one feature pass; fine-tuning adds its epochs through the base."""
-    from .models import model_info
+    from ..models import model_info
 
     flops = _flops(cfg.model, cfg.image_size, cfg.width)
     if not model_info(cfg.model).transfer:
@@ -153,8 +154,8 @@ def _flops(model: str, size: int, width: float | None) -> int:
     import json
     from importlib import metadata
 
-    from .data.dataset import cache_dir
-    from .files import write_json
+    from ..data.dataset import cache_dir
+    from ..files import write_json
 
     path = cache_dir() / "flops.json"
     key = f"{metadata.version('fer-bench')}|{model}|{size}|{width}"
@@ -163,8 +164,8 @@ def _flops(model: str, size: int, width: float | None) -> int:
     except (OSError, ValueError):
         known = {}
     if key not in known:
-        from .models import create_model
-        from .models.flops import flops_per_image
+        from ..models import create_model
+        from ..models.flops import flops_per_image
 
         known[key] = flops_per_image(create_model(model, 7, size, weights="none", width=width).full)
         write_json(path, known)
@@ -211,7 +212,7 @@ def run_experiment(experiment: Experiment, output: Path, echo=print, shard: tupl
 
     Returns (this part's run folders, the grid's run folders that are not complete yet). A run
     another worker is training right now is skipped and left to it."""
-    from .run import RunLocked
+    from ..run_folder import RunLocked
 
     planned = plan(experiment, output)
     mine = list(range(len(planned))) if shard is None else shard_plan(planned, shard[1])[shard[0] - 1]

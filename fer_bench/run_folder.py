@@ -1,0 +1,80 @@
+"""A run folder on disk: `results/<run id>/`, complete once its marker `complete.json` exists
+(written last), in a results format that is part of every run id; finding run folders and locking
+one while it trains. The one place that says what makes a folder a (complete) run, for the runs
+that write them and for compare, predict and the app that read them."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from .config import RunConfig
+from .errors import UserError
+
+COMPLETE_MARKER = "complete.json"
+# The layout and meaning of a run folder's files. It is part of every run id, so a run written in an
+# older format is never reused as complete; bump it when a fix changes what a run folder holds.
+RESULTS_FORMAT = 2
+
+
+def run_config_record(cfg: RunConfig) -> dict:
+    """What `config.json` holds: every resolved option and the results format it was written in."""
+    return {**asdict(cfg), "results_format": RESULTS_FORMAT}
+
+
+def is_stale(run_dir: Path) -> bool:
+    """A run folder written in an older results format (its id no longer matches any new run)."""
+    config = json.loads((run_dir / "config.json").read_text())
+    return config.get("results_format", 1) != RESULTS_FORMAT
+
+
+def is_complete(run_dir: Path) -> bool:
+    """A run folder counts only once its completion marker exists."""
+    return (run_dir / COMPLETE_MARKER).exists()
+
+
+def find_run_dirs(paths: list[Path]) -> tuple[list[Path], list[Path]]:
+    """(complete, incomplete) run folders among the given run folders or folders of run folders."""
+    complete, incomplete = [], []
+    for path in paths:
+        if not path.is_dir():
+            raise UserError(f"not a run folder or results folder: {path}")
+        candidates = [path] if (path / "config.json").exists() else sorted(p for p in path.iterdir() if (p / "config.json").exists())
+        for run_dir in candidates:
+            (complete if is_complete(run_dir) else incomplete).append(run_dir)
+    return complete, incomplete
+
+
+def find_complete_run(name: str, results: Path, role: str) -> Path:
+    """The complete run folder `name` names (a folder, or a run id in `results`), resolved; `role` (e.g.
+    '--teacher') starts the one-line error when there is none or it is not complete."""
+    for candidate in (Path(name), Path(results) / name):
+        if (candidate / "config.json").exists():
+            if not is_complete(candidate):
+                raise UserError(f"{role} {candidate.name} is not complete; finish it first")
+            return candidate.resolve()
+    raise UserError(f"{role} {name}: no such run folder or run id in {results}")
+
+
+class RunLocked(UserError):
+    """Another process is training this run right now."""
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path):
+    """Hold an exclusive lock on `run_dir` (its `.lock` file; creates the folder) or raise RunLocked."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(run_dir / ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise RunLocked(f"run {run_dir.name} is being trained by another process right now; "
+                        "run the same command again once it has finished") from None
+    try:
+        yield
+    finally:
+        lock.release()
