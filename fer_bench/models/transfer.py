@@ -3,10 +3,11 @@
 Each takes the same raw grayscale pixels 0-255 as `scratch` and does, as layers: resize to its
 input size (bilinear), grayscale → 3 channels, its own `preprocess_input` (VGG16/ResNet50 "caffe":
 BGR, ImageNet mean subtracted, 0-255 in; InceptionV3 "tf": scaled to -1..1), then the base called
-with `training=False` (its BatchNormalization computed by the fused kernel), global average pooling. The head is the same for all three:
-feature standardisation (a Normalization layer adapted on the training features) → dropout 0.3
-→ dense softmax: a regularised linear probe, so the comparison measures the features rather than
-a head architecture, and plain SGD behaves the same whatever the scale of a base's features.
+with `training=False` (its BatchNormalization computed by the fused kernel), global average
+pooling. The head is the same for all three: feature standardisation (a Normalization layer
+adapted on the training features) → dropout 0.3 → dense softmax: a regularised linear probe, so
+the comparison measures the features rather than a head architecture, and plain SGD behaves the
+same whatever the scale of a base's features.
 """
 
 from __future__ import annotations
