@@ -119,8 +119,7 @@ def experiment(
             if status != "complete" and estimate is None:
                 unknown.append(f"{cfg.model}|{cfg.precision_used}")
             total += estimate[0] if estimate else 0.0
-            cost = "" if estimate is None else f", ~{_duration(estimate[0])}" + (f" (rate of {estimate[1]})" if estimate[1]
-                                                                                else "")
+            cost = "" if estimate is None else f", ~{_duration(estimate[0])}" + (f" ({estimate[1]})" if estimate[1] else "")
             typer.echo(f"  {status:<8} {run_dir.name}  ({cfg.recipe} recipe{weights}, {cfg.epochs} epochs, "
                        f"{cfg.optimizer} lr {cfg.learning_rate}, batch {cfg.batch_size}, val {cfg.val_split}{cost})")
         known = sum(planned[i][2] != "complete" for i in shown) - len(unknown)

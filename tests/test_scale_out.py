@@ -176,3 +176,23 @@ def test_dry_run_estimates_time_from_the_rates_measured_here(grid_file, cli, tmp
     shown = f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{max(minutes, 1)} min"
     assert f"estimated training time on this machine: ~{shown}" in out
     assert out.count("(rate of other models)") == 3  # minixception: the mean rate of the measured models
+
+
+def test_frozen_runs_are_estimated_as_one_feature_pass_at_the_measured_peak():
+    from fer_bench.benchmarks.training_speed import RATES_FILE
+    from fer_bench.config import RunConfig, resolve
+    from fer_bench.data.dataset import cache_dir
+    from fer_bench.runs.experiment import _flops, estimated_seconds
+
+    options = dict(model="vgg16", weights="none", image_size=32, precision="float32", epochs=10, val_split="train")
+    frozen = resolve(RunConfig(**options))
+    finetune = resolve(RunConfig(**options, variant="finetune", finetune_epochs=2))
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    (cache_dir() / RATES_FILE).write_text(json.dumps({"scratch|float32|seed": 10.0}))
+    assert estimated_seconds(frozen) is None  # no peak measured yet: no guess
+    (cache_dir() / RATES_FILE).write_text(json.dumps({"scratch|float32|seed": 10.0, "peak|float32": 200.0}))
+    feature_pass = _flops("vgg16", 32, None) * (800 + 200) / 1e9 / 200.0  # every synthetic image once
+    assert estimated_seconds(frozen) == (pytest.approx(feature_pass), "features at the measured peak")
+    epochs = 3 * _flops("vgg16", 32, None) * 2 * 800 * 0.9 / 1e9 / 10.0  # two fine-tuning epochs, fit images
+    assert estimated_seconds(finetune) == (pytest.approx(feature_pass + epochs),
+                                           "features at the measured peak; rate of other models")

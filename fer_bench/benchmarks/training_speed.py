@@ -139,7 +139,8 @@ RATES_FILE = "train_rates.json"
 
 
 def measured_rates() -> dict[str, float]:
-    """Achieved training GFLOP/s that `benchmark --train` measured on this machine, by 'model|precision|recipe'."""
+    """GFLOP/s that `benchmark --train` measured on this machine: achieved training rates by
+    'model|precision|recipe', and the peak (matmul/convolution probe) by 'peak|precision'."""
     import json
 
     from ..data.dataset import cache_dir
@@ -151,13 +152,15 @@ def measured_rates() -> dict[str, float]:
 
 
 def remember_rates(table: pd.DataFrame) -> None:
-    """Add a benchmark's rates to this machine's cache (the latest measurement of a model and precision wins)."""
+    """Add a benchmark's rates and peaks to this machine's cache (the latest measurement of a model and
+    precision wins)."""
     from ..data.dataset import cache_dir
     from ..files import write_json
 
     rates = measured_rates()
     rates.update({f"{m}|{p}|{r}": float(g) for m, p, r, g in
                   zip(table["model"], table["precision"], table["recipe"], table["achieved_gflops"])})
+    rates.update({f"peak|{p}": float(g) for p, g in zip(table["precision"], table["peak_gflops"])})
     write_json(cache_dir() / RATES_FILE, rates)
 
 

@@ -88,26 +88,51 @@ def data_facts(data, test_usage: str, dedupe: bool, classes: str, strict: bool) 
 
 
 def estimated_seconds(cfg: RunConfig) -> tuple[float, str] | None:
-    """A run's expected training time on this machine, from its FLOPs, its training images and the
-    training rate `benchmark --train` measured here (cached): (seconds, where the rate came from:
-    '' for this model, precision and recipe, else 'another recipe' or 'other models'), or None when
-    no rate in its precision has been measured yet. Transfer runs' frozen passes are timed at the
-    training rate too, so their estimates are rougher."""
+    """A run's expected time on this machine from its FLOPs and what `benchmark --train` measured
+    here (cached): (seconds, a note on the rates used, '' when they are this model's own), or None
+    when a rate it needs has not been measured yet. Training epochs are timed at the measured
+    training rate of this model, precision and recipe (else another recipe, else the mean of other
+    models); a frozen base's one feature pass over every image of the data set, forward only, at the
+    peak measured for the precision, which large convolutions run close to."""
     from ..benchmarks.training_speed import measured_rates
+    from ..models import model_info
 
     rates = measured_rates()
-    same_model = [r for key, r in rates.items() if key.startswith(f"{cfg.model}|{cfg.precision_used}|")]
-    same_precision = [r for key, r in rates.items() if key.split("|")[1:2] == [cfg.precision_used]]
-    rate, source = rates.get(f"{cfg.model}|{cfg.precision_used}|{cfg.recipe}"), ""
-    if rate is None and same_model:
-        rate, source = sum(same_model) / len(same_model), "another recipe"
-    if rate is None and same_precision:
-        rate, source = sum(same_precision) / len(same_precision), "other models"
-    if rate is None:
-        return None
     _, fingerprint = data_facts(cfg.data, cfg.test_usage, cfg.dedupe, cfg.classes, cfg.strict)
-    images = sum(fingerprint["counts"]["train"].values()) * (1 - cfg.val_fraction if cfg.val_split == "train" else 1)
-    return expected_cost(cfg) * images / 1e9 / rate, source
+    counts = {split: sum(per_class.values()) for split, per_class in fingerprint["counts"].items()}
+    flops = _flops(cfg.model, cfg.image_size, cfg.width)
+    frozen_pass = model_info(cfg.model).transfer
+    epochs = (cfg.finetune_epochs if cfg.variant == "finetune" else 0) if frozen_pass else cfg.epochs
+    seconds, notes = 0.0, []
+    if frozen_pass:
+        peak = rates.get(f"peak|{cfg.precision_used}")
+        if peak is None:
+            return None
+        seconds += flops * sum(counts.values()) / 1e9 / peak
+        notes.append("features at the measured peak")
+    if epochs:
+        rate, source = _training_rate(rates, cfg)
+        if rate is None:
+            return None
+        fit_images = counts["train"] * (1 - cfg.val_fraction if cfg.val_split == "train" else 1)
+        seconds += 3 * flops * epochs * fit_images / 1e9 / rate  # a backward pass is about twice a forward one
+        notes += [f"rate of {source}"] if source else []
+    return seconds, "; ".join(notes)
+
+
+def _training_rate(rates: dict[str, float], cfg: RunConfig) -> tuple[float | None, str]:
+    """(achieved training GFLOP/s, '' or where it came from) for a run's model, precision and recipe."""
+    same_model = [r for key, r in rates.items() if key.startswith(f"{cfg.model}|{cfg.precision_used}|")]
+    same_precision = [r for key, r in rates.items()
+                      if not key.startswith("peak|") and key.split("|")[1:2] == [cfg.precision_used]]
+    rate = rates.get(f"{cfg.model}|{cfg.precision_used}|{cfg.recipe}")
+    if rate is not None:
+        return rate, ""
+    if same_model:
+        return sum(same_model) / len(same_model), "another recipe"
+    if same_precision:
+        return sum(same_precision) / len(same_precision), "other models"
+    return None, ""
 
 
 def missing_weights(configs: list[RunConfig]) -> list[str]:
