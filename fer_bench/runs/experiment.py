@@ -95,27 +95,24 @@ def estimated_seconds(cfg: RunConfig) -> tuple[float, str] | None:
     models); a frozen base's one feature pass over every image of the data set, forward only, at the
     peak measured for the precision, which large convolutions run close to."""
     from ..benchmarks.training_speed import measured_rates
-    from ..models import model_info
 
     rates = measured_rates()
     _, fingerprint = data_facts(cfg.data, cfg.test_usage, cfg.dedupe, cfg.classes, cfg.strict)
     counts = {split: sum(per_class.values()) for split, per_class in fingerprint["counts"].items()}
-    flops = _flops(cfg.model, cfg.image_size, cfg.width)
-    frozen_pass = model_info(cfg.model).transfer
-    epochs = (cfg.finetune_epochs if cfg.variant == "finetune" else 0) if frozen_pass else cfg.epochs
+    feature_pass, training = cost_parts(cfg)
     seconds, notes = 0.0, []
-    if frozen_pass:
+    if feature_pass:
         peak = rates.get(f"peak|{cfg.precision_used}")
         if peak is None:
             return None
-        seconds += flops * sum(counts.values()) / 1e9 / peak
+        seconds += feature_pass * sum(counts.values()) / 1e9 / peak
         notes.append("features at the measured peak")
-    if epochs:
+    if training:
         rate, source = _training_rate(rates, cfg)
         if rate is None:
             return None
         fit_images = counts["train"] * (1 - cfg.val_fraction if cfg.val_split == "train" else 1)
-        seconds += 3 * flops * epochs * fit_images / 1e9 / rate  # a backward pass is about twice a forward one
+        seconds += training * fit_images / 1e9 / rate
         notes += [f"rate of {source}"] if source else []
     return seconds, "; ".join(notes)
 
@@ -159,16 +156,23 @@ def check_weights_available(configs: list[RunConfig]) -> None:
         raise UserError(f"{len(problems)} weights file(s) missing, nothing trained:\n  " + "\n  ".join(problems))
 
 
-def expected_cost(cfg: RunConfig) -> float:
-    """A run's expected training cost in forward-pass FLOPs per training image, for balancing shards:
-    scratch models pay every epoch (a backward pass is about twice a forward one); a frozen base
-    pays one feature pass; fine-tuning adds its epochs through the base."""
+def cost_parts(cfg: RunConfig) -> tuple[float, float]:
+    """A run's two kinds of work in forward-pass FLOPs: (per image of the data set, a frozen base's one
+    feature pass; per training image, its training epochs, a backward pass being about twice a
+    forward one). Scratch models only train; a frozen base only extracts, unless fine-tuning adds
+    epochs through it."""
     from ..models import model_info
 
     flops = _flops(cfg.model, cfg.image_size, cfg.width)
     if not model_info(cfg.model).transfer:
-        return 3 * flops * cfg.epochs
-    return flops * (1 + (3 * cfg.finetune_epochs if cfg.variant == "finetune" else 0))
+        return 0.0, 3 * flops * cfg.epochs
+    return flops, 3 * flops * (cfg.finetune_epochs if cfg.variant == "finetune" else 0)
+
+
+def expected_cost(cfg: RunConfig) -> float:
+    """A run's expected cost in forward-pass FLOPs per image, for balancing shards: both parts of
+    `cost_parts` together."""
+    return sum(cost_parts(cfg))
 
 
 @functools.lru_cache(maxsize=None)
