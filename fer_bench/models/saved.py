@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import UserError
-from . import augment, averaging, batchnorm  # noqa: F401  (register the layers saved models may contain)
+from . import augment, averaging, batchnorm, dropout  # noqa: F401  (register the layers saved models may contain)
 
 BUNDLED_DIR = Path(__file__).resolve().parents[1] / "bundled"
 

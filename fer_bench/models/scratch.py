@@ -7,6 +7,7 @@ from keras import layers
 
 from ..data.dataset import NATIVE_SIZE
 from .batchnorm import FusedBatchNormalization
+from .dropout import FewBitsDropout
 from .registry import BuiltModel, ModelInfo, register_model
 
 SCRATCH = ModelInfo(
@@ -17,20 +18,21 @@ SCRATCH = ModelInfo(
 )
 
 
-def seed_layers(x, num_classes: int, batch_norm=FusedBatchNormalization):
+def seed_layers(x, num_classes: int, batch_norm=FusedBatchNormalization, dropout=FewBitsDropout):
     """The seed's layers, from pixels scaled to 0..1 to class probabilities. fer_bench computes the
-    BatchNorm with the fused kernel; `batch_norm=layers.BatchNormalization` is the seed's own layer."""
+    BatchNorm with the fused kernel and draws dropout masks from fewer random bits;
+    `batch_norm=layers.BatchNormalization, dropout=layers.Dropout` are the seed's own layers."""
     x = layers.Conv2D(32, 3, padding="same")(x)
     x = layers.Activation("relu")(x)
     x = layers.Conv2D(16, 3, padding="same")(x)
     x = layers.LeakyReLU(negative_slope=0.5)(x)
     x = batch_norm()(x)
     x = layers.MaxPooling2D(2)(x)
-    x = layers.Dropout(0.25)(x)
+    x = dropout(0.25)(x)
     x = layers.Flatten()(x)
     x = layers.Dense(200)(x)
     x = layers.Activation("relu")(x)
-    x = layers.Dropout(0.5)(x)
+    x = dropout(0.5)(x)
     x = layers.Dense(num_classes)(x)
     return layers.Activation("softmax", dtype="float32", name="probs")(x)
 

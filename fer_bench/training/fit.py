@@ -25,6 +25,7 @@ from .callbacks import (
     TimeLeft,
     read_resume_point,
 )
+from .optimizers import FusedAdam, FusedAdamW, FusedSGD
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,8 @@ def learning_rate_schedule(settings: TrainSettings, steps_per_epoch: int):
 
 
 def make_optimizer(settings: TrainSettings, steps_per_epoch: int):
-    """Keras optimizer by name; 'sgd' with momentum 0 is Keras' plain SGD, as in the seed."""
+    """Keras optimizer by name ('sgd' with momentum 0 is plain SGD, as in the seed); SGD and Adam(W)
+    update each weight with TensorFlow's fused kernel (training/optimizers.py)."""
     lr = learning_rate_schedule(settings, steps_per_epoch)
     options = {"weight_decay": settings.weight_decay} if settings.weight_decay else {}
     if settings.clipnorm:
@@ -72,8 +74,8 @@ def make_optimizer(settings: TrainSettings, steps_per_epoch: int):
     if settings.ema:
         options.update(use_ema=True, ema_momentum=settings.ema)
     if settings.optimizer in ("sgd", "nesterov"):
-        return keras.optimizers.SGD(lr, momentum=settings.momentum, nesterov=settings.optimizer == "nesterov", **options)
-    optimizers = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "rmsprop": keras.optimizers.RMSprop}
+        return FusedSGD(lr, momentum=settings.momentum, nesterov=settings.optimizer == "nesterov", **options)
+    optimizers = {"adam": FusedAdam, "adamw": FusedAdamW, "rmsprop": keras.optimizers.RMSprop}
     if settings.optimizer == "adamw":
         options["weight_decay"] = settings.weight_decay  # AdamW's own default decay is not zero
     return optimizers[settings.optimizer](lr, **options)
