@@ -159,7 +159,8 @@ def _write_comparison(run_dirs: list[Path], out: Path, baseline: str | None = No
     for run_dir in result.incomplete:
         typer.echo(f"skipped (incomplete): {run_dir}")
     for run_dir in result.stale:
-        typer.echo(f"skipped (stale: written in an older results format, now {RESULTS_FORMAT}; rerun its command): {run_dir}")
+        typer.echo(f"skipped (stale: written in an older results format (now {RESULTS_FORMAT}), or a finetune run "
+                   f"from before the layers it trains were recorded; rerun its command): {run_dir}")
     typer.echo(result.markdown)
     if result.previous is not None:
         typer.echo(f"the previous comparison there was kept as {result.previous}")

@@ -27,9 +27,11 @@ def run_config_record(cfg: RunConfig) -> dict:
 
 
 def is_stale(run_dir: Path) -> bool:
-    """A run folder written in an older results format (its id no longer matches any new run)."""
+    """A run folder written in an older results format, or a finetune run from before finetune runs
+    recorded the layer they train above (InceptionV3's trained nothing): its id matches no new run."""
     config = json.loads((run_dir / "config.json").read_text())
-    return config.get("results_format", 1) != RESULTS_FORMAT
+    return (config.get("results_format", 1) != RESULTS_FORMAT
+            or config.get("variant") == "finetune" and "finetune_from" not in config)
 
 
 def is_complete(run_dir: Path) -> bool:

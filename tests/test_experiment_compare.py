@@ -173,8 +173,11 @@ def test_stale_runs_are_reported_not_compared(finished_grid, cli, tmp_path):
     shutil.copytree(next(p for p in results.iterdir() if p.name.startswith("scratch")), old / "scratch-now")
     config = json.loads((old / "vgg16-old" / "config.json").read_text())
     (old / "vgg16-old" / "config.json").write_text(json.dumps({**config, "results_format": 1}))
+    shutil.copytree(old / "vgg16-old", old / "vgg16-finetune-unrecorded")  # InceptionV3's trained no base layer
+    (old / "vgg16-finetune-unrecorded" / "config.json").write_text(json.dumps({**config, "variant": "finetune"}))
     code, out, _ = cli("compare", old, "--out", tmp_path / "cmp")
     assert code == 0 and "skipped (stale: written in an older results format" in out and "vgg16-old" in out
+    assert "vgg16-finetune-unrecorded" in out
     assert list(pd.read_csv(tmp_path / "cmp" / "comparison.csv")["model"]) == ["scratch"]
 
 

@@ -201,3 +201,26 @@ def test_dry_run_names_every_missing_weights_file_with_the_reason(cli, tmp_path,
     code, _, err = cli("experiment", toml, "--output", tmp_path / "results")
     assert code == 2 and "3 weights file(s) missing, nothing trained" in err
     assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
+
+
+def test_finetune_unfreezes_exactly_each_bases_top_blocks():
+    """VGG16 block5, ResNet50 conv5, InceptionV3 mixed9-10 (whose layers carry no block prefix): their
+    weights train, BatchNorm excepted, nothing below them, and nothing below is folded BatchNorm's twin."""
+    from keras import layers
+
+    from fer_bench.models import create_model
+    from fer_bench.models.batchnorm import FoldedBatchNormalization
+    from fer_bench.models.transfer import top_blocks_after, unfreeze_top
+
+    expected_weights = {"vgg16": 6, "resnet50": 20, "inceptionv3": 18}  # top convolutions: kernels (+ biases, not InceptionV3)
+    for name, size in (("vgg16", 32), ("resnet50", 32), ("inceptionv3", 75)):
+        built = create_model(name, 2, size, weights="none")
+        names = [layer.name for layer in built.base.layers]
+        top = set(names[names.index(top_blocks_after(name)) + 1:])
+        assert unfreeze_top(built) > 0
+        trained = {layer.name for layer in built.base.layers if layer.trainable_weights}
+        assert trained and trained <= top, name
+        assert len(built.base.trainable_weights) == expected_weights[name], name
+        assert not any(isinstance(layer, (layers.BatchNormalization, FoldedBatchNormalization)) and layer.trainable_weights
+                       for layer in built.base.layers)
+        assert not top & {layer.name for layer in built.base.layers if isinstance(layer, FoldedBatchNormalization)}

@@ -3,11 +3,12 @@
 Each takes the same raw grayscale pixels 0-255 as `scratch` and does, as layers: resize to its
 input size (bilinear), grayscale → 3 channels, its own `preprocess_input` (VGG16/ResNet50 "caffe":
 BGR, ImageNet mean subtracted, 0-255 in; InceptionV3 "tf": scaled to -1..1), then the base called
-with `training=False` (its BatchNormalization computed by the fused kernel), global average
-pooling. The head is the same for all three: feature standardisation (a Normalization layer
-adapted on the training features) → dropout 0.3 → dense softmax: a regularised linear probe, so
-the comparison measures the features rather than a head architecture, and plain SGD behaves the
-same whatever the scale of a base's features.
+with `training=False` (its BatchNormalization folded into the convolutions, or computed by the
+fused kernel in the blocks fine-tuning may train), global average pooling. The head is the same
+for all three: feature standardisation (a Normalization layer adapted on the training features) →
+dropout 0.3 → dense softmax: a regularised linear probe, so the comparison measures the features
+rather than a head architecture, and plain SGD behaves the same whatever the scale of a base's
+features.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from keras import layers
 
 from ..data.dataset import NATIVE_SIZE
 from ..errors import UserError
-from .batchnorm import with_fused_batchnorm
+from .batchnorm import with_fast_batchnorm
 from .registry import BuiltModel, ModelInfo, register_model
 
 HEAD_DROPOUT = 0.3
@@ -36,13 +37,13 @@ class BaseFacts:
     application: str  # attribute of keras.applications
     preprocessing: str  # "caffe" or "tf"
     weights_url_dir: str
-    top_block_prefixes: tuple[str, ...]  # layers unfrozen by the finetune variant
+    top_blocks_after: str  # the last layer below the block(s) the finetune variant unfreezes
 
 
 _BASES = {
-    "vgg16": BaseFacts("VGG16", "caffe", "vgg16/", ("block5_",)),
-    "resnet50": BaseFacts("ResNet50", "caffe", "resnet/", ("conv5_",)),
-    "inceptionv3": BaseFacts("InceptionV3", "tf", "inception_v3/", ("mixed9", "mixed10")),
+    "vgg16": BaseFacts("VGG16", "caffe", "vgg16/", "block4_pool"),  # block5
+    "resnet50": BaseFacts("ResNet50", "caffe", "resnet/", "conv4_block6_out"),  # conv5
+    "inceptionv3": BaseFacts("InceptionV3", "tf", "inception_v3/", "mixed8"),  # mixed9 and mixed10
 }
 
 _INFOS = [
@@ -118,15 +119,25 @@ def adapt_feature_norm(built: BuiltModel, features) -> None:
     norm.finalize_state()
 
 
+def top_blocks_after(name: str) -> str:
+    """The last layer of a transfer model's base below the block(s) its finetune variant trains."""
+    return _BASES[name].top_blocks_after
+
+
+def _top_block_layers(base, name: str) -> set[str]:
+    names = [layer.name for layer in base.layers]
+    return set(names[names.index(top_blocks_after(name)) + 1:])
+
+
 def unfreeze_top(built: BuiltModel) -> int:
     """Make the base's top block(s) trainable, BatchNorm excepted; returns layers unfrozen."""
-    prefixes = _BASES[built.info.name].top_block_prefixes
+    top = _top_block_layers(built.base, built.info.name)
     built.base.trainable = True
     count = 0
     for layer in built.base.layers:
-        top = layer.name.startswith(prefixes) and not isinstance(layer, layers.BatchNormalization)
-        layer.trainable = top
-        count += top
+        unfrozen = layer.name in top and not isinstance(layer, layers.BatchNormalization)
+        layer.trainable = unfrozen
+        count += unfrozen
     return count
 
 
@@ -137,7 +148,9 @@ def build_transfer(info: ModelInfo, num_classes: int, image_size: int, weights: 
     base = application(include_top=False, weights=None, input_shape=(image_size, image_size, 3))
     if weights not in (None, "none"):
         load_base_weights(base, resolve_weights_file(info, weights))
-    base = with_fused_batchnorm(base)  # same numbers; ResNet50/InceptionV3 features ~20 % faster in bfloat16
+    # same numbers; BatchNorm below the block(s) fine-tuning may train folded into the convolutions
+    top = _top_block_layers(base, info.name)
+    base = with_fast_batchnorm(base, may_train=lambda name: name in top)
     base.trainable = False
 
     pixels = keras.Input((NATIVE_SIZE, NATIVE_SIZE, 1), name="pixels")

@@ -29,7 +29,7 @@ from ..run_folder import find_run_dirs, is_stale
 
 DEFAULT_BASELINE = "scratch"  # the seed's CNN; under the seed recipe when there is one
 # the seed has its own column, TTA its own ("accuracy with TTA"), the format is the same for all
-NEVER_COLUMNS = {"seed", "tta", "results_format"}
+NEVER_COLUMNS = {"seed", "tta", "results_format", "finetune_from"}  # the variant column says it
 TRANSFER_ONLY = ("weights", "variant", "finetune_epochs", "finetune_learning_rate")
 ON_TEST_MARK = "†"
 LEGEND = (f"{ON_TEST_MARK} checkpoint chosen on the test split (the seed's protocol): optimistic, kept out of the "

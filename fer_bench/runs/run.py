@@ -50,6 +50,14 @@ def load_run_data(cfg: RunConfig) -> Dataset:
     return select_classes(dataset, parse_classes(cfg.classes))
 
 
+def finetune_record(cfg: RunConfig) -> dict:
+    """For a finetune run, the base layer above which it trains (recorded since InceptionV3's finetune
+    variant, looking for layers by a name prefix its layers do not carry, trained none of its base)."""
+    from ..models.transfer import top_blocks_after
+
+    return {"finetune_from": top_blocks_after(cfg.model)} if cfg.variant == "finetune" else {}
+
+
 def run_id(cfg: RunConfig, fingerprint: dict) -> str:
     """Readable id (model, classes, size, seed) plus a short hash of what the run is: the identity
     options as asked for (not as this machine resolved them), the data by content and the results format."""
@@ -61,7 +69,7 @@ def run_id(cfg: RunConfig, fingerprint: dict) -> str:
     if cfg.teacher is not None:
         identity["teacher"] = Path(cfg.teacher).name  # a teacher counts by its run id, wherever its folder is
     identity.update({k: v for k, v in fingerprint.items() if k.endswith("_sha256")})
-    identity["results_format"] = RESULTS_FORMAT
+    identity.update(finetune_record(cfg), results_format=RESULTS_FORMAT)
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
     variant = f"-{cfg.variant}" if model_info(cfg.model).transfer else ""
     tag = classes_tag(parse_classes(cfg.classes))
@@ -112,7 +120,7 @@ def execute(cfg: RunConfig, output: Path = Path("results"), force: bool = False,
                     shutil.rmtree(item) if item.is_dir() else item.unlink()
         resuming = (run_dir / "config.json").exists()
         log.info("%s run folder %s", "resuming" if resuming else "new", run_dir)
-        write_json(run_dir / "config.json", run_config_record(cfg))
+        write_json(run_dir / "config.json", {**run_config_record(cfg), **finetune_record(cfg)})
         write_json(run_dir / "data.json", fingerprint)
         write_json(run_dir / "environment.json", library_versions())
 

@@ -16,7 +16,7 @@ from ..data.dataset import as_model_input, cache_dir
 from ..files import save_npz
 
 log = logging.getLogger(__name__)
-_CACHE_VERSION = "3"  # bump when the cache file's contents change
+_CACHE_VERSION = "4"  # bump when the cache file's contents change
 
 
 def weights_key(weights: str, seed: int) -> str:
