@@ -1,7 +1,10 @@
-"""Shared fixtures: an isolated cache, small folder data sets written by the tests, a CLI runner."""
+"""Shared fixtures: an isolated cache, small folder data sets written by the tests, a CLI runner, and a
+script run in its own process (for TensorFlow kernels that could crash natively)."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -33,6 +36,15 @@ def session_cache(tmp_path_factory):
 def isolated_cache(tmp_path, monkeypatch):
     """Every test gets its own cache folder, so cached arrays never leak between tests."""
     monkeypatch.setenv("FER_BENCH_CACHE", str(tmp_path / "cache"))
+
+
+def script_report(script: str, *args, cwd: Path | None = None) -> dict:
+    """Run a Python script in a new process (a native crash fails the test) and return the JSON
+    object its last output line prints."""
+    done = subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True,
+                          timeout=300, cwd=cwd)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def write_faces(root: Path, split: str, class_folder: str, expression: str, n: int, seed: int = 0,

@@ -1,13 +1,11 @@
 """The fused BatchNormalization is Keras' BatchNormalization computed faster: the same outputs,
-gradients and moving statistics in float32 and bfloat16, the fused kernel actually used while training
-and for inference, and a saved model that loads in safe mode; a transfer base (ResNet50 with
-ImageNet-format weights the test writes) with its BatchNorm folded into the convolutions below
-the fine-tuned block and fused in it gives Keras' features. It runs TensorFlow kernels that could
-crash natively, so the comparison runs in a subprocess."""
+gradients and moving statistics in float32 and bfloat16, the fused kernel actually used while
+training and for inference, and a saved model that loads in safe mode. A transfer base (ResNet50
+with ImageNet-format weights the test writes), its BatchNorm folded into the convolutions below
+the fine-tuned block and fused in it, gives Keras' features and saves and loads as a run's model.
+TensorFlow kernels could crash natively, so the comparisons run in a subprocess."""
 
-import json
-import subprocess
-import sys
+from conftest import script_report
 
 COMPARE = """
 import json
@@ -52,10 +50,7 @@ print(json.dumps(report))
 
 
 def test_fused_batchnorm_equals_keras_batchnorm_and_uses_the_fused_kernel(tmp_path):
-    done = subprocess.run([sys.executable, "-c", COMPARE, str(tmp_path / "bn.keras")], capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    report = script_report(COMPARE, str(tmp_path / "bn.keras"))
     for name, error in report["float32"].items():
         assert error < 1e-4, f"float32 {name}: relative difference {error}"
     for name, error in report["mixed_bfloat16"].items():
@@ -70,6 +65,7 @@ import numpy as np, keras
 from keras import layers
 from fer_bench.models import create_model
 from fer_bench.models.batchnorm import FoldedBatchNormalization, FusedBatchNormalization
+from fer_bench.models.saved import load_saved_model
 from fer_bench.training.precision import precision_policy
 report = {}
 for precision in ("float32", "bfloat16"):
@@ -92,15 +88,18 @@ for precision in ("float32", "bfloat16"):
         report["folded_layers"] = sum(type(layer) is FoldedBatchNormalization for layer in built.base.layers)
         report["keras_layers"] = sum(type(layer) is layers.BatchNormalization for layer in plain.layers)
         report["frozen"] = not built.base.trainable and not any(w.trainable for w in built.base.weights)
+        built.full.save(f"{precision}.keras")  # a run's best.keras: raw pixels in, probabilities out
+        pixels = rng.integers(0, 256, (4, 48, 48, 1)).astype("float32")
+        reloaded = np.asarray(load_saved_model(f"{precision}.keras")(pixels), "float32")
+        report[f"saved_{precision}"] = float(np.max(np.abs(reloaded - np.asarray(built.full(pixels), "float32"))))
 print(json.dumps(report))
 """
 
 
 def test_transfer_base_folds_or_fuses_batchnorm_and_gives_keras_features(tmp_path):
-    done = subprocess.run([sys.executable, "-c", BASE], capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-2000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    report = script_report(BASE, cwd=tmp_path)
     assert report["keras_layers"] == 53  # every BatchNormalization of ResNet50: 43 folded, conv5's 10 fused
     assert report["folded_layers"] == 43 and report["fused_layers"] == ["conv5"], report
     assert report["frozen"]
     assert report["float32"] < 1e-4 and report["bfloat16"] < 3e-2, report
+    assert report["saved_float32"] < 1e-6 and report["saved_bfloat16"] < 1e-6, report

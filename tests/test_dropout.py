@@ -4,9 +4,7 @@ through the same mask, the identity outside training, a seeded layer repeating i
 random op actually used, and a saved model loading in safe mode. TensorFlow kernels can crash
 natively, so it runs in a subprocess."""
 
-import json
-import subprocess
-import sys
+from conftest import script_report
 
 CHECK = """
 import json, sys
@@ -51,10 +49,7 @@ print(json.dumps(report))
 
 
 def test_few_bits_dropout_is_keras_dropout(tmp_path):
-    done = subprocess.run([sys.executable, "-c", CHECK, str(tmp_path / "d.keras")], capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    report = script_report(CHECK, str(tmp_path / "d.keras"))
     for rate in (0.25, 0.4, 0.5):
         r = report[str(rate)]
         assert abs(r["dropped"] - rate) < 0.003, r  # 1.28 M draws: the standard error is 0.0004

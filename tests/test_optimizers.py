@@ -5,9 +5,7 @@ bfloat16 training, TensorFlow's fused kernels actually in the update graph, and 
 from a checkpoint. TensorFlow kernels can crash natively, so it runs in a
 subprocess."""
 
-import json
-import subprocess
-import sys
+from conftest import script_report
 
 COMPARE = """
 import json
@@ -89,10 +87,7 @@ print(json.dumps(report))
 
 
 def test_fused_optimizers_equal_keras_and_use_the_fused_kernels(tmp_path):
-    done = subprocess.run([sys.executable, "-c", COMPARE, str(tmp_path / "w.weights.h5")], capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    report = script_report(COMPARE, str(tmp_path / "w.weights.h5"))
     for case, error in report.items():
         if case.startswith("steps adam"):  # the one-pass kernel rounds differently in the last bits
             assert error < 1e-4, f"{case}: weights differ from Keras' by {error} of their change"

@@ -105,7 +105,7 @@ def with_fast_batchnorm(model: keras.Model, may_train: Callable[[str], bool] = l
         if layer.name in folds:
             return type(layer).from_config({**layer.get_config(), "use_bias": True})
         if layer.name in folded:
-            return FoldedBatchNormalization(name=layer.name, dtype=layer.dtype_policy)
+            return FoldedBatchNormalization(name=layer.name, dtype=layer.dtype_policy.name)
         cls = FusedBatchNormalization if type(layer) is layers.BatchNormalization else type(layer)
         return cls.from_config(layer.get_config())
 
