@@ -21,9 +21,18 @@ COMPLETE_MARKER = "complete.json"
 RESULTS_FORMAT = 2
 
 
+def finetune_record(cfg: RunConfig) -> dict:
+    """For a finetune run, the base layer above which it trains (recorded since InceptionV3's finetune
+    variant, looking for layers by a name prefix its layers do not carry, trained none of its base)."""
+    from .models.transfer import top_blocks_after
+
+    return {"finetune_from": top_blocks_after(cfg.model)} if cfg.variant == "finetune" else {}
+
+
 def run_config_record(cfg: RunConfig) -> dict:
-    """What `config.json` holds: every resolved option and the results format it was written in."""
-    return {**asdict(cfg), "results_format": RESULTS_FORMAT}
+    """What `config.json` holds: every resolved option, the layer a finetune run trains above, and the
+    results format it was written in."""
+    return {**asdict(cfg), **finetune_record(cfg), "results_format": RESULTS_FORMAT}
 
 
 def is_stale(run_dir: Path) -> bool:

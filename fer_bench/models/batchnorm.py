@@ -88,7 +88,7 @@ def _foldable(model: keras.Model, may_train: Callable[[str], bool]) -> dict[str,
     pairs = {}
     for norm in model.layers:
         conv = producer.get(id(norm.input)) if isinstance(norm, layers.BatchNormalization) else None
-        if (type(conv) is layers.Conv2D and uses[id(conv.output)] == 1 and norm.axis in (-1, 3, [3], [-1])
+        if (type(conv) is layers.Conv2D and uses[id(conv.output)] == 1 and norm.axis in (-1, 3)
                 and not may_train(conv.name) and not may_train(norm.name)):
             pairs[conv.name] = norm
     return pairs

@@ -28,6 +28,7 @@ from ..run_folder import (
     COMPLETE_MARKER,
     RESULTS_FORMAT,
     find_complete_run,
+    finetune_record,
     is_complete,
     run_config_record,
     run_lock,
@@ -48,14 +49,6 @@ def load_run_data(cfg: RunConfig) -> Dataset:
         dataset = drop_test_duplicates(dataset)
         log.info("dedupe: dropped %d test images that also occur in train", dataset.dropped_duplicates)
     return select_classes(dataset, parse_classes(cfg.classes))
-
-
-def finetune_record(cfg: RunConfig) -> dict:
-    """For a finetune run, the base layer above which it trains (recorded since InceptionV3's finetune
-    variant, looking for layers by a name prefix its layers do not carry, trained none of its base)."""
-    from ..models.transfer import top_blocks_after
-
-    return {"finetune_from": top_blocks_after(cfg.model)} if cfg.variant == "finetune" else {}
 
 
 def run_id(cfg: RunConfig, fingerprint: dict) -> str:
@@ -120,7 +113,7 @@ def execute(cfg: RunConfig, output: Path = Path("results"), force: bool = False,
                     shutil.rmtree(item) if item.is_dir() else item.unlink()
         resuming = (run_dir / "config.json").exists()
         log.info("%s run folder %s", "resuming" if resuming else "new", run_dir)
-        write_json(run_dir / "config.json", {**run_config_record(cfg), **finetune_record(cfg)})
+        write_json(run_dir / "config.json", run_config_record(cfg))
         write_json(run_dir / "data.json", fingerprint)
         write_json(run_dir / "environment.json", library_versions())
 
