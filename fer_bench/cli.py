@@ -435,7 +435,7 @@ def benchmark_command(
     if train:
         from .benchmarks.training_speed import train_benchmark
         from .config import PRECISIONS
-        from .training.precision import resolve_precision
+        from .precision import resolve_precision
 
         names = [m.strip() for m in (models or "scratch,vggnet").split(",") if m.strip()]
         precisions = []

@@ -66,7 +66,7 @@ from keras import layers
 from fer_bench.models import create_model
 from fer_bench.models.batchnorm import FoldedBatchNormalization, FusedBatchNormalization
 from fer_bench.models.saved import load_saved_model
-from fer_bench.training.precision import precision_policy
+from fer_bench.precision import precision_policy
 report = {}
 for precision in ("float32", "bfloat16"):
     with precision_policy(precision):

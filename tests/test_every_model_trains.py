@@ -15,7 +15,7 @@ STEP = """
 import sys
 import numpy as np
 from fer_bench.models import create_model
-from fer_bench.training.precision import precision_policy
+from fer_bench.precision import precision_policy
 name = sys.argv[1]
 for size in map(int, sys.argv[2].split(",")):
     for precision in ("float32", "bfloat16"):

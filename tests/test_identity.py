@@ -9,11 +9,12 @@ from pathlib import Path
 import keras
 import pytest
 
+from fer_bench import precision
 from fer_bench.config import EVALUATION, IDENTITY, MACHINE, RunConfig, resolve
 from fer_bench.runs import run as run_module
 from fer_bench.runs.experiment import load_experiment
 from fer_bench.runs.run import execute, run_id
-from fer_bench.training import harness, precision
+from fer_bench.training import harness
 
 ROOT = Path(__file__).resolve().parents[1]
 FINGERPRINT = {"train_sha256": "0123456789abcdef", "test_sha256": "fedcba9876543210"}

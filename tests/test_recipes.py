@@ -10,13 +10,14 @@ from fer_bench.config import AUGMENTATIONS, RECIPES, RunConfig, resolve
 from fer_bench.errors import UserError
 from fer_bench.models import create_model
 from fer_bench.models.augment import with_augmentation
-from fer_bench.reporting.evaluation import predict_with_tta, tta_views
-from fer_bench.runs.run import execute, run_id
-from fer_bench.training.precision import (
+from fer_bench.precision import (
+    bfloat16_unavailable,
     cpu_has_fast_bfloat16,
     precision_policy,
     resolve_precision,
 )
+from fer_bench.reporting.evaluation import predict_with_tta, tta_views
+from fer_bench.runs.run import execute, run_id
 
 FINGERPRINT = {"train_sha256": "a", "test_sha256": "b"}
 
@@ -64,8 +65,61 @@ def test_precision_auto_follows_the_cpu(tmp_path):
     assert resolve_precision("float32") == "float32"
 
 
+def test_bfloat16_is_not_native_where_onednn_is_capped_below_it_or_off(tmp_path):
+    flags = tmp_path / "cpuinfo"
+    flags.write_text("flags\t: fpu avx2 avx512f avx512_bf16\n")
+    for environ in ({}, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}, {"ONEDNN_MAX_CPU_ISA": "all"},
+                    {"TF_ENABLE_ONEDNN_OPTS": "0", "ONEDNN_MAX_CPU_ISA": "AVX2"}):
+        assert bfloat16_unavailable(environ) is None, environ
+    assert cpu_has_fast_bfloat16(flags, {}) and cpu_has_fast_bfloat16(flags, {"ONEDNN_MAX_CPU_ISA": "avx10_1_512"})
+    # emulated (AVX512_CORE) or TensorFlow's own kernels (oneDNN off): runs, but slowly
+    assert not cpu_has_fast_bfloat16(flags, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"})
+    assert not cpu_has_fast_bfloat16(flags, {"TF_ENABLE_ONEDNN_OPTS": "0"})
+    for environ in ({"ONEDNN_MAX_CPU_ISA": "avx2"}, {"DNNL_MAX_CPU_ISA": "AVX2_VNNI"}):
+        assert not cpu_has_fast_bfloat16(flags, environ)
+        assert "AVX512_CORE or higher" in bfloat16_unavailable(environ)
+
+
+def test_bfloat16_is_refused_up_front_where_onednn_cannot_run_it(monkeypatch, tmp_path):
+    from fer_bench.files import save_model
+    from fer_bench.models.saved import load_saved_model
+
+    with precision_policy("bfloat16"):
+        save_model(tmp_path / "bf16.keras", create_model("scratch", 2).full)
+    save_model(tmp_path / "fp32.keras", create_model("scratch", 2).full)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    with pytest.raises(UserError, match="--precision bfloat16: ONEDNN_MAX_CPU_ISA=AVX2 .* --precision float32"):
+        resolve(RunConfig(precision="bfloat16"))
+    with pytest.raises(UserError, match="cannot compute in bfloat16"), precision_policy("bfloat16"):
+        pass
+    with pytest.raises(UserError, match="bf16.keras: it computes in bfloat16 and ONEDNN_MAX_CPU_ISA=AVX2"):
+        load_saved_model(tmp_path / "bf16.keras")
+    assert load_saved_model(tmp_path / "fp32.keras").compute_dtype == "float32"
+
+
+# The README's own workaround for a oneDNN crash (ONEDNN_MAX_CPU_ISA=AVX2) on an AVX512_BF16 CPU: `auto`
+# must not pick bfloat16 there, or TensorFlow aborts at the first convolution (a subprocess, so an
+# abort is a failed test). On a CPU without AVX512_BF16 `auto` is float32 anyway.
+def test_auto_precision_trains_under_the_readme_avx2_workaround(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    command = [sys.executable, "-m", "fer_bench", "run", "--model", "vggnet", "--width", "0.25", "--recipe", "strong",
+               "--epochs", "1", "--tta", "none", "--output", str(tmp_path / "results")]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (config,) = (tmp_path / "results").glob("*/config.json")
+    assert json.loads(config.read_text())["precision_used"] == "float32"
+    refused = subprocess.run(command[:-2] + ["--precision", "bfloat16", "--output", str(tmp_path / "other")],
+                             capture_output=True, text=True, env=env, timeout=600)
+    assert refused.returncode == 2 and refused.stderr.strip().count("\n") == 0, refused.stderr[-2000:]
+    assert "ONEDNN_MAX_CPU_ISA=AVX2" in refused.stderr and not (tmp_path / "other").exists()
+
+
 def test_precision_auto_resolves_from_the_probes(monkeypatch):
-    from fer_bench.training import precision
+    from fer_bench import precision
 
     monkeypatch.setattr(precision, "gpu_has_fast_bfloat16", lambda: False)
     monkeypatch.setattr(precision, "cpu_has_fast_bfloat16", lambda *a: True)

@@ -126,7 +126,7 @@ def test_planning_counts_flops_once_per_machine_not_per_plan(monkeypatch):
 
 SHARD_ON_A_MACHINE = """
 import sys
-from fer_bench.training import precision
+from fer_bench import precision
 precision.cpu_has_fast_bfloat16 = lambda *a: sys.argv[1] == "bf16"
 precision.gpu_has_fast_bfloat16 = lambda: False
 from fer_bench.cli import main

@@ -22,9 +22,9 @@ from ..data.dataset import as_model_input
 from ..models import create_model, model_info
 from ..models.augment import with_augmentation
 from ..models.flops import flops_per_image
+from ..precision import precision_policy
 from ..training import TrainSettings, compile_for_training
 from ..training.harness import train_settings
-from ..training.precision import precision_policy
 
 SEED_SIZE = 244
 _DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}

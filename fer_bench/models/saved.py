@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import UserError
+from ..precision import bfloat16_unavailable
 from . import augment, averaging, batchnorm, dropout  # noqa: F401  (register the layers saved models may contain)
 
 BUNDLED_DIR = Path(__file__).resolve().parents[1] / "bundled"
@@ -18,13 +19,20 @@ def load_saved_model(path: Path):
     import keras
 
     try:
-        return keras.models.load_model(path, compile=False, safe_mode=True)
+        model = keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         if "Lambda" in message or "safe_mode" in message:
             raise UserError(f"refused to load {path}: it contains a Lambda layer (stored Python code), which "
                             "fer-bench never runs from a run folder") from None
         raise UserError(f"cannot load model {path}: {message}") from None
+    if bfloat16_unavailable() and _computes_in_bfloat16(model):
+        raise UserError(f"cannot run {path}: it computes in bfloat16 and {bfloat16_unavailable()}")
+    return model
+
+
+def _computes_in_bfloat16(layer) -> bool:
+    return layer.compute_dtype == "bfloat16" or any(map(_computes_in_bfloat16, getattr(layer, "layers", ())))
 
 
 def bundled_run_dir() -> Path:

@@ -26,6 +26,7 @@ from ..models import BuiltModel, create_model
 from ..models.augment import with_augmentation
 from ..models.saved import load_saved_model
 from ..models.transfer import adapt_feature_norm, unfreeze_top
+from ..precision import precision_policy
 from ..reporting.calibration import (
     CALIBRATION_FILE,
     calibration_summary,
@@ -41,7 +42,6 @@ from .devices import device_scope
 from .distillation import distilled_targets, teacher_probabilities
 from .features import cached_features, feature_cache_path, weights_key
 from .fit import TrainSettings, fit_stage
-from .precision import precision_policy
 
 log = logging.getLogger(__name__)
 FINETUNE_CLIPNORM = 1.0  # gradients through a pretrained base are clipped: one bad batch must not wreck it
