@@ -23,20 +23,23 @@ def _onednn_off(environ) -> bool:
     return environ.get("TF_ENABLE_ONEDNN_OPTS", "").strip().lower() in ("0", "false")
 
 
-def onednn_isa_limit(environ=os.environ) -> str | None:
-    """The instruction set oneDNN is capped at (ONEDNN_MAX_CPU_ISA, or its old name DNNL_MAX_CPU_ISA);
-    None when uncapped or when oneDNN is off (TF_ENABLE_ONEDNN_OPTS=0: TensorFlow's own kernels)."""
+def _onednn_isa_cap(environ) -> tuple[str, str] | None:
+    """(variable, instruction set) when the user caps oneDNN (ONEDNN_MAX_CPU_ISA, or its old name
+    DNNL_MAX_CPU_ISA); None when uncapped or when oneDNN is off (TensorFlow's own kernels then)."""
     if _onednn_off(environ):
         return None
-    limit = environ.get("ONEDNN_MAX_CPU_ISA") or environ.get("DNNL_MAX_CPU_ISA")
-    return limit.strip().upper() if limit and limit.strip().upper() not in ("", "ALL", "DEFAULT") else None
+    for variable in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        value = environ.get(variable, "").strip().upper()
+        if value and value not in ("ALL", "DEFAULT"):
+            return variable, value
+    return None
 
 
 def bfloat16_unavailable(environ=os.environ) -> str | None:
     """Why this process cannot compute in bfloat16, or None when it can."""
-    limit = onednn_isa_limit(environ)
-    if limit in _ISA_WITHOUT_BFLOAT16:
-        return (f"ONEDNN_MAX_CPU_ISA={limit} leaves oneDNN no bfloat16 kernels (TensorFlow would abort at its first "
+    cap = _onednn_isa_cap(environ)
+    if cap and cap[1] in _ISA_WITHOUT_BFLOAT16:
+        return (f"{cap[0]}={cap[1]} leaves oneDNN no bfloat16 kernels (TensorFlow would abort at its first "
                 "convolution); unset it or set AVX512_CORE or higher")
     return None
 
@@ -44,7 +47,8 @@ def bfloat16_unavailable(environ=os.environ) -> str | None:
 def cpu_has_fast_bfloat16(cpuinfo: Path = Path("/proc/cpuinfo"), environ=os.environ) -> bool:
     """True on CPUs with AVX512_BF16 or AMX (Linux flags) when oneDNN may use them; emulated bfloat16
     (other CPUs, oneDNN capped below them or switched off) is several times slower."""
-    if _onednn_off(environ) or onednn_isa_limit(environ) in _ISA_WITHOUT_BFLOAT16 + _ISA_EMULATING_BFLOAT16:
+    cap = _onednn_isa_cap(environ)
+    if _onednn_off(environ) or (cap and cap[1] in _ISA_WITHOUT_BFLOAT16 + _ISA_EMULATING_BFLOAT16):
         return False
     try:
         flags = cpuinfo.read_text()

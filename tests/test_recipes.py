@@ -78,6 +78,7 @@ def test_bfloat16_is_not_native_where_onednn_is_capped_below_it_or_off(tmp_path)
     for environ in ({"ONEDNN_MAX_CPU_ISA": "avx2"}, {"DNNL_MAX_CPU_ISA": "AVX2_VNNI"}):
         assert not cpu_has_fast_bfloat16(flags, environ)
         assert "AVX512_CORE or higher" in bfloat16_unavailable(environ)
+    assert bfloat16_unavailable({"DNNL_MAX_CPU_ISA": "avx2_vnni"}).startswith("DNNL_MAX_CPU_ISA=AVX2_VNNI leaves")
 
 
 def test_bfloat16_is_refused_up_front_where_onednn_cannot_run_it(monkeypatch, tmp_path):
