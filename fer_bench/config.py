@@ -181,6 +181,21 @@ def _resolve_augment(value: str) -> str:
     return ",".join(op for op in AUGMENTATIONS if op in ops)  # canonical order: the same set, the same id
 
 
+def _resolve_devices(spec: str | int) -> int:
+    """'all' → every local GPU (at least 1); a number ≥ 1 → itself."""
+    if str(spec) == "all":
+        import tensorflow as tf
+
+        return max(1, len(tf.config.list_physical_devices("GPU")))
+    try:
+        count = int(spec)
+    except ValueError:
+        raise UserError(f"--devices must be a number or 'all', got {spec!r}") from None
+    if count < 1:
+        raise UserError("--devices must be at least 1")
+    return count
+
+
 def resolve(cfg: RunConfig) -> RunConfig:
     """Fill recipe and model defaults and check every option value; returns a new config."""
     from .models import check_image_size, model_info
@@ -243,9 +258,7 @@ def resolve(cfg: RunConfig) -> RunConfig:
         raise UserError("--val-fraction must be between 0 and 1")
     if cfg.data is not None:
         values["data"] = str(Path(cfg.data).resolve())
-    from .training.devices import resolve_devices
-
-    values["devices"] = str(resolve_devices(cfg.devices))
+    values["devices"] = str(_resolve_devices(cfg.devices))
     values = {key: _normalised(value, _OPTION_TYPES[key]) for key, value in values.items()}
     return RunConfig(**values)
 

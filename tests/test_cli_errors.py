@@ -65,3 +65,10 @@ def test_synth_writes_folder_layout_and_refuses_non_empty(cli, tmp_path):
     assert code == 0 and "wrote 21 images" in out
     assert len(list((tmp_path / "s" / "train" / "surprise").glob("*.png"))) == 2
     assert_one_line_error(cli("data", "synth", tmp_path / "s"), "not empty")
+
+
+@pytest.mark.parametrize("devices, fragment", [("0", "--devices must be at least 1"),
+                                               ("two", "--devices must be a number or 'all', got 'two'")])
+def test_bad_device_count(cli, tmp_path, devices, fragment):
+    assert_one_line_error(cli("run", "--devices", devices, "--output", tmp_path / "results"), fragment)
+    assert not (tmp_path / "results").exists()

@@ -13,21 +13,6 @@ from ..errors import UserError
 log = logging.getLogger(__name__)
 
 
-def resolve_devices(spec: str | int) -> int:
-    """'all' → every local GPU (at least 1); a number ≥ 1 → itself."""
-    if str(spec) == "all":
-        import tensorflow as tf
-
-        return max(1, len(tf.config.list_physical_devices("GPU")))
-    try:
-        count = int(spec)
-    except ValueError:
-        raise UserError(f"--devices must be a number or 'all', got {spec!r}") from None
-    if count < 1:
-        raise UserError("--devices must be at least 1")
-    return count
-
-
 def device_names(count: int) -> list[str]:
     """The first `count` GPUs; on a machine without GPUs, the CPU split into `count` logical devices
     (which exercises the same code path; it is not faster)."""
