@@ -199,7 +199,7 @@ def _resolve_devices(spec: str | int) -> int:
 def resolve(cfg: RunConfig) -> RunConfig:
     """Fill recipe and model defaults and check every option value; returns a new config."""
     from .models import check_image_size, model_info
-    from .precision import bfloat16_unavailable, resolve_precision
+    from .precision import resolve_precision
 
     info = model_info(cfg.model)
     _check_choice("recipe", cfg.recipe, tuple(RECIPES))
@@ -237,8 +237,6 @@ def resolve(cfg: RunConfig) -> RunConfig:
         _check_choice(key, values[key], allowed)
     values["augment"] = _resolve_augment(values["augment"])
     values["precision_used"] = resolve_precision(values["precision"])
-    if values["precision_used"] == "bfloat16" and bfloat16_unavailable():
-        raise UserError(f"--precision bfloat16: {bfloat16_unavailable()}, or use --precision float32")
     if not 0 <= values["distill"] <= 1:
         raise UserError(f"--distill must be between 0 and 1, got {values['distill']}")
     if (values["distill"] > 0) != (cfg.teacher is not None):

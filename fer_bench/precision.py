@@ -69,7 +69,10 @@ def gpu_has_fast_bfloat16() -> bool:
 
 
 def resolve_precision(precision: str) -> str:
-    """'auto' → 'bfloat16' where CPU or GPU support it natively, else 'float32'; others unchanged."""
+    """'auto' → 'bfloat16' where CPU or GPU support it natively, else 'float32'; others unchanged.
+    UserError for 'bfloat16' where this process cannot run it."""
+    if precision == "bfloat16" and (reason := bfloat16_unavailable()):
+        raise UserError(f"--precision bfloat16: {reason}, or use --precision float32")
     if precision != "auto":
         return precision
     return "bfloat16" if cpu_has_fast_bfloat16() or gpu_has_fast_bfloat16() else "float32"
@@ -79,8 +82,8 @@ def resolve_precision(precision: str) -> str:
 def precision_policy(precision: str):
     """Build models inside this block to get the precision's Keras dtype policy; restored after.
     UserError for bfloat16 where this process cannot run it."""
-    if precision == "bfloat16" and bfloat16_unavailable():
-        raise UserError(f"cannot compute in bfloat16: {bfloat16_unavailable()}")
+    if precision == "bfloat16" and (reason := bfloat16_unavailable()):
+        raise UserError(f"cannot compute in bfloat16: {reason}")
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(_POLICIES[precision])
     try:

@@ -26,8 +26,8 @@ def load_saved_model(path: Path):
             raise UserError(f"refused to load {path}: it contains a Lambda layer (stored Python code), which "
                             "fer-bench never runs from a run folder") from None
         raise UserError(f"cannot load model {path}: {message}") from None
-    if bfloat16_unavailable() and _computes_in_bfloat16(model):
-        raise UserError(f"cannot run {path}: it computes in bfloat16 and {bfloat16_unavailable()}")
+    if (reason := bfloat16_unavailable()) and _computes_in_bfloat16(model):
+        raise UserError(f"cannot run {path}: it computes in bfloat16 and {reason}")
     return model
 
 
