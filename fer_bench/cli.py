@@ -292,9 +292,12 @@ def predict(
 @app.command("evaluate")
 def evaluate_command(
     run: str = typer.Argument(..., help="A complete run folder, or 'bundled' for the model shipped with fer-bench."),
-    data: Optional[Path] = typer.Option(None, help="Labelled images: a data set folder or CSV (its test split), a "
-                                        "folder with only test/, or one folder of class sub-folders; default: the "
-                                        "run's own test set, re-scored with --tta into its metrics.json."),
+    data: Optional[list[Path]] = typer.Option(None, help="Labelled images: a data set folder or CSV (its test split; "
+                                              "RAF-DB, SFEW and FER+ in their own layouts, their development part "
+                                              "where the test part is absent), a folder with only test/, or one "
+                                              "folder of class sub-folders; repeat it to score several (the model "
+                                              "is loaded once). Default: the run's own test set, re-scored with "
+                                              "--tta into its metrics.json."),
     classes: Optional[str] = typer.Option(None, help="Score only these of the run's classes (argmax among them)."),
     tta: str = typer.Option("none", help="Test-time augmentation: none, flip or crops."),
     test_usage: str = typer.Option("PrivateTest", help="fer2013.csv: which Usage is scored."),
@@ -302,16 +305,16 @@ def evaluate_command(
                               "each face found and aligned as `predict` does."),
     output: Optional[Path] = typer.Option(None, help="Where evaluations go; default: <run>/evaluations "
                                           "(results/evaluations/bundled for the bundled model)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the headline metrics as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print the headline metrics as JSON (a list with several --data)."),
 ):
-    """Score a finished run on another labelled data set; writes metrics, per-class, confusion matrix, predictions."""
+    """Score a finished run on other labelled data sets; writes metrics, per-class, confusion matrix, predictions."""
     from .config import TTA_MODES
     from .reporting.scoring import evaluate_run
     from .serving.predict import load_run
 
     if tta not in TTA_MODES:
         raise UserError(f"--tta must be one of {', '.join(TTA_MODES)}, got {tta!r}")
-    if data is None:
+    if not data:
         from .runs.run import rescore_run
 
         if run == "bundled" or classes:
@@ -321,20 +324,30 @@ def evaluate_command(
                    f"{run} on its own test set: accuracy {metrics['accuracy']:.4f}" +
                    (f", with {tta} test-time augmentation {metrics['tta']['accuracy']:.4f}" if "tta" in metrics else ""))
         return
-    loaded = load_run(run)
-    out_root = output or (Path("results/evaluations/bundled") if run == "bundled" else loaded.run_dir / "evaluations")
     if faces not in ("off", "detect"):
         raise UserError(f"--faces must be off or detect, got {faces!r}")
-    folder, metrics = evaluate_run(loaded, data, out_root, classes, tta, test_usage, faces)
-    headline = {k: metrics[k] for k in ("run", "data", "classes", "tta", "faces", "test_images", "accuracy",
-                                        "accuracy_ci95", "balanced_accuracy", "macro_f1", "calibration")}
+    for path in data:
+        if not path.exists():
+            raise UserError(f"data path does not exist: {path}")
+    loaded = load_run(run)
+    out_root = output or (Path("results/evaluations/bundled") if run == "bundled" else loaded.run_dir / "evaluations")
+    headlines = []
+    for path in data:
+        folder, metrics = evaluate_run(loaded, path, out_root, classes, tta, test_usage, faces)
+        headlines.append({**{k: metrics[k] for k in ("run", "data", "layout", "classes", "tta", "faces", "test_images",
+                                                     "accuracy", "accuracy_ci95", "balanced_accuracy", "macro_f1",
+                                                     "calibration")}, "folder": str(folder)})
+        if not as_json:
+            _echo_evaluation(loaded.source, tta, metrics, folder)
     if as_json:
-        typer.echo(json.dumps({**headline, "folder": str(folder)}, indent=2))
-        return
+        typer.echo(json.dumps(headlines[0] if len(headlines) == 1 else headlines, indent=2))
+
+
+def _echo_evaluation(source: str, tta: str, metrics: dict, folder: Path) -> None:
     if metrics["restricted_to_classes"]:
         typer.echo(f"scored among {', '.join(metrics['classes'])} only (argmax restricted to these classes)")
     ci = metrics["accuracy_ci95"]
-    typer.echo(f"{loaded.source} on {metrics['data']} ({metrics['layout']}, {metrics['test_images']} images, "
+    typer.echo(f"{source} on {metrics['data']} ({metrics['layout']}, {metrics['test_images']} images, "
                f"TTA {tta}): accuracy {metrics['accuracy']:.4f} (95% CI {ci[0]:.4f}-{ci[1]:.4f}), "
                f"balanced accuracy {metrics['balanced_accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}")
     calibration = metrics["calibration"]

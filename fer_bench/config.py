@@ -66,7 +66,8 @@ class RunConfig:
     data: str | None = option(None, "Dataset folder or fer2013.csv; default: embedded synthetic faces.", DATA)
     classes: str = option("happy,sad", "'all' or a comma list, e.g. happy,sad.")
     image_size: int | None = option(None, "Model input size; default: the model's own.")
-    width: float | None = option(None, "Channel multiplier of models that have one (vggnet).")
+    width: float | None = option(None, "Channel multiplier of models that have one (vggnet; mobilenet's alpha, "
+                                 "read off its weights file when one is given).")
     recipe: str = option("seed", "Training recipe: seed (the report's 10 epochs of plain SGD) or strong; "
                          "every option below left unset takes the recipe's value.")
     epochs: int | None = option(None)
@@ -103,7 +104,9 @@ class RunConfig:
                                   "--seed. Runs of different --seed with one --val-seed are validated on the same "
                                   "images (an ensemble's members, a teacher and its student).", neutral=None)
     weights: str | None = option(None, "Transfer models: imagenet (default), none, or a weights file.")
-    variant: str = option("frozen", "Transfer models: frozen (head only) or finetune.")
+    variant: str = option("frozen", "Transfer models: frozen (head on the frozen base), finetune (then the base's "
+                          "top blocks at --finetune-learning-rate) or full (the whole network end to end under "
+                          "the recipe, from its weights: ImageNet, or none for random initialisation).")
     finetune_epochs: int = option(5)
     finetune_learning_rate: float = option(1e-4)
     class_weight: str = option("none", "none or balanced.")
@@ -211,9 +214,9 @@ def resolve(cfg: RunConfig) -> RunConfig:
     check_image_size(info, values["image_size"])
     if info.default_width is None:
         if cfg.width is not None:
-            raise UserError(f"{cfg.model} has no width setting (--width applies to: vggnet)")
+            raise UserError(f"{cfg.model} has no width setting (--width applies to: vggnet, mobilenet)")
     else:
-        values["width"] = float(cfg.width or info.default_width)
+        values["width"] = float(_width_of_weights(info, cfg) or cfg.width or info.default_width)
         if values["width"] <= 0:
             raise UserError("--width must be positive")
     wanted = parse_classes(cfg.classes)
@@ -224,7 +227,7 @@ def resolve(cfg: RunConfig) -> RunConfig:
             if not Path(values["weights"]).is_file():
                 raise UserError(f"weights file not found: {values['weights']}")
             values["weights"] = str(Path(values["weights"]).resolve())
-        _check_choice("variant", cfg.variant, ("frozen", "finetune"))
+        _check_choice("variant", cfg.variant, ("frozen", "finetune", "full"))
     else:
         if cfg.weights not in (None, "none"):
             raise UserError(f"{cfg.model} is trained from scratch and takes no --weights")
@@ -259,6 +262,20 @@ def resolve(cfg: RunConfig) -> RunConfig:
     values["devices"] = str(_resolve_devices(cfg.devices))
     values = {key: _normalised(value, _OPTION_TYPES[key]) for key, value in values.items()}
     return RunConfig(**values)
+
+
+def _width_of_weights(info, cfg: RunConfig) -> float | None:
+    """A transfer base's width as its weights file says (MobileNet), checked against --width."""
+    from .models.transfer import has_width, width_of_weights_file
+
+    if not (info.transfer and has_width(info.name) and cfg.weights not in (None, "none", "imagenet")):
+        return None
+    if not Path(cfg.weights).is_file():
+        raise UserError(f"weights file not found: {cfg.weights}")
+    width = width_of_weights_file(Path(cfg.weights))
+    if cfg.width is not None and float(cfg.width) != width:
+        raise UserError(f"--width {cfg.width} does not match the weights file, whose width is {width}")
+    return width
 
 
 def resolve_val_split(cfg: RunConfig, has_validation: bool) -> RunConfig:

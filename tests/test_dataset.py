@@ -45,7 +45,7 @@ def test_second_read_comes_from_cache(small_folder, monkeypatch):
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again instead of using the cache")
 
-    monkeypatch.setattr(ds, "_decode", no_decoding)
+    monkeypatch.setattr(ds, "decode_files", no_decoding)
     second = ds.read_folder_dataset(small_folder)
     np.testing.assert_array_equal(first.train.images, second.train.images)
     assert first.fingerprint() == second.fingerprint()

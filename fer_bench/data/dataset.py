@@ -32,17 +32,20 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Split:
-    """Images (n, 48, 48) uint8, integer labels into the dataset's class names, and one name per image."""
+    """Images (n, 48, 48) uint8, integer labels into the dataset's class names, one name per image,
+    and, where a crowd labelled them (FER+), each image's vote counts per class (n, classes)."""
 
     images: np.ndarray
     labels: np.ndarray
     files: list[str]
+    votes: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def subset(self, index: np.ndarray) -> "Split":
-        return Split(self.images[index], self.labels[index], [self.files[i] for i in index])
+        votes = None if self.votes is None else self.votes[index]
+        return Split(self.images[index], self.labels[index], [self.files[i] for i in index], votes)
 
 
 @dataclass
@@ -159,7 +162,7 @@ def find_split_dirs(root: Path) -> tuple[Path, Path, str]:
     )
 
 
-def _list_files(split_dir: Path) -> list[tuple[str, Path]]:
+def list_class_files(split_dir: Path) -> list[tuple[str, Path]]:
     """(canonical class, file) for every non-hidden file in each class sub-folder."""
     found = []
     for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -171,8 +174,9 @@ def _list_files(split_dir: Path) -> list[tuple[str, Path]]:
     return found
 
 
-def _file_list_key(root: Path, files: list[tuple[str, Path]]) -> str:
-    h = hashlib.sha256(_DECODE_VERSION.encode())
+def file_list_key(root: Path, files: list[tuple[str, Path]], extra: str = "") -> str:
+    """Cache key of a file list: every file's class, path, size and modification time (and `extra`)."""
+    h = hashlib.sha256((_DECODE_VERSION + extra).encode())
     for label, f in files:
         try:
             st = f.stat()
@@ -188,7 +192,8 @@ def make_split(images: list[np.ndarray], labels: list[int], files: list[str]) ->
     return Split(arr, np.asarray(labels, dtype=np.int64), files)
 
 
-def _decode(root: Path, files: list[tuple[str, Path]], class_names: tuple[str, ...], formats: Counter):
+def decode_files(root: Path, files: list[tuple[str, Path]], class_names: tuple[str, ...], formats: Counter):
+    """Decode (class, file) pairs into a Split; returns it and the files that could not be read."""
     images, labels, names, skipped = [], [], [], []
     index = {c: i for i, c in enumerate(class_names)}
     for n, (label, f) in enumerate(files, start=1):
@@ -212,10 +217,10 @@ def read_folder_dataset(root: Path, use_cache: bool = True) -> Dataset:
     """Read (or load from cache) every class of a folder dataset as 48x48 uint8 arrays."""
     root = Path(root)
     train_dir, test_dir, layout = find_split_dirs(root)
-    train_files, test_files = _list_files(train_dir), _list_files(test_dir)
+    train_files, test_files = list_class_files(train_dir), list_class_files(test_dir)
     if not train_files:
         raise UserError(f"no class folders with files in {train_dir}")
-    key = _file_list_key(root, train_files + test_files)
+    key = file_list_key(root, train_files + test_files)
     return cached_dataset(key, use_cache, lambda: _decode_folders(root, layout, train_files, test_files))
 
 
@@ -225,11 +230,11 @@ def read_labelled_folder(root: Path) -> tuple[Split, tuple[str, ...], list[str],
     if not root.is_dir():
         raise UserError(f"data path does not exist or is not a folder: {root}")
     split_dir = next((root / name for name in TEST_SPLIT_NAMES if (root / name).is_dir()), root)
-    files = _list_files(split_dir)
+    files = list_class_files(split_dir)
     if not files:
         raise UserError(f"no class sub-folders with images in {split_dir}")
     class_names = tuple(sorted({c for c, _ in files}))
-    split, skipped = _decode(root, files, class_names, Counter())
+    split, skipped = decode_files(root, files, class_names, Counter())
     return split, class_names, skipped, "class folders" if split_dir == root else f"{split_dir.name}/ only"
 
 
@@ -237,8 +242,8 @@ def _decode_folders(root: Path, layout: str, train_files, test_files) -> Dataset
     log.info("decoding %d images from %s (cached afterwards)", len(train_files) + len(test_files), root)
     class_names = tuple(sorted({c for c, _ in train_files + test_files}))
     formats: Counter = Counter()
-    train, skipped_train = _decode(root, train_files, class_names, formats)
-    test, skipped_test = _decode(root, test_files, class_names, formats)
+    train, skipped_train = decode_files(root, train_files, class_names, formats)
+    test, skipped_test = decode_files(root, test_files, class_names, formats)
     return Dataset(str(root.resolve()), layout, class_names, train, test, skipped=skipped_train + skipped_test,
                    formats=dict(formats))
 
@@ -250,7 +255,8 @@ def cached_dataset(key: str, use_cache: bool, decode) -> Dataset:
         try:
             with np.load(cache, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
-                splits = {s: Split(z[f"{s}_images"], z[f"{s}_labels"], list(meta["files"][s])) for s in meta["files"]}
+                splits = {s: Split(z[f"{s}_images"], z[f"{s}_labels"], list(meta["files"][s]),
+                                   z[f"{s}_votes"] if f"{s}_votes" in z else None) for s in meta["files"]}
             return Dataset(meta["source"], meta["layout"], tuple(meta["class_names"]), splits["train"], splits["test"],
                            splits.get("validation"), skipped=meta["skipped"], formats=meta["formats"])
         except Exception as error:  # a cache from another version or a damaged file: decode again
@@ -265,7 +271,8 @@ def cached_dataset(key: str, use_cache: bool, decode) -> Dataset:
         "skipped": dataset.skipped,
         "formats": dataset.formats,
     }
-    arrays = {f"{name}_{part}": getattr(split, part) for name, split in splits.items() for part in ("images", "labels")}
+    arrays = {f"{name}_{part}": getattr(split, part) for name, split in splits.items()
+              for part in ("images", "labels", "votes") if getattr(split, part) is not None}
     save_npz(cache, meta=np.array(json.dumps(meta)), **arrays)
     return dataset
 
@@ -288,6 +295,8 @@ def select_classes(dataset: Dataset, wanted: tuple[str, ...] | None) -> Dataset:
         order = np.concatenate(parts)
         out = split.subset(order)
         out.labels = np.concatenate(new_labels).astype(np.int64)
+        if out.votes is not None:  # the crowd's votes for the kept classes only
+            out.votes = out.votes[:, [dataset.class_names.index(c) for c in names]]
         return out
 
     validation = None if dataset.validation is None else pick(dataset.validation, "validation")

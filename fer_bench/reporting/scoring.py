@@ -38,10 +38,10 @@ class LabelledSet:
 
 def open_labelled_set(data: Path, test_usage: str = "PrivateTest") -> LabelledSet:
     """The images of `data` to score: the test split of a data set, else every labelled image."""
-    from ..data.sources import open_dataset
+    from ..data.sources import is_dataset, open_dataset
 
     data = Path(data)
-    if data.is_file() or any((base / "train").is_dir() for base in (data, data / "images")):
+    if is_dataset(data):
         dataset = open_dataset(data, test_usage)
         return LabelledSet(str(data.resolve()), f"{dataset.layout} (test split)", dataset.test, dataset.class_names,
                            dataset.skipped)
@@ -50,12 +50,15 @@ def open_labelled_set(data: Path, test_usage: str = "PrivateTest") -> LabelledSe
 
 
 def _match_classes(labelled: LabelledSet, run_classes: tuple[str, ...], wanted: tuple[str, ...] | None):
-    """(images, labels into `scored`, scored class names, their columns in the run's output)."""
+    """(images, labels into `scored`, scored class names, their columns in the run's output, the crowd's
+    votes for the scored classes or None)."""
     scored = wanted or tuple(c for c in run_classes if c in labelled.class_names)
     unknown_to_run = [c for c in (wanted or labelled.class_names) if c not in run_classes]
     if unknown_to_run:
+        both = [c for c in run_classes if c in labelled.class_names]
+        hint = f" (here: --classes {','.join(both)} scores without it)" if len(both) >= 2 else ""
         raise UserError(f"class {unknown_to_run[0]!r} is not one the run knows ({', '.join(run_classes)}); "
-                        "pass --classes with classes it knows")
+                        f"pass --classes with classes it knows{hint}")
     missing = [c for c in scored if c not in labelled.class_names]
     if missing:
         raise UserError(f"the data has no images of class {missing[0]!r}")
@@ -63,7 +66,25 @@ def _match_classes(labelled: LabelledSet, run_classes: tuple[str, ...], wanted: 
     names = np.asarray(labelled.class_names)[labelled.split.labels[keep]]
     labels = np.array([scored.index(n) for n in names], dtype=np.int64)
     files = [f for f, k in zip(labelled.split.files, keep) if k]
-    return labelled.split.images[keep], labels, files, scored, [run_classes.index(c) for c in scored]
+    votes = None if labelled.split.votes is None else \
+        labelled.split.votes[keep][:, [labelled.class_names.index(c) for c in scored]]
+    return labelled.split.images[keep], labels, files, scored, [run_classes.index(c) for c in scored], votes
+
+
+def crowd_agreement(probs: np.ndarray, votes: np.ndarray) -> dict:
+    """How the calibrated probabilities match the crowd's vote distribution (FER+): cross-entropy and
+    KL divergence in nats against it, and the calibration error against the crowd's share for the top class."""
+    crowd = votes / np.maximum(votes.sum(axis=1, keepdims=True), 1)
+    p = np.clip(probs, 1e-7, 1.0)
+    cross_entropy = float(-(crowd * np.log(p)).sum(axis=1).mean())
+    entropy = float(-(crowd * np.log(np.where(crowd > 0, crowd, 1.0))).sum(axis=1).mean())
+    top = probs.argmax(axis=1)
+    confidence, agreement = probs.max(axis=1), crowd[np.arange(len(top)), top]
+    bins = np.minimum((confidence * 10).astype(int), 9)
+    gap = sum(abs(confidence[bins == b].mean() - agreement[bins == b].mean()) * (bins == b).mean()
+              for b in range(10) if (bins == b).any())
+    return {"cross_entropy": cross_entropy, "kl_divergence": cross_entropy - entropy,
+            "calibration_error_vs_crowd_share": float(gap), "images_with_votes": int(len(votes))}
 
 
 def data_id(labelled: LabelledSet, scored: tuple[str, ...], tta: str, faces: str) -> str:
@@ -101,7 +122,7 @@ def evaluate_run(loaded, data: Path, out_root: Path, classes: str | None = None,
     'detect' finds and aligns the face in each (uncropped) photo first. Returns (evaluation folder, metrics)."""
     labelled = open_labelled_set(data, test_usage)
     wanted = parse_classes(classes) if classes else None
-    images, labels, files, scored, columns = _match_classes(labelled, loaded.class_names, wanted)
+    images, labels, files, scored, columns, votes = _match_classes(labelled, loaded.class_names, wanted)
     if not len(images):
         raise UserError(f"no images to score in {data}")
     missed = None
@@ -114,6 +135,8 @@ def evaluate_run(loaded, data: Path, out_root: Path, classes: str | None = None,
     metrics, per_class, cm = evaluate_predictions(labels, probs, scored, labels)
     metrics["calibration"] = {"temperature": loaded.temperature, "ece_before": expected_calibration_error(raw, labels),
                               "ece_after": expected_calibration_error(probs, labels)}
+    if votes is not None:
+        metrics["crowd"] = crowd_agreement(probs, votes)
     if missed is not None:
         metrics["face_detection"] = {"detector": "mtcnn", "photos_without_a_face": missed}
     metrics.pop("majority_class"), metrics.pop("majority_baseline_accuracy")  # no training labels here

@@ -58,7 +58,7 @@ def run_id(cfg: RunConfig, fingerprint: dict) -> str:
     from ..training.features import weights_key
 
     identity = cfg.identity()
-    identity["weights"] = weights_key(cfg.weights, cfg.seed)  # a weights file counts by its content
+    identity["weights"] = weights_key(cfg)  # a weights file counts by its content
     if cfg.teacher is not None:
         identity["teacher"] = Path(cfg.teacher).name  # a teacher counts by its run id, wherever its folder is
     identity.update({k: v for k, v in fingerprint.items() if k.endswith("_sha256")})
@@ -80,6 +80,17 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def fetch_imagenet_weights(cfg: RunConfig) -> None:
+    """Make sure a transfer run's ImageNet weights are in Keras' cache (downloading them if they can
+    be), so the run id counts them by their content; one clear error if they cannot be had."""
+    from ..models import model_info
+    from ..models.transfer import resolve_weights_file
+
+    info = model_info(cfg.model)
+    if info.transfer and cfg.weights == "imagenet":
+        resolve_weights_file(info, cfg.weights, cfg.width, cfg.image_size)
+
+
 def execute(cfg: RunConfig, output: Path = Path("results"), force: bool = False, callbacks: tuple = ()) -> Path:
     """Run (or resume, or find) the run described by `cfg`; returns its complete run folder.
 
@@ -87,6 +98,7 @@ def execute(cfg: RunConfig, output: Path = Path("results"), force: bool = False,
     before its first epoch leaves no folder behind. `callbacks` (Keras callbacks) watch every
     training epoch; one that raises leaves the run resumable, never complete."""
     cfg = resolve(cfg)
+    fetch_imagenet_weights(cfg)
     dataset = load_run_data(cfg)
     cfg = resolve_val_split(cfg, dataset.validation is not None)
     fingerprint = dataset.fingerprint()

@@ -104,7 +104,7 @@ def _train_scratch(built: BuiltModel, cfg, dataset, settings, run_dir):
 
 def _train_transfer(built: BuiltModel, cfg, dataset, settings, run_dir):
     fingerprint = dataset.fingerprint()
-    weights_id = weights_key(cfg.weights, cfg.seed)
+    weights_id = weights_key(cfg)
     params = {"feature_extraction_seconds": 0.0}
 
     def features_of(split: str) -> np.ndarray:
@@ -230,16 +230,17 @@ def train_and_evaluate(cfg: RunConfig, dataset: Dataset, run_dir: Path, callback
     log.info("%s (%s weights, %s recipe, %s): %d train, %d test images", cfg.model, cfg.weights, cfg.recipe,
              cfg.precision_used, len(dataset.train), len(dataset.test))
     with precision_policy(cfg.precision_used), device_scope(int(cfg.devices), cfg.batch_size):
-        built = create_model(cfg.model, len(dataset.class_names), cfg.image_size, weights=cfg.weights, width=cfg.width)
+        built = create_model(cfg.model, len(dataset.class_names), cfg.image_size, weights=cfg.weights, width=cfg.width,
+                             variant=cfg.variant)
         train = _train_scratch if built.extractor is None else _train_transfer
         probs, val_probs, history, data, params, best = train(built, cfg, dataset, settings, run_dir)
 
     metrics = score_test_set(run_dir, cfg, dataset, best, probs, val_probs, data.y_val.argmax(axis=1), data.fit_labels)
-    frozen = built.extractor is not None and cfg.variant == "frozen"
+    frozen = built.info.transfer and cfg.variant == "frozen"
     best_row = history.loc[history["val_loss"].idxmin()]
     metrics.update(
         model=cfg.model,
-        variant=cfg.variant if built.extractor is not None else None,
+        variant=cfg.variant if built.info.transfer else None,
         weights=cfg.weights,
         classes=list(dataset.class_names),
         image_size=cfg.image_size,
