@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import script_report
 from fer_bench.config import RunConfig, resolve
 from fer_bench.data.dataset import as_model_input
 from fer_bench.data.synthetic import synthetic_split
@@ -224,3 +225,21 @@ def test_finetune_unfreezes_exactly_each_bases_top_blocks():
         assert not any(isinstance(layer, (layers.BatchNormalization, FoldedBatchNormalization)) and layer.trainable_weights
                        for layer in built.base.layers)
         assert not top & {layer.name for layer in built.base.layers if isinstance(layer, FoldedBatchNormalization)}
+
+
+LOAD_ALONE = """
+import json, sys
+from fer_bench.models.saved import load_saved_model
+model = load_saved_model(sys.argv[1])
+print(json.dumps({"outputs": int(model.output_shape[-1])}))
+"""
+
+
+@pytest.mark.parametrize("variant", ["frozen", "finetune"])
+def test_transfer_checkpoint_loads_in_a_process_that_never_trained(variant, tmp_path):
+    """The head is compiled with fer_bench's fused optimizer; best.keras must not carry it (evaluate,
+    predict and the app load run folders without the training modules)."""
+    cfg = RunConfig(model="mobilenet", weights="none", image_size=32, epochs=2, recipe="strong", variant=variant,
+                    finetune_epochs=1, tta="none")
+    run_dir = execute(cfg, output=tmp_path)
+    assert script_report(LOAD_ALONE, run_dir / "best.keras") == {"outputs": 2}

@@ -7,6 +7,8 @@ that differ only in their seed are pooled (mean ± std). Every run is tested aga
 baseline run with McNemar's exact test on the same test images, with a Benjamini-Hochberg
 adjustment across the table. A run whose checkpoint was chosen on the test split is marked and
 kept out of the tests. Runs written in an older results format are reported as stale, not used.
+Where runs were also scored on other data sets (`fer-bench evaluate`), each table gets a
+cross-data-set view beside it (`cross_data`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from ..config import neutral_values
 from ..errors import UserError
 from ..files import make_work_dir, save_figure, write_csv
 from ..run_folder import find_run_dirs, is_stale
+from .cross_data import cross_data_frames, plot_heat_map, read_evaluations
 
 DEFAULT_BASELINE = "scratch"  # the seed's CNN; under the seed recipe when there is one
 # the seed has its own column, TTA its own ("accuracy with TTA"), the format is the same for all
@@ -59,6 +62,7 @@ class Run:
     files: list[str]
     correct: np.ndarray
     confusion: pd.DataFrame
+    evaluations: dict  # `fer-bench evaluate` results on other data sets, by evaluation folder name
 
     @property
     def transfer(self) -> bool:
@@ -90,7 +94,7 @@ def _load_run(run_dir: Path) -> Run:
     return Run(run_dir.name, config,
                json.loads((run_dir / "metrics.json").read_text()), json.loads((run_dir / "data.json").read_text()),
                predictions["file"].tolist(), (predictions["true"] == predictions["predicted"]).to_numpy(),
-               pd.read_csv(run_dir / "confusion_matrix.csv", index_col=0))
+               pd.read_csv(run_dir / "confusion_matrix.csv", index_col=0), read_evaluations(run_dir))
 
 
 def parse_where(conditions: list[str]) -> dict[str, set[str]]:
@@ -175,6 +179,8 @@ class Table:
     frame: pd.DataFrame  # one row per run, raw values
     shown: pd.DataFrame  # formatted
     summary: pd.DataFrame | None  # pooled seeds, formatted; None when no configuration has several seeds
+    cross_data: pd.DataFrame | None  # configurations x data sets they were scored on; None without evaluations
+    heat: pd.DataFrame | None  # mean accuracy per configuration x data set (NaN: not scored)
 
 
 def build_table(runs: list[Run], wanted_baseline: str | None) -> Table:
@@ -222,7 +228,13 @@ def build_table(runs: list[Run], wanted_baseline: str | None) -> Table:
             summary[label] = [f"{mean:.4f} ± {std:.4f}" if not math.isnan(std) else f"{mean:.4f}"
                               for mean, std in zip(stats["mean"], stats["std"])]
         summary["train time (s)"] = grouped["train_seconds"].mean().round(0).astype(int).to_numpy()
-    return Table(_caption(runs, baselines), runs, frame, shown, summary)
+    cross, heat = None, None
+    if any(r.evaluations for r in runs):
+        label_columns = [c for c in config_columns if c != "model"]
+        cross, heat, _ = cross_data_frames([
+            (" ".join([str(r.value("model"))] + [f"{c}={r.value(c)}" for c in label_columns]), r.metrics, r.evaluations)
+            for r in runs])
+    return Table(_caption(runs, baselines), runs, frame, shown, summary, cross, heat)
 
 
 def _p_text(p: float, is_baseline: bool, on_test: bool) -> str:
@@ -322,6 +334,10 @@ def compare(run_dirs: list[Path], out: Path, baseline: str | None = None, where:
         if table.summary is not None:
             parts += ["Runs that differ only in their seed, pooled (mean ± std):", table.summary.to_markdown(index=False)]
             latex.append(table.summary.to_latex(index=False, escape=True))
+        if table.cross_data is not None:
+            parts += ["Across data sets (the run's own test set first, then each `fer-bench evaluate` of it; mean ± "
+                      "std over seeds, or accuracy [95 % CI] for one seed; 'missing': not scored on it):",
+                      table.cross_data.to_markdown(index=False)]
         frames.append(table.frame.assign(table=number))
     parts.append(LEGEND)
     markdown = "\n\n".join(parts)
@@ -335,7 +351,11 @@ def compare(run_dirs: list[Path], out: Path, baseline: str | None = None, where:
         (work / "comparison.md").write_text(markdown + "\n")
         (work / "comparison.tex").write_text("\n".join(latex))
         for number, table in enumerate(tables, start=1):
-            _plot(table, work, "" if len(tables) == 1 else f"-{number}")
+            suffix = "" if len(tables) == 1 else f"-{number}"
+            _plot(table, work, suffix)
+            if table.cross_data is not None:
+                write_csv(work / f"cross_data{suffix}.csv", table.cross_data, index=False)
+                plot_heat_map(table.heat, work / f"cross_data{suffix}.png", f"Table {number}: accuracy across data sets")
         previous = _keep_previous(out)
         work.rename(out)
     finally:

@@ -118,6 +118,7 @@ def _train_transfer(built: BuiltModel, cfg, dataset, settings, run_dir):
     adapt_feature_norm(built, data.x_fit)
     history = data.fit(built.head, settings, run_dir, run_dir / "head.keras")
     built.head.set_weights(load_saved_model(run_dir / "head.keras").get_weights())
+    built.head.compiled = False  # saved inside best.keras, its optimizer would need fer_bench to load
     params.update(count_params(built.full))
     if cfg.variant == "frozen":
         save_model(run_dir / "best.keras", built.full)
