@@ -227,3 +227,34 @@ def test_a_run_written_before_an_option_existed_shows_no_false_difference(finish
     code, _, err = cli("compare", copy, "--out", tmp_path / "cmp")
     assert code == 0, err
     assert "ema" not in pd.read_csv(tmp_path / "cmp" / "comparison.csv").columns
+
+
+def test_cross_data_view_pools_seeds_and_shows_unscored_sets_as_missing(finished_grid, cli, tmp_path):
+    import shutil
+
+    from conftest import write_faces
+
+    _, results = finished_grid
+    results = shutil.copytree(results, tmp_path / "results", ignore=shutil.ignore_patterns("comparisons"))
+    other = tmp_path / "other_faces"
+    for name in ("happy", "sad"):
+        write_faces(other, "test", name, name, 10, seed=7 if name == "happy" else 8)
+    runs = sorted(p for p in results.iterdir() if (p / "complete.json").exists())
+    for run in runs:
+        if not (run.name.startswith("vgg16") and "-s2-" in run.name):  # one vgg16 seed left unscored
+            code, _, err = cli("evaluate", run, "--data", other)
+            assert code == 0, err
+    code, _, err = cli("compare", "--results", results, "--out", tmp_path / "cmp")
+    assert code == 0, err
+    cross = pd.read_csv(tmp_path / "cmp" / "cross_data.csv").set_index("configuration")
+    column = next(c for c in cross.columns if c.startswith("other_faces") and c.endswith(": accuracy"))
+    assert cross["seeds"].tolist() == [2, 2]
+    scratch = next(i for i in cross.index if i.startswith("scratch"))
+    vgg16 = next(i for i in cross.index if i.startswith("vgg16"))
+    assert cross.loc[vgg16, column] == "missing"  # one of its two seeds was not scored: never half-pooled
+    accuracies = [pd.read_json(r / "evaluations" / next((r / "evaluations").iterdir()).name / "metrics.json",
+                               typ="series")["accuracy"] for r in runs if r.name.startswith("scratch")]
+    assert cross.loc[scratch, column] == f"{np.mean(accuracies):.4f} ± {np.std(accuracies, ddof=1):.4f}"
+    assert cross.loc[scratch, "own test set: accuracy"].count("±") == 1
+    assert (tmp_path / "cmp" / "cross_data.png").stat().st_size > 0
+    assert "Across data sets" in (tmp_path / "cmp" / "comparison.md").read_text()

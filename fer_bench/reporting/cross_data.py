@@ -82,10 +82,11 @@ def plot_heat_map(heat: pd.DataFrame, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     values = heat.to_numpy(dtype=float)
-    fig, ax = plt.subplots(figsize=(2.2 + 1.6 * values.shape[1], 1.2 + 0.45 * values.shape[0]))
+    label_inches = 0.07 * max(len(str(label)) for label in heat.index)
+    fig, ax = plt.subplots(figsize=(2.5 + label_inches + 1.6 * values.shape[1], 1.6 + 0.45 * values.shape[0]),
+                           layout="constrained")
     masked = np.ma.masked_invalid(values)
-    cmap = plt.get_cmap("viridis").copy()
-    cmap.set_bad("lightgrey")
+    cmap = plt.get_cmap("viridis").with_extremes(bad="lightgrey")
     image = ax.imshow(masked, cmap=cmap, vmin=np.nanmin(values) if np.isfinite(values).any() else 0,
                       vmax=np.nanmax(values) if np.isfinite(values).any() else 1, aspect="auto")
     for (i, j), value in np.ndenumerate(values):
@@ -95,6 +96,5 @@ def plot_heat_map(heat: pd.DataFrame, path: Path, title: str) -> None:
     ax.set_yticks(range(values.shape[0]), heat.index, fontsize=8)
     ax.set_title(title, fontsize=9)
     fig.colorbar(image, ax=ax, label="accuracy (mean over seeds)")
-    fig.tight_layout()
     save_figure(path, fig, dpi=110)
     plt.close(fig)
