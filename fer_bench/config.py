@@ -65,6 +65,11 @@ class RunConfig:
     model: str = option("scratch", "Registered model name (see `fer-bench models`).")
     data: str | None = option(None, "Dataset folder or fer2013.csv; default: embedded synthetic faces.", DATA)
     classes: str = option("happy,sad", "'all' or a comma list, e.g. happy,sad.")
+    also_train: str | None = option(None, "Also train on these data sets' training parts: a comma list of PATH or "
+                                    "PATH:WEIGHT (its images are repeated WEIGHT times in the fit set, a fraction "
+                                    "as a seeded share of them; --data's count once); classes matched by name; each one's own test "
+                                    "part is scored separately (evaluations/). Counted in the run id by content.",
+                                    DATA, neutral=None)
     image_size: int | None = option(None, "Model input size; default: the model's own.")
     width: float | None = option(None, "Channel multiplier of models that have one (vggnet; mobilenet's alpha, "
                                  "read off its weights file when one is given).")
@@ -89,6 +94,9 @@ class RunConfig:
                                  neutral=None)
     distill: float = option(0.0, "Distillation: weight of the teacher's calibrated probabilities in the training "
                             "targets (the rest is the labels); 0 = off.", neutral=0.0)
+    targets: str = option("labels", "Training targets: labels (FER+: majority), or from a crowd's votes (FER+ data): "
+                          "votes (cross-entropy on the vote distribution), probability (a label drawn from it every "
+                          "epoch), multilabel (every class with 30 % of the votes accepted).", neutral="labels")
     augment: str | None = option(None, "none or a comma list of flip, shift, rotation, zoom, brightness, contrast, "
                                  "gamma, blur, jpeg, erasing.")
     precision: str | None = option(None, "auto (bfloat16 where the hardware has it), float32, bfloat16, float16; "
@@ -235,6 +243,7 @@ def resolve(cfg: RunConfig) -> RunConfig:
             raise UserError(f"--variant applies to transfer models only, not {cfg.model}")
         values["weights"] = "none"
     choices = {"val_split": ("auto", "train", "given", "test"), "class_weight": ("none", "balanced"),
+               "targets": ("labels", "votes", "probability", "multilabel"),
                "optimizer": OPTIMIZERS, "schedule": ("constant", "cosine"), "precision": PRECISIONS, "tta": TTA_MODES}
     for key, allowed in choices.items():
         _check_choice(key, values[key], allowed)
@@ -259,6 +268,10 @@ def resolve(cfg: RunConfig) -> RunConfig:
         raise UserError("--val-fraction must be between 0 and 1")
     if cfg.data is not None:
         values["data"] = str(Path(cfg.data).resolve())
+    if cfg.also_train is not None:
+        from .data.sources import parse_also_train
+
+        values["also_train"] = ",".join(f"{path}:{weight:g}" for path, weight in parse_also_train(cfg.also_train))
     values["devices"] = str(_resolve_devices(cfg.devices))
     values = {key: _normalised(value, _OPTION_TYPES[key]) for key, value in values.items()}
     return RunConfig(**values)

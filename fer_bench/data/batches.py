@@ -21,14 +21,19 @@ def _untuned(dataset):
     return dataset.with_options(options)
 
 
-def batches(x: np.ndarray, y: np.ndarray | None = None, batch_size: int = 32, shuffle: bool = False):
-    """(x, y) or x alone in batches, reshuffled every epoch if `shuffle` (from TensorFlow's global seed)."""
+def batches(x: np.ndarray, y: np.ndarray | None = None, batch_size: int = 32, shuffle: bool = False,
+            per_batch=None):
+    """(x, y) or x alone in batches, reshuffled every epoch if `shuffle` (from TensorFlow's global seed);
+    `per_batch` (a tf.data map over (x, y) batches) runs anew every epoch."""
     import tensorflow as tf
 
     dataset = tf.data.Dataset.from_tensor_slices(x if y is None else (x, y))
     if shuffle:
         dataset = dataset.shuffle(len(x), reshuffle_each_iteration=True)
-    return _untuned(dataset.batch(batch_size).prefetch(1))
+    dataset = dataset.batch(batch_size)
+    if per_batch is not None:
+        dataset = dataset.map(per_batch)
+    return _untuned(dataset.prefetch(1))
 
 
 def predict(model, x: np.ndarray, batch_size: int = 256, verbose: int = 0) -> np.ndarray:

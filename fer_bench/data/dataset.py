@@ -39,13 +39,14 @@ class Split:
     labels: np.ndarray
     files: list[str]
     votes: np.ndarray | None = None
+    weights: np.ndarray | None = None  # sampling weight per image when several sources train together
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def subset(self, index: np.ndarray) -> "Split":
-        votes = None if self.votes is None else self.votes[index]
-        return Split(self.images[index], self.labels[index], [self.files[i] for i in index], votes)
+        votes, weights = (None if part is None else part[index] for part in (self.votes, self.weights))
+        return Split(self.images[index], self.labels[index], [self.files[i] for i in index], votes, weights)
 
 
 @dataclass
@@ -53,7 +54,8 @@ class Dataset:
     """Train and test splits (and a validation split if the source defines one) over `class_names`.
 
     `skipped` names what could not be read (files, CSV rows); `formats` counts the image modes and
-    sizes found before conversion; `dropped_duplicates` counts test images removed by dedupe.
+    sizes found before conversion; `dropped_duplicates` counts test images removed by dedupe;
+    `training_sources` names the data sets whose training images joined the train split.
     """
 
     source: str
@@ -65,6 +67,7 @@ class Dataset:
     skipped: list[str] = field(default_factory=list)
     formats: dict[str, int] = field(default_factory=dict)
     dropped_duplicates: int = 0
+    training_sources: list[dict] = field(default_factory=list)
 
     def splits(self) -> dict[str, Split]:
         """The splits present, by name."""
@@ -86,6 +89,8 @@ class Dataset:
             h.update(np.ascontiguousarray(split.images).tobytes())
             h.update(np.asarray(split.labels, dtype=np.int64).tobytes())
             h.update("\n".join(self.class_names).encode())
+            if split.weights is not None:
+                h.update(np.asarray(split.weights, dtype=np.float64).tobytes())
             return h.hexdigest()[:16]
 
         result = {
@@ -96,6 +101,7 @@ class Dataset:
             **{f"{name}_sha256": digest(split) for name, split in self.splits().items()},
             "skipped": len(self.skipped),
             "dropped_test_duplicates_of_train": self.dropped_duplicates,
+            **({"also_trained_on": self.training_sources} if self.training_sources else {}),
         }
         return result
 

@@ -72,7 +72,8 @@ def plan(experiment: Experiment, output: Path) -> list[tuple[RunConfig, Path, st
     planned = []
     for cfg in experiment.configs:
         cfg = resolve(cfg)
-        has_validation, fingerprint = data_facts(cfg.data, cfg.test_usage, cfg.dedupe, cfg.classes, cfg.strict)
+        has_validation, fingerprint = data_facts(cfg.data, cfg.test_usage, cfg.dedupe, cfg.classes, cfg.strict,
+                                                 cfg.also_train)
         cfg = resolve_val_split(cfg, has_validation)
         run_dir = Path(output) / run_id(cfg, fingerprint)
         status = "complete" if is_complete(run_dir) else ("partial" if run_dir.exists() else "to do")
@@ -81,9 +82,11 @@ def plan(experiment: Experiment, output: Path) -> list[tuple[RunConfig, Path, st
 
 
 @functools.lru_cache(maxsize=None)
-def data_facts(data, test_usage: str, dedupe: bool, classes: str, strict: bool) -> tuple[bool, dict]:
+def data_facts(data, test_usage: str, dedupe: bool, classes: str, strict: bool,
+               also_train: str | None = None) -> tuple[bool, dict]:
     """(has a validation split, fingerprint) of one data source, read and fingerprinted once per process."""
-    dataset = load_run_data(RunConfig(data=data, test_usage=test_usage, dedupe=dedupe, classes=classes, strict=strict))
+    dataset = load_run_data(RunConfig(data=data, test_usage=test_usage, dedupe=dedupe, classes=classes, strict=strict,
+                                      also_train=also_train))
     return dataset.validation is not None, dataset.fingerprint()
 
 
@@ -97,7 +100,7 @@ def estimated_seconds(cfg: RunConfig) -> tuple[float, str] | None:
     from ..benchmarks.training_speed import measured_rates
 
     rates = measured_rates()
-    _, fingerprint = data_facts(cfg.data, cfg.test_usage, cfg.dedupe, cfg.classes, cfg.strict)
+    _, fingerprint = data_facts(cfg.data, cfg.test_usage, cfg.dedupe, cfg.classes, cfg.strict, cfg.also_train)
     counts = {split: sum(per_class.values()) for split, per_class in fingerprint["counts"].items()}
     feature_pass, training = cost_parts(cfg)
     seconds, notes = 0.0, []

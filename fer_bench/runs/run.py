@@ -21,7 +21,7 @@ from ..config import RunConfig, resolve, resolve_val_split
 from ..data.classes import classes_tag, parse_classes
 from ..data.dataset import Dataset, select_classes
 from ..data.integrity import drop_test_duplicates
-from ..data.sources import open_dataset
+from ..data.sources import open_dataset, parse_also_train, with_training_sources
 from ..errors import UserError
 from ..files import StorageError, write_json
 from ..run_folder import (
@@ -48,7 +48,11 @@ def load_run_data(cfg: RunConfig) -> Dataset:
     if cfg.dedupe:
         dataset = drop_test_duplicates(dataset)
         log.info("dedupe: dropped %d test images that also occur in train", dataset.dropped_duplicates)
-    return select_classes(dataset, parse_classes(cfg.classes))
+    dataset = select_classes(dataset, parse_classes(cfg.classes))
+    if cfg.also_train:
+        extras = [(open_dataset(path, cfg.test_usage), weight) for path, weight in parse_also_train(cfg.also_train)]
+        dataset = with_training_sources(dataset, extras)
+    return dataset
 
 
 def run_id(cfg: RunConfig, fingerprint: dict) -> str:
@@ -138,10 +142,27 @@ def execute(cfg: RunConfig, output: Path = Path("results"), force: bool = False,
             if not resuming and not isinstance(error, StorageError):  # a bad input: nothing worth keeping
                 shutil.rmtree(run_dir, ignore_errors=True)
             raise
+        if cfg.also_train:
+            score_training_sources(run_dir, cfg, dataset.class_names)
         summary["wall_seconds_this_invocation"] = time.perf_counter() - started
         summary["resumed"] = resuming
         write_json(run_dir / COMPLETE_MARKER, summary)
     return run_dir
+
+
+def score_training_sources(run_dir: Path, cfg: RunConfig, class_names: tuple[str, ...]) -> None:
+    """Score the trained model on each --also-train source's own test part (its development part where
+    it has none), into evaluations/ beside the run's own test set: a mixed test set would hide where it fails."""
+    from ..reporting.scoring import evaluate_run, open_labelled_set
+    from ..serving.predict import load_trained
+
+    loaded = load_trained(run_dir)
+    for path, _ in parse_also_train(cfg.also_train):
+        known = [c for c in class_names if c in open_labelled_set(Path(path), cfg.test_usage).class_names]
+        folder, metrics = evaluate_run(loaded, Path(path), run_dir / "evaluations", ",".join(known), "none",
+                                       cfg.test_usage)
+        log.info("%s on %s (%s): accuracy %.4f, balanced accuracy %.4f", run_dir.name, path, metrics["layout"],
+                 metrics["accuracy"], metrics["balanced_accuracy"])
 
 
 def load_recorded_run(run_dir: Path, data: str | None = None) -> tuple[RunConfig, Dataset]:

@@ -96,6 +96,13 @@ def load_run(run_dir: Path | str) -> LoadedRun:
         raise UserError(f"run folder not found: {run_dir}")
     if not is_complete(run_dir):
         raise UserError(f"run folder is incomplete (no complete.json): {run_dir}; finish it with the same `fer-bench run` command")
+    return load_trained(run_dir)
+
+
+def load_trained(run_dir: Path) -> LoadedRun:
+    """A run folder's best model once training and evaluation wrote it (complete or about to be)."""
+    from ..models import saved
+
     metrics = json.loads((run_dir / "metrics.json").read_text())
     model = saved.load_saved_model(run_dir / "best.keras")
     calibration = run_dir / CALIBRATION_FILE

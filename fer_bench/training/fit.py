@@ -25,6 +25,7 @@ from .callbacks import (
     TimeLeft,
     read_resume_point,
 )
+from .crowd_targets import AcceptableClassesLoss, draw_labels
 from .optimizers import FusedAdam, FusedAdamW, FusedSGD
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class TrainSettings:
     schedule: str = "constant"
     patience: int = 0  # early stopping on validation loss; 0 = off
     ema: float = 0.0  # momentum of the weights' exponential moving average; 0 = off
+    targets: str = "labels"  # how the fit targets are read (training/crowd_targets.py)
     clipnorm: float | None = None  # clip each gradient to this norm (fine-tuning)
     class_weight: dict[int, float] | None = None
     tensorboard_dir: Path | None = None
@@ -82,10 +84,11 @@ def make_optimizer(settings: TrainSettings, steps_per_epoch: int):
 
 
 def compile_for_training(model, settings: TrainSettings, steps_per_epoch: int) -> None:
-    """Compile with the run's optimizer and schedule, (label-smoothed) categorical cross-entropy, accuracy."""
-    model.compile(optimizer=make_optimizer(settings, steps_per_epoch),
-                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=settings.label_smoothing),
-                  metrics=["accuracy"])
+    """Compile with the run's optimizer and schedule, (label-smoothed) categorical cross-entropy (or the
+    multilabel loss), accuracy."""
+    loss = AcceptableClassesLoss() if settings.targets == "multilabel" else \
+        keras.losses.CategoricalCrossentropy(label_smoothing=settings.label_smoothing)
+    model.compile(optimizer=make_optimizer(settings, steps_per_epoch), loss=loss, metrics=["accuracy"])
 
 
 def read_history(path: Path) -> pd.DataFrame:
@@ -135,7 +138,8 @@ def fit_stage(model, x_fit, y_fit, x_val, y_val, settings: TrainSettings, stage_
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(settings.tensorboard_dir)))
     if epochs_done < settings.epochs:
         model.fit(
-            batches(x_fit, y_fit, settings.batch_size, shuffle=True),
+            batches(x_fit, y_fit, settings.batch_size, shuffle=True,
+                    per_batch=draw_labels if settings.targets == "probability" else None),
             shuffle=False,  # the pipeline shuffles; Keras' own flag would only warn that it is ignored
             epochs=settings.epochs,
             initial_epoch=epochs_done,

@@ -39,6 +39,7 @@ from ..reporting.evaluation import (
 )
 from ..reporting.plots import plot_confusion, plot_curves
 from .devices import device_scope
+from .crowd_targets import fit_targets
 from .distillation import distilled_targets, teacher_probabilities
 from .features import cached_features, feature_cache_path, weights_key
 from .fit import TrainSettings, fit_stage
@@ -73,7 +74,10 @@ class StageData:
             fit_idx = np.arange(len(dataset.train))
             x_val = self.x_test if cfg.val_split == "test" else to_input("validation")
             val_labels = (dataset.test if cfg.val_split == "test" else dataset.validation).labels
-        self.x_fit, self.y_fit = x_train[fit_idx], keras.utils.to_categorical(dataset.train.labels[fit_idx], k)
+        if dataset.train.weights is not None:  # several sources: each fit image drawn by its source's weight
+            fit_idx = weighted_draw(fit_idx, dataset.train.weights[fit_idx], cfg.seed)
+        votes = None if dataset.train.votes is None else dataset.train.votes[fit_idx]
+        self.x_fit, self.y_fit = x_train[fit_idx], fit_targets(cfg.targets, votes, dataset.train.labels[fit_idx], k)
         if teacher is not None:  # distillation: the fit targets also carry the teacher's probabilities
             self.y_fit = distilled_targets(self.y_fit, teacher[fit_idx], cfg.distill)
         self.x_val, self.y_val = x_val, keras.utils.to_categorical(val_labels, k)
@@ -82,6 +86,13 @@ class StageData:
     def fit(self, model, settings: TrainSettings, stage_dir: Path, best_path: Path, beat_val_loss=None):
         return fit_stage(model, self.x_fit, self.y_fit, self.x_val, self.y_val, settings, stage_dir, best_path,
                          beat_val_loss)
+
+
+def weighted_draw(index: np.ndarray, weights: np.ndarray, seed: int) -> np.ndarray:
+    """Each index repeated by its weight: the whole part always, the fraction by a seeded draw."""
+    rng = np.random.default_rng(seed)
+    copies = np.floor(weights).astype(int) + (rng.random(len(weights)) < weights - np.floor(weights))
+    return np.repeat(index, copies)
 
 
 def pixels_of(dataset: Dataset) -> Callable[[str], np.ndarray]:
@@ -144,9 +155,9 @@ def _train_transfer(built: BuiltModel, cfg, dataset, settings, run_dir):
 
 def train_settings(cfg: RunConfig, **extra) -> TrainSettings:
     """The optimisation settings a resolved config asks for (plus `extra`, e.g. class weights)."""
-    return TrainSettings(**{key: getattr(cfg, key) for key in ("epochs", "batch_size", "learning_rate", "optimizer",
-                                                                "momentum", "weight_decay", "label_smoothing",
-                                                                "warmup_epochs", "schedule", "patience", "ema")}, **extra)
+    keys = ("epochs", "batch_size", "learning_rate", "optimizer", "momentum", "weight_decay", "label_smoothing",
+            "warmup_epochs", "schedule", "patience", "ema", "targets")
+    return TrainSettings(**{key: getattr(cfg, key) for key in keys}, **extra)
 
 
 def tta_metrics(model, dataset: Dataset, mode: str) -> dict:
