@@ -429,7 +429,8 @@ def benchmark_command(
                                          "vgg16,resnet50,inceptionv3 (feature path), scratch,vggnet (--train)."),
     image_size: Optional[str] = typer.Option(None, help="Comma list of input sizes; default: 244 (feature path, the "
                                              "seed's size), each model's own (--train)."),
-    precision: str = typer.Option("auto", help="--train: comma list of float32, bfloat16, float16, auto."),
+    precision: str = typer.Option("auto", help="--train: comma list of float32, bfloat16, float16, auto; feature "
+                                  "path: one of them (what the frozen base computes in)."),
     recipe: Optional[str] = typer.Option(None, help="--train: the recipe whose optimizer and augmentation are timed; "
                                          "default: strong, or seed with --against seed (both sides then train alike)."),
     against: Optional[str] = typer.Option(None, help="--train: 'seed' also times the seed's own pipeline (244 px "
@@ -478,15 +479,21 @@ def benchmark_command(
     from .config import RunConfig
     from .runs.run import load_run_data
 
+    from .precision import resolve_precision
+
     names = [m.strip() for m in (models or "vgg16,resnet50,inceptionv3").split(",") if m.strip()]
-    size = (sizes or [244])[0]
+    sizes = sizes or [244]
     for name in names:
         info = model_info(name)
         if not info.transfer:
             raise UserError(f"{name} is not a transfer model")
-        check_image_size(info, size)
+        for size in sizes:
+            check_image_size(info, size)
+    if "," in precision or precision not in ("auto", "float32", "bfloat16"):
+        raise UserError(f"feature path: --precision takes one of auto, float32, bfloat16, got {precision!r}")
     dataset = load_run_data(RunConfig(data=None if data is None else str(data), classes=classes))
-    table = benchmark(dataset, names, size, sample, head_epochs, progress=typer.echo)
+    table = benchmark(dataset, names, sizes, sample, head_epochs, progress=typer.echo,
+                      precision=resolve_precision(precision))
     typer.echo(table.to_markdown(index=False, floatfmt=".3g"))
     if output is not None:
         from .reporting.plots import plot_benchmark

@@ -135,12 +135,14 @@ def test_wrong_weights_file_is_a_clear_error(cli, tmp_path):
 
 
 def test_benchmark_reports_ratios_against_scratch_epoch(cli, tmp_path):
-    code, out, _ = cli("benchmark", "--models", "vgg16", "--image-size", "32", "--sample", "16",
-                       "--head-epochs", "1", "--output", tmp_path / "bench.csv")
-    assert code == 0 and "baseline: one scratch CNN epoch" in out
+    code, out, _ = cli("benchmark", "--models", "vgg16,mobilenet", "--image-size", "32,48", "--sample", "16",
+                       "--head-epochs", "1", "--precision", "float32", "--output", tmp_path / "bench.csv")
+    assert code == 0 and "baseline: one scratch CNN epoch" in out and "peak (float32)" in out
     table = pd.read_csv(tmp_path / "bench.csv")
-    assert table["model"].tolist() == ["vgg16"] and table["extract_images_per_s"].iloc[0] > 0
-    assert table["head_epochs_vs_scratch_epoch"].iloc[0] > 0
+    assert table["model"].tolist() == ["vgg16", "vgg16", "mobilenet", "mobilenet"]
+    assert table["image_size"].tolist() == [32, 48, 32, 48]  # every size asked for, not only the first
+    assert (table["extract_images_per_s"] > 0).all() and (table["head_epochs_vs_scratch_epoch"] > 0).all()
+    assert ((table["peak_fraction"] > 0) & (table["peak_fraction"] < 2)).all()
     assert (tmp_path / "bench.png").stat().st_size > 0
     code, _, err = cli("benchmark", "--models", "scratch")
     assert code == 2 and "not a transfer model" in err

@@ -56,15 +56,16 @@ def plot_confusion(cm: np.ndarray, class_names, path: Path, title: str) -> None:
 
 
 def plot_benchmark(table: pd.DataFrame, path: Path) -> None:
-    """Feature-extraction throughput per base, annotated with the head-epochs cost ratio."""
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    bars = ax.bar(table["model"], table["extract_images_per_s"], color="tab:blue")
-    for bar, value in zip(bars, table["head_epochs_vs_one_base_pass"]):
-        ax.annotate(f"head epochs = {value:.2%}\nof one base pass", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                    ha="center", va="bottom", fontsize=8)
+    """Feature-extraction throughput per base and size, annotated with its share of the machine's peak."""
+    labels = [f"{m}\n{s} px" for m, s in zip(table["model"], table["image_size"])]
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(table)), 3.5))
+    bars = ax.bar(labels, table["extract_images_per_s"], color="tab:blue")
+    for bar, share, head in zip(bars, table["peak_fraction"], table["head_epochs_vs_one_base_pass"]):
+        ax.annotate(f"{share:.0%} of peak\nhead epochs {head:.1%}\nof one pass", (bar.get_x() + bar.get_width() / 2,
+                    bar.get_height()), ha="center", va="bottom", fontsize=7)
     ax.set_ylabel("feature extraction (images/s)")
-    ax.set_title(f"frozen bases at {int(table['image_size'].iloc[0])} px")
-    ax.margins(y=0.3)
+    ax.set_title(f"frozen bases ({table['precision'].iloc[0]})")
+    ax.margins(y=0.35)
     fig.tight_layout()
     save_figure(path, fig, dpi=110)
     plt.close(fig)
