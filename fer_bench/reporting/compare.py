@@ -7,8 +7,8 @@ that differ only in their seed are pooled (mean ± std). Every run is tested aga
 baseline run with McNemar's exact test on the same test images, with a Benjamini-Hochberg
 adjustment across the table. A run whose checkpoint was chosen on the test split is marked and
 kept out of the tests. Runs written in an older results format are reported as stale, not used.
-Where runs were also scored on other data sets (`fer-bench evaluate`), each table gets a
-cross-data-set view beside it (`cross_data`).
+Where runs were also scored on other data sets (`fer-bench evaluate`), one cross-data-set view of
+all of them follows the tables (`cross_data`).
 """
 
 from __future__ import annotations
@@ -179,8 +179,6 @@ class Table:
     frame: pd.DataFrame  # one row per run, raw values
     shown: pd.DataFrame  # formatted
     summary: pd.DataFrame | None  # pooled seeds, formatted; None when no configuration has several seeds
-    cross_data: pd.DataFrame | None  # configurations x data sets they were scored on; None without evaluations
-    heat: pd.DataFrame | None  # mean accuracy per configuration x data set (NaN: not scored)
 
 
 def build_table(runs: list[Run], wanted_baseline: str | None) -> Table:
@@ -228,13 +226,20 @@ def build_table(runs: list[Run], wanted_baseline: str | None) -> Table:
             summary[label] = [f"{mean:.4f} ± {std:.4f}" if not math.isnan(std) else f"{mean:.4f}"
                               for mean, std in zip(stats["mean"], stats["std"])]
         summary["train time (s)"] = grouped["train_seconds"].mean().round(0).astype(int).to_numpy()
-    cross, heat = None, None
-    if any(r.evaluations for r in runs):
-        label_columns = [c for c in config_columns if c != "model"]
-        cross, heat, _ = cross_data_frames([
-            (" ".join([str(r.value("model"))] + [f"{c}={r.value(c)}" for c in label_columns]), r.metrics, r.evaluations)
-            for r in runs])
-    return Table(_caption(runs, baselines), runs, frame, shown, summary, cross, heat)
+    return Table(_caption(runs, baselines), runs, frame, shown, summary)
+
+
+def cross_data_view(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """All compared runs x every data set they were scored on (None when no run was evaluated elsewhere):
+    one row per configuration, named by the options that differ among all the runs."""
+    if not any(r.evaluations for r in runs):
+        return None
+    columns = [c for c in varying_columns(runs) if c != "model"]
+    shown, heat, _ = cross_data_frames([
+        (" ".join([str(r.value("model"))] + [f"{c}={Path(str(r.value(c))).name if c == 'data' else r.value(c)}"
+                                             for c in columns]), r.metrics, r.evaluations)
+        for r in sorted(runs, key=lambda r: (_config_key(r, columns), r.config["seed"]))])
+    return shown, heat
 
 
 def _p_text(p: float, is_baseline: bool, on_test: bool) -> str:
@@ -334,11 +339,12 @@ def compare(run_dirs: list[Path], out: Path, baseline: str | None = None, where:
         if table.summary is not None:
             parts += ["Runs that differ only in their seed, pooled (mean ± std):", table.summary.to_markdown(index=False)]
             latex.append(table.summary.to_latex(index=False, escape=True))
-        if table.cross_data is not None:
-            parts += ["Across data sets (the run's own test set first, then each `fer-bench evaluate` of it; mean ± "
-                      "std over seeds, or accuracy [95 % CI] for one seed; 'missing': not scored on it):",
-                      table.cross_data.to_markdown(index=False)]
         frames.append(table.frame.assign(table=number))
+    cross = cross_data_view(runs)
+    if cross is not None:
+        parts += ["Across data sets (each run's own test set first, then each `fer-bench evaluate` of it; mean ± std "
+                  "over seeds, or accuracy [95 % CI] for one seed; 'missing': not scored on it):",
+                  cross[0].to_markdown(index=False)]
     parts.append(LEGEND)
     markdown = "\n\n".join(parts)
 
@@ -353,9 +359,9 @@ def compare(run_dirs: list[Path], out: Path, baseline: str | None = None, where:
         for number, table in enumerate(tables, start=1):
             suffix = "" if len(tables) == 1 else f"-{number}"
             _plot(table, work, suffix)
-            if table.cross_data is not None:
-                write_csv(work / f"cross_data{suffix}.csv", table.cross_data, index=False)
-                plot_heat_map(table.heat, work / f"cross_data{suffix}.png", f"Table {number}: accuracy across data sets")
+        if cross is not None:
+            write_csv(work / "cross_data.csv", cross[0], index=False)
+            plot_heat_map(cross[1], work / "cross_data.png", "accuracy across data sets")
         previous = _keep_previous(out)
         work.rename(out)
     finally:
