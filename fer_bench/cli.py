@@ -254,7 +254,8 @@ def compare_command(
 
 @app.command()
 def predict(
-    images: list[Path] = typer.Argument(..., help="Photos (JPEG/PNG/BMP, colour or gray, any size) or folders of them."),
+    images: Optional[list[Path]] = typer.Argument(None, help="Photos (JPEG/PNG/BMP, colour or gray, any size) or "
+                                                  "folders of them, or videos (mp4, avi, mov, mkv, webm)."),
     run: Optional[str] = typer.Option(None, help="A run folder, a run id in --results, or 'latest'; default: the "
                                       "model shipped with fer-bench."),
     results: Path = typer.Option(Path("results"), help="Where --run looks for run ids."),
@@ -263,13 +264,34 @@ def predict(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list, one object per face."),
     csv: Optional[Path] = typer.Option(None, help="Also write one row per face to this CSV (default for a folder or "
                                        "several photos: predictions.csv)."),
+    camera: Optional[int] = typer.Option(None, help="Video: analyse camera N (OpenCV's numbering) instead of files; "
+                                         "Ctrl-C (or --seconds) ends it and writes the outputs."),
+    every: Optional[int] = typer.Option(None, help="Video: analyse every N-th frame (default: 6 answers per second "
+                                        "for every face)."),
+    seconds: Optional[float] = typer.Option(None, help="Video: analyse only the first SECONDS."),
+    smooth: float = typer.Option(0.5, help="Video: half-life in seconds of the smoothed timeline (0: none; raw "
+                                 "probabilities are always kept)."),
+    annotate: bool = typer.Option(False, help="Video: also write annotated.mp4 (boxes, ids, labels)."),
+    out: Optional[Path] = typer.Option(None, help="Video: the output folder (default: VIDEO.fer/ beside the video; "
+                                       "camera: cameraN.fer/)."),
 ):
-    """Classify the expression of every face in each photo with the bundled model (or --run)."""
+    """Classify the expression of every face in each photo, or through each video, with the bundled model (or --run)."""
     from .files import write_csv
     from .serving import predict as predictor
+    from .serving.video import is_video
 
     if detector not in ("mtcnn", "haar", "none"):
         raise UserError(f"--detector must be mtcnn, haar or none, got {detector!r}")
+    videos = [Path(i) for i in images or [] if is_video(Path(i))]
+    if camera is None and not images:
+        raise UserError("name photos or videos to analyse, or --camera N")
+    if videos or camera is not None:
+        if detector == "none" or (videos and len(videos) != len(images)):
+            raise UserError("videos need a face detector (mtcnn or haar) and are analysed apart from photos")
+        loaded = predictor.load_run(predictor.choose_run(run, results))
+        for source in videos or [camera]:
+            _predict_video(loaded, source, detector, every, seconds, smooth, annotate, out)
+        return
     loaded = predictor.load_run(predictor.choose_run(run, results))
     answers = predictor.predict_files(loaded, images, detector)
     if csv is None and (len(images) > 1 or any(Path(i).is_dir() for i in images)):
@@ -287,6 +309,45 @@ def predict(
     if csv is not None:
         write_csv(csv, predictor.answers_table(answers), index=False)
         typer.echo(f"{len(answers)} answers written to {csv}", err=as_json)
+
+
+def _predict_video(loaded, source, detector: str, every, seconds, smooth: float, annotate: bool, out) -> None:
+    """One video (a path) or camera (an index) analysed into its output folder, with progress and time left."""
+    import tempfile
+
+    from .serving import video
+
+    if smooth < 0:
+        raise UserError(f"--smooth must not be negative, got {smooth}")
+    opened = video.open_camera(source) if isinstance(source, int) else video.open_video(source)
+    target = out or (Path(f"camera{source}.fer") if isinstance(source, int) else source.with_name(source.name + ".fer"))
+
+    def progress(done: int, total: int | None, rate: float) -> None:
+        left = f", about {_duration((total - done) / rate)} left" if total else ""
+        typer.echo(f"frame {done}{f' of {total}' if total else ''}: {rate:.1f} frames/s{left}", err=True)
+
+    annotated = Path(tempfile.mkstemp(suffix=".mp4", dir=target.parent if target.parent.exists() else None)[1]) \
+        if annotate else None
+    annotator = video.Annotator(annotated, opened) if annotate else None
+    try:
+        analysis = video.analyse(loaded, opened, every, detector, seconds, annotator, progress)
+        if annotator is not None:
+            annotator.close()
+        summary = video.write_outputs(analysis, loaded, opened, target, smooth, annotated)
+    finally:
+        if annotated is not None and annotated.exists():
+            annotated.unlink()
+    typer.echo(f"{opened.name}: {summary['frames_read']} frames, {summary['frames_analysed']} analysed "
+               f"({summary['frames_per_second']:.1f} frames/s), model {loaded.name}")
+    if not summary["faces"]:
+        typer.echo(summary["no_face"])
+    for face in summary["faces"]:
+        shares = ", ".join(f"{c} {v:.0%}" for c, v in sorted(face["share_of_time"].items(), key=lambda kv: -kv[1])
+                           if v > 0)
+        typer.echo(f"face {face['face']} ({face['first_seen']:.1f}-{face['last_seen']:.1f} s): mostly "
+                   f"{face['dominant']} ({shares})")
+    typer.echo(f"written to {target}/ (frames.csv, video.json, timeline_face*.png"
+               f"{', annotated.mp4' if annotate else ''})")
 
 
 @app.command("evaluate")

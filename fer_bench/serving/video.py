@@ -1,0 +1,297 @@
+"""Expressions through a video or a webcam: frames streamed (memory does not grow with the video's
+length), faces found on every `every`-th frame with the same detector, alignment and calibrated
+model as photos, each face followed under a stable id (`tracking`), and the outputs written beside
+the video: a row per face per analysed frame (CSV), a JSON summary per face (dominant expression,
+share of time in each, segments), a timeline PNG per face and, if asked, an annotated video.
+
+Smoothing is explicit: an exponential moving average of each face's probabilities with a half-life
+of `smooth_seconds` (0 = none), recorded in the JSON; the raw probabilities are always kept.
+The outputs appear only when complete (a hidden work folder renamed at the end).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from ..data.faces import find_faces
+from ..errors import UserError
+from ..files import folder_replacing, save_figure, write_csv
+from .predict import LoadedRun
+from .tracking import FaceTracker, appearance
+
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
+MAX_VIDEO_PIXELS = 8192 * 4320  # larger frames are refused (8K)
+DETECT_SIDE = 640  # frames are downscaled to this longer side for detection; boxes reported in the original's pixels
+UPDATES_PER_SECOND = 6  # default analysis rate: every face's answer renewed this often
+SMOOTH_SECONDS = 0.5
+
+
+def is_video(path: Path) -> bool:
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+@dataclass
+class Source:
+    """An opened video file or camera: OpenCV's capture and what is known of it."""
+
+    name: str
+    capture: object
+    fps: float
+    frames: int | None  # None: a camera (no end known)
+    width: int
+    height: int
+
+
+def open_video(path: Path) -> Source:
+    """Open a video file with OpenCV's FFmpeg, or raise one clear UserError."""
+    import cv2
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"video not found: {path}")
+    if path.stat().st_size == 0:
+        raise UserError(f"{path}: the file is empty")
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise UserError(f"{path}: not a video OpenCV can read ({', '.join(sorted(VIDEO_SUFFIXES))})")
+    return _checked(str(path), capture, int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None)
+
+
+def open_camera(index: int) -> Source:
+    """Open camera `index` (OpenCV's numbering), or raise one clear UserError."""
+    import cv2
+
+    capture = cv2.VideoCapture(index)
+    if not capture.isOpened():
+        raise UserError(f"camera {index} cannot be opened (no such device, or it is in use)")
+    return _checked(f"camera{index}", capture, None)
+
+
+def _checked(name: str, capture, frames: int | None) -> Source:
+    import cv2
+
+    width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    if width * height > MAX_VIDEO_PIXELS:
+        capture.release()
+        raise UserError(f"{name}: {width}x{height} frames are larger than the {MAX_VIDEO_PIXELS:,} pixels allowed")
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    return Source(name, capture, fps if fps and 1 <= fps <= 1000 else 30.0, frames, width, height)
+
+
+@dataclass
+class Analysis:
+    """What a video's analysis found: one row per face per analysed frame, and how it was made."""
+
+    rows: list[dict] = field(default_factory=list)
+    frames_read: int = 0
+    frames_analysed: int = 0
+    seconds: float = 0.0
+    settings: dict = field(default_factory=dict)
+
+
+def default_every(fps: float) -> int:
+    """The analysis stride that renews every face's answer UPDATES_PER_SECOND times a second."""
+    return max(1, int(fps // UPDATES_PER_SECOND))
+
+
+def analyse(run: LoadedRun, source: Source, every: int | None = None, detector: str = "mtcnn",
+            max_seconds: float | None = None, on_frame=None, progress=None) -> Analysis:
+    """Stream `source`: detect, align and classify faces on every `every`-th frame, tracked by id.
+    `on_frame(frame, faces)` sees every frame (for an annotated video) with the latest faces;
+    `progress(done, total, fps)` is called about once a second."""
+    every = every or default_every(source.fps)
+    if every < 1:
+        raise UserError(f"--every must be at least 1, got {every}")
+    tracker, analysis = FaceTracker(), Analysis()
+    analysis.settings = {"every": every, "analysed_per_second": source.fps / every, "detector": detector,
+                         "fps": source.fps, "width": source.width, "height": source.height,
+                         "detect_side": DETECT_SIDE, "reacquire_seconds": tracker.reacquire_seconds}
+    try:
+        _stream(run, source, every, detector, max_seconds, on_frame, progress, tracker, analysis)
+    except KeyboardInterrupt:
+        if source.frames is not None:  # a file: an interrupted analysis is no analysis
+            raise
+        analysis.settings["stopped"] = "by the user (Ctrl-C)"  # a camera: what was seen so far is the answer
+    source.capture.release()
+    if analysis.frames_read == 0:
+        raise UserError(f"{source.name}: no frame could be decoded (truncated or not a video)")
+    return analysis
+
+
+def _stream(run, source, every, detector, max_seconds, on_frame, progress, tracker, analysis) -> None:
+    latest: list[dict] = []
+    started = last_report = time.perf_counter()
+    index = -1
+    while True:
+        index += 1
+        t = index / source.fps
+        if max_seconds is not None and t > max_seconds:
+            break
+        analysed = index % every == 0
+        if on_frame is None and not analysed:
+            if not source.capture.grab():  # demux and decode, but no colour conversion
+                break
+            analysis.frames_read += 1
+            continue
+        ok, frame = source.capture.read()
+        if not ok or frame is None:
+            break
+        analysis.frames_read += 1
+        if analysed:
+            latest = _faces_in(run, frame, t, index, tracker, detector)
+            analysis.rows += latest
+            analysis.frames_analysed += 1
+        if on_frame is not None:
+            on_frame(frame, latest)
+        now = time.perf_counter()
+        if progress is not None and now - last_report >= 1.0:
+            progress(analysis.frames_read, source.frames, analysis.frames_read / (now - started))
+            last_report = now
+        analysis.seconds = now - started
+
+
+def _faces_in(run: LoadedRun, frame: np.ndarray, t: float, index: int, tracker: FaceTracker, detector: str) -> list[dict]:
+    import cv2
+
+    height, width = frame.shape[:2]
+    scale = max(1.0, max(height, width) / DETECT_SIDE)
+    small = frame if scale == 1.0 else cv2.resize(frame, (round(width / scale), round(height / scale)),
+                                                   interpolation=cv2.INTER_AREA)
+    image = Image.fromarray(cv2.cvtColor(small, cv2.COLOR_BGR2RGB))
+    faces = find_faces(image, detector)
+    if not faces:
+        tracker.update(t, [], [])
+        return []
+    gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+    looks = [appearance(f.pixels, gray[max(0, f.box[1]):f.box[1] + f.box[3], max(0, f.box[0]):f.box[0] + f.box[2]])
+             for f in faces]
+    ids = tracker.update(t, [f.box for f in faces], looks)
+    probs = run.probabilities(np.stack([f.pixels for f in faces]))
+    rows = []
+    for face_id, face, p in zip(ids, faces, probs):
+        x, y, w, h = (int(round(v * scale)) for v in face.box)
+        top = int(np.argmax(p))
+        rows.append({"time": round(t, 4), "frame": index, "face": face_id, "x": x, "y": y, "w": w, "h": h,
+                     "label": run.class_names[top], **{f"p_{c}": float(v) for c, v in zip(run.class_names, p)},
+                     "detector_confidence": face.confidence})
+    return rows
+
+
+def smoothed(table: pd.DataFrame, class_names: tuple[str, ...], half_life: float) -> pd.DataFrame:
+    """Each face's probabilities as an exponential moving average over time (half-life in seconds)."""
+    columns = [f"p_{c}" for c in class_names]
+    out = table[columns].to_numpy(dtype=float).copy()
+    if half_life > 0:
+        for _, index in table.groupby("face").groups.items():
+            rows = list(index)
+            times = table.loc[rows, "time"].to_numpy()
+            for k in range(1, len(rows)):
+                keep = 0.5 ** ((times[k] - times[k - 1]) / half_life)
+                out[table.index.get_loc(rows[k])] = (keep * out[table.index.get_loc(rows[k - 1])]
+                                                     + (1 - keep) * out[table.index.get_loc(rows[k])])
+    return pd.DataFrame(out, index=table.index, columns=[f"s_{c}" for c in class_names])
+
+
+def face_summaries(table: pd.DataFrame, class_names: tuple[str, ...], step: float) -> list[dict]:
+    """Per face: seen from/to, analysed frames, share of time in each (smoothed) expression, the
+    dominant one, and its segments (runs of one smoothed label)."""
+    summaries = []
+    for face, rows in table.groupby("face", sort=True):
+        labels = rows["smoothed_label"].tolist()
+        times = rows["time"].tolist()
+        shares = {c: labels.count(c) / len(labels) for c in class_names}
+        segments, start = [], 0
+        for k in range(1, len(labels) + 1):
+            if k == len(labels) or labels[k] != labels[start] or times[k] - times[k - 1] > 2.5 * step:
+                segments.append({"label": labels[start], "start": times[start], "end": round(times[k - 1] + step, 4)})
+                start = k
+        summaries.append({"face": int(face), "first_seen": times[0], "last_seen": times[-1],
+                          "analysed_frames": len(rows), "dominant": max(shares, key=shares.get),
+                          "share_of_time": shares, "segments": segments})
+    return summaries
+
+
+def plot_timeline(rows: pd.DataFrame, class_names: tuple[str, ...], path: Path, title: str) -> None:
+    """One face's probabilities over time: raw (thin) and smoothed (thick), one colour per class."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 3.2), layout="constrained")
+    colours = plt.get_cmap("tab10")
+    for k, c in enumerate(class_names):
+        ax.plot(rows["time"], rows[f"p_{c}"], color=colours(k), linewidth=0.6, alpha=0.45)
+        ax.plot(rows["time"], rows[f"s_{c}"], color=colours(k), linewidth=2, label=c)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("probability (calibrated)")
+    ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, title="thin: raw", title_fontsize=7)
+    save_figure(path, fig, dpi=100)
+    plt.close(fig)
+
+
+def write_outputs(analysis: Analysis, run: LoadedRun, source: Source, out: Path, smooth_seconds: float,
+                  annotated: Path | None = None) -> dict:
+    """frames.csv, video.json and a timeline PNG per face into `out` (replaced whole, never half-written)."""
+    table = pd.DataFrame(analysis.rows)
+    summary = {"video": source.name, "model": run.name, "calibration": run.calibration_note,
+               "frames_read": analysis.frames_read, "frames_analysed": analysis.frames_analysed,
+               "seconds": round(analysis.seconds, 3),
+               "frames_per_second": analysis.frames_read / max(analysis.seconds, 1e-9),
+               "settings": {**analysis.settings, "smoothing": {"kind": "exponential moving average",
+                                                               "half_life_seconds": smooth_seconds}},
+               "faces": []}
+    with folder_replacing(out, ".writing-") as work:
+        if len(table):
+            table = pd.concat([table, smoothed(table, run.class_names, smooth_seconds)], axis=1)
+            s_columns = [f"s_{c}" for c in run.class_names]
+            table["smoothed_label"] = [run.class_names[k] for k in table[s_columns].to_numpy().argmax(axis=1)]
+            step = analysis.settings["every"] / source.fps
+            summary["faces"] = face_summaries(table, run.class_names, step)
+            for face, rows in table.groupby("face"):
+                plot_timeline(rows, run.class_names, work / f"timeline_face{face}.png",
+                              f"{Path(source.name).name}: face {face} ({run.name})")
+        else:
+            summary["no_face"] = f"no face in {analysis.frames_analysed} analysed frames"
+        write_csv(work / "frames.csv", table if len(table) else pd.DataFrame(
+            columns=["time", "frame", "face", "x", "y", "w", "h", "label"]), index=False)
+        if annotated is not None:
+            annotated.replace(work / "annotated.mp4")
+            summary["annotated_video"] = "annotated.mp4"
+        (work / "video.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+class Annotator:
+    """Writes every frame with the latest analysed faces drawn on it (box, id, label, probability)."""
+
+    def __init__(self, path: Path, source: Source):
+        import cv2
+
+        self.path = path
+        self.writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), source.fps,
+                                      (source.width, source.height))
+        if not self.writer.isOpened():
+            raise UserError(f"cannot write an annotated video to {path}")
+
+    def __call__(self, frame: np.ndarray, faces: list[dict]) -> None:
+        import cv2
+
+        for face in faces:
+            x, y, w, h = face["x"], face["y"], face["w"], face["h"]
+            p = face[f"p_{face['label']}"]
+            cv2.rectangle(frame, (x, y), (x + w, y + h), (0, 200, 255), 2)
+            cv2.putText(frame, f"#{face['face']} {face['label']} {p:.0%}", (x, max(12, y - 6)),
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 200, 255), 1, cv2.LINE_AA)
+        self.writer.write(frame)
+
+    def close(self) -> None:
+        self.writer.release()
+
+
