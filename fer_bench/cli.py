@@ -501,10 +501,26 @@ def benchmark_command(
     head_epochs: int = typer.Option(10, help="Feature path: head epochs on cached features."),
     as_json: bool = typer.Option(False, "--json", help="--train: print one JSON object per model and size."),
     output: Optional[Path] = typer.Option(None, help="Also write the table to this CSV (and a PNG beside it)."),
+    video: Optional[Path] = typer.Option(None, help="Time `predict VIDEO` on this video instead: detection on every "
+                                         "frame against detection every N-th frame with tracking, frames/s and "
+                                         "peak memory."),
+    frame_sizes: str = typer.Option("640x480,1280x720", help="--video: the frame sizes to time it at."),
+    every: Optional[int] = typer.Option(None, help="--video: the scheme's stride (default: 6 answers per second)."),
 ):
-    """Time training against this machine's peak (--train), or frozen-feature extraction and head training
-    as ratios against a scratch-CNN epoch."""
+    """Time training against this machine's peak (--train), frozen-feature extraction and head training
+    as ratios against a scratch-CNN epoch, or video analysis (--video)."""
     from .models import check_image_size, model_info
+
+    if video is not None:
+        from .benchmarks.video_speed import parse_sizes, video_benchmark
+
+        if not video.is_file():
+            raise UserError(f"video not found: {video}")
+        table = video_benchmark(video, parse_sizes(frame_sizes), every, progress=typer.echo)
+        typer.echo(table.to_markdown(index=False, floatfmt=".3g"))
+        if output is not None:
+            table.to_csv(output, index=False)
+        return
 
     sizes = [int(v) for v in image_size.split(",")] if image_size else None
     if train:

@@ -205,11 +205,16 @@ def test_shipped_experiments_expand(cli, monkeypatch):
     from fer_bench.runs.experiment import find_experiment_file, load_experiment
 
     original = load_experiment(find_experiment_file("original_attempt"))
-    assert [c.model for c in original.configs] == ["scratch", "vgg16", "resnet50", "inceptionv3"]
+    assert [c.model for c in original.configs] == ["scratch", "vgg16", "resnet50", "inceptionv3", "mobilenet"]
     assert {(c.image_size, c.epochs, c.optimizer, c.batch_size, c.classes, c.precision) for c in original.configs} == {
         (244, 10, "sgd", 32, "happy,sad", "auto")}
     assert {c.classes for c in load_experiment(find_experiment_file("seven_classes")).configs} == {"all"}
     assert [c.image_size for c in load_experiment(find_experiment_file("input_size")).configs] == [48, 96, 244]
+    measured = load_experiment(find_experiment_file("transfer_measured")).configs
+    assert len(measured) == 32 and {c.seed for c in measured} == {1, 2} and {c.classes for c in measured} == {
+        "happy,sad", "all"}
+    assert {(c.variant, c.weights) for c in measured if c.model == "mobilenet"} == {
+        ("frozen", None), ("finetune", None), ("full", None), ("full", "none")}
 
 
 def test_a_run_written_before_an_option_existed_shows_no_false_difference(finished_grid, cli, tmp_path):

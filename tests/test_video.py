@@ -132,3 +132,21 @@ def test_a_video_without_faces_and_a_truncated_one_give_a_clear_result(cli, tmp_
     truncated.write_bytes(blank.read_bytes()[: len(blank.read_bytes()) // 3])
     code, out, err = cli("predict", truncated)
     assert "Traceback" not in err and (code == 0 and "frames" in out or code == 2 and err.count("\n") == 1)
+
+
+@pytest.mark.slow
+def test_video_benchmark_times_both_schemes_with_their_memory(cli, tmp_path):
+    import cv2
+
+    clip = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 30, (160, 120))
+    for k in range(30):
+        writer.write(np.full((120, 160, 3), 60 + k, np.uint8))
+    writer.release()
+    code, out, err = cli("benchmark", "--video", clip, "--frame-sizes", "96x64", "--output", tmp_path / "video.csv")
+    assert code == 0, err
+    table = pd.read_csv(tmp_path / "video.csv")
+    assert table["every"].tolist() == [1, 5] and (table["frames"] == 30).all()  # 30 fps: 6 answers a second
+    assert (table["peak_resident_mb"] > 50).all() and table["speed_vs_every_frame"].iloc[0] == 1.0
+    assert_bad = cli("benchmark", "--video", clip, "--frame-sizes", "96by64")
+    assert assert_bad[0] == 2 and "WIDTHxHEIGHT" in assert_bad[2]

@@ -19,6 +19,7 @@ import pandas as pd
 from ..config import RunConfig, resolve
 from ..data.batches import batches
 from ..data.dataset import as_model_input
+from ..memory import peak_resident_mb
 from ..models import create_model, model_info
 from ..models.augment import with_augmentation
 from ..models.flops import flops_per_image
@@ -127,15 +128,6 @@ def seed_style_images_per_second(n: int) -> float:
     return _timed_epoch(model, x, y, batch_size=32, pipeline=False)
 
 
-def _process_peak_resident_mb() -> float | None:
-    """The largest resident memory this process has had so far (None where the OS does not say)."""
-    try:
-        import resource
-    except ImportError:  # Windows
-        return None
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 RATES_FILE = "train_rates.json"
 
 
@@ -182,7 +174,7 @@ def train_benchmark(models: list[str], sizes: list[int | None], precisions: list
                 if against_seed:
                     seed = seed_style_images_per_second(min(images, 1024))
                     row.update(seed_images_per_second=seed, speedup=row["images_per_second"] / seed)
-                row["process_peak_resident_mb"] = _process_peak_resident_mb()
+                row["process_peak_resident_mb"] = peak_resident_mb()
                 rows.append(row)
                 progress(f"{name} {row['image_size']} px {row['precision']}: {row['images_per_second']:.0f} images/s, "
                          f"{row['achieved_gflops']:.0f} GFLOP/s = {row['peak_fraction']:.0%} of peak"

@@ -23,6 +23,7 @@ from PIL import Image
 from ..data.faces import find_faces
 from ..errors import UserError
 from ..files import folder_replacing, save_figure, write_csv
+from ..memory import peak_resident_mb
 from .predict import LoadedRun
 from .tracking import FaceTracker, appearance
 
@@ -244,6 +245,8 @@ def write_outputs(analysis: Analysis, run: LoadedRun, source: Source, out: Path,
                "frames_read": analysis.frames_read, "frames_analysed": analysis.frames_analysed,
                "seconds": round(analysis.seconds, 3),
                "frames_per_second": analysis.frames_read / max(analysis.seconds, 1e-9),
+               "answers_per_face_per_second": analysis.settings["analysed_per_second"],
+               "peak_resident_mb": peak_resident_mb(),
                "settings": {**analysis.settings, "smoothing": {"kind": "exponential moving average",
                                                                "half_life_seconds": smooth_seconds}},
                "faces": []}

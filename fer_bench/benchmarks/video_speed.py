@@ -1,0 +1,88 @@
+"""Speed and memory of `predict VIDEO`, as ratios against detecting on every frame in the same run.
+
+For each frame size the video is re-encoded at that size, then analysed twice, each in its own
+process (so each reports its own peak memory): the baseline detects and classifies on every frame;
+the scheme detects every `every`-th frame (default: 6 answers per face per second) and tracks ids
+between. Reported: frames/s, answers per face per second, peak resident memory, and the speed-up.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import UserError
+
+
+def resized_copy(video: Path, size: tuple[int, int], out: Path) -> Path:
+    """`video` re-encoded (mp4v) with every frame resized to `size` (width, height)."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(video))
+    if not capture.isOpened():
+        raise UserError(f"{video}: not a video OpenCV can read")
+    fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        writer.write(cv2.resize(frame, size, interpolation=cv2.INTER_AREA))
+    writer.release()
+    capture.release()
+    return out
+
+
+def _analyse(video: Path, every: int | None, run: str | None, work: Path) -> dict:
+    out = work / f"{video.stem}-every{every or 'default'}.fer"
+    command = [sys.executable, "-m", "fer_bench", "predict", str(video), "--out", str(out)]
+    command += (["--every", str(every)] if every else []) + (["--run", run] if run else [])
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise UserError(f"analysing {video.name} failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
+    return json.loads((out / "video.json").read_text())
+
+
+def video_benchmark(video: Path, sizes: list[tuple[int, int]], every: int | None = None, run: str | None = None,
+                    progress=print) -> pd.DataFrame:
+    """One row per frame size and scheme: frames/s, answers per face per second, peak memory, speed-up."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="fer-bench-video-") as folder:
+        work = Path(folder)
+        for width, height in sizes:
+            copy = resized_copy(video, (width, height), work / f"{width}x{height}.mp4")
+            results = {}
+            for scheme, stride in (("detect every frame", 1), ("detect every N-th frame + tracking", every)):
+                result = _analyse(copy, stride, run, work)
+                results[scheme] = result
+                rows.append({"frame_size": f"{width}x{height}", "scheme": scheme,
+                             "every": result["settings"]["every"], "frames": result["frames_read"],
+                             "frames_per_second": result["frames_per_second"],
+                             "answers_per_face_per_second": result["answers_per_face_per_second"],
+                             "faces": len(result["faces"]), "peak_resident_mb": result["peak_resident_mb"]})
+                progress(f"{width}x{height}, {scheme}: {result['frames_per_second']:.1f} frames/s, "
+                         f"{result['answers_per_face_per_second']:.1f} answers per face per second, "
+                         f"peak {result['peak_resident_mb'] or float('nan'):.0f} MiB")
+            baseline = results["detect every frame"]["frames_per_second"]
+            for row in rows[-2:]:
+                row["speed_vs_every_frame"] = row["frames_per_second"] / baseline
+    return pd.DataFrame(rows)
+
+
+def parse_sizes(spec: str) -> list[tuple[int, int]]:
+    """'640x480,1280x720' → [(640, 480), (1280, 720)]."""
+    sizes = []
+    for item in spec.split(","):
+        try:
+            width, height = (int(v) for v in item.lower().split("x"))
+        except ValueError:
+            raise UserError(f"--frame-sizes takes WIDTHxHEIGHT,..., got {item!r}") from None
+        if width < 32 or height < 32:
+            raise UserError(f"--frame-sizes: {item} is too small")
+        sizes.append((width, height))
+    return sizes
