@@ -39,3 +39,24 @@ def write_scene(path: Path, seconds: float = SECONDS, size=SIZE, fps: int = FPS)
         writer.write(frame)
     writer.release()
     return path
+
+
+def write_y4m(video: Path, out: Path) -> Path:
+    """`video`'s frames as a Y4M file (planar 4:2:0), what Chromium's fake camera plays in a loop."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(video))
+    fps = int(round(capture.get(cv2.CAP_PROP_FPS))) or 10
+    with open(out, "wb") as f:
+        header_written = False
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            height, width = frame.shape[:2]
+            if not header_written:
+                f.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+                header_written = True
+            f.write(b"FRAME\n" + cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420).tobytes())
+    capture.release()
+    return out

@@ -146,7 +146,7 @@ def _stream(run, source, every, detector, max_seconds, on_frame, progress, track
             break
         analysis.frames_read += 1
         if analysed:
-            latest = _faces_in(run, frame, t, index, tracker, detector)
+            latest = faces_in_frame(run, frame, t, index, tracker, detector)
             analysis.rows += latest
             analysis.frames_analysed += 1
         if on_frame is not None:
@@ -158,7 +158,9 @@ def _stream(run, source, every, detector, max_seconds, on_frame, progress, track
         analysis.seconds = now - started
 
 
-def _faces_in(run: LoadedRun, frame: np.ndarray, t: float, index: int, tracker: FaceTracker, detector: str) -> list[dict]:
+def faces_in_frame(run: LoadedRun, frame: np.ndarray, t: float, index: int, tracker: FaceTracker,
+                   detector: str = "mtcnn") -> list[dict]:
+    """Every face of one BGR frame at time `t`: tracked id, box in the frame's pixels, label, probabilities."""
     import cv2
 
     height, width = frame.shape[:2]
