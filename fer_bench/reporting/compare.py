@@ -34,6 +34,8 @@ DEFAULT_BASELINE = "scratch"  # the seed's CNN; under the seed recipe when there
 # the seed has its own column, TTA its own ("accuracy with TTA"), the format is the same for all
 NEVER_COLUMNS = {"seed", "tta", "results_format", "finetune_from"}  # the variant column says it
 TRANSFER_ONLY = ("weights", "variant", "finetune_epochs", "finetune_learning_rate")
+CROSS_DATA_LABEL = ("variant", "weights", "image_size", "recipe", "epochs", "data", "also_train", "targets", "classes",
+                    "teacher", "width")  # what names a configuration in the cross-data-set view
 ON_TEST_MARK = "†"
 LEGEND = (f"{ON_TEST_MARK} checkpoint chosen on the test split (the seed's protocol): optimistic, kept out of the "
           "tests. Accuracy is plain (no test-time augmentation) with a 95 % Wilson interval. p McNemar: exact "
@@ -231,15 +233,24 @@ def build_table(runs: list[Run], wanted_baseline: str | None) -> Table:
 
 def cross_data_view(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame] | None:
     """All compared runs x every data set they were scored on (None when no run was evaluated elsewhere):
-    one row per configuration, named by the options that differ among all the runs."""
+    one row per configuration (runs differing in their seed only), named by the headline options that
+    differ among the runs (the full configurations are in the tables above)."""
     if not any(r.evaluations for r in runs):
         return None
-    columns = [c for c in varying_columns(runs) if c != "model"]
+    varying = varying_columns(runs)
+    columns = [c for c in CROSS_DATA_LABEL if c in varying]
     shown, heat, _ = cross_data_frames([
-        (" ".join([str(r.value("model"))] + [f"{c}={Path(str(r.value(c))).name if c == 'data' else r.value(c)}"
-                                             for c in columns]), r.metrics, r.evaluations)
-        for r in sorted(runs, key=lambda r: (_config_key(r, columns), r.config["seed"]))])
+        (_config_key(r, varying), " ".join([str(r.value("model"))] + [_label_part(r, c) for c in columns]), r.metrics,
+         r.evaluations) for r in sorted(runs, key=lambda r: (_config_key(r, varying), r.config["seed"]))])
     return shown, heat
+
+
+def _label_part(run: Run, column: str) -> str:
+    value = run.value(column)
+    if column in ("data", "also_train", "teacher") and value not in ("-", "synthetic"):
+        value = ",".join(Path(part.rsplit(":", 1)[0] if column == "also_train" else part).name
+                         for part in str(value).split(","))
+    return f"{column}={value}"
 
 
 def _p_text(p: float, is_baseline: bool, on_test: bool) -> str:

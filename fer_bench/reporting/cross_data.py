@@ -48,21 +48,26 @@ def _cell(values: list[float], low_high: list[tuple[float, float]] | None) -> st
     return f"{mean:.4f} [{low_high[0][0]:.4f}, {low_high[0][1]:.4f}]" if low_high else f"{mean:.4f}"
 
 
-def cross_data_frames(rows: list[tuple[str, dict, dict[str, dict]]]) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    """From (configuration label, own test metrics, {evaluation name: metrics}) per run: the shown table,
-    the mean accuracy per configuration x data set (NaN: not scored), and the data set labels in order."""
+def cross_data_frames(rows: list[tuple[str, str, dict, dict[str, dict]]]) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """From (configuration key, its label, own test metrics, {evaluation name: metrics}) per run: the
+    shown table, the mean accuracy per configuration x data set (NaN: not scored), and the data set
+    labels in order. Runs pool by key; labels shared by different keys are numbered."""
     datasets: dict[str, str] = {}
-    for _, _, evaluations in rows:
+    for *_, evaluations in rows:
         for name, metrics in evaluations.items():
             datasets.setdefault(name, data_label(name, metrics))
     order = [OWN_TEST] + sorted(datasets, key=lambda n: datasets[n])
     labels = {OWN_TEST: OWN_TEST, **datasets}
     configs: dict[str, list[dict[str, dict]]] = {}
-    for config, own, evaluations in rows:
-        configs.setdefault(config, []).append({OWN_TEST: own, **evaluations})
+    names: dict[str, str] = {}
+    for key, label, own, evaluations in rows:
+        if key not in names:
+            taken = sum(1 for n in names.values() if n == label or n.startswith(label + " ("))
+            names[key] = label if not taken else f"{label} ({taken + 1})"
+        configs.setdefault(key, []).append({OWN_TEST: own, **evaluations})
     shown, means = [], []
-    for config, runs in configs.items():
-        row, mean_row = {"configuration": config, "seeds": len(runs)}, {}
+    for key, runs in configs.items():
+        row, mean_row = {"configuration": names[key], "seeds": len(runs)}, {}
         for name in order:
             scored = [r[name] for r in runs if name in r]
             if scored and len(scored) < len(runs):  # some seeds not scored: do not pool a part
@@ -73,7 +78,7 @@ def cross_data_frames(rows: list[tuple[str, dict, dict[str, dict]]]) -> tuple[pd
             mean_row[labels[name]] = float(np.mean([s["accuracy"] for s in scored])) if scored else math.nan
         shown.append(row)
         means.append(mean_row)
-    heat = pd.DataFrame(means, index=list(configs))
+    heat = pd.DataFrame(means, index=[names[key] for key in configs])
     return pd.DataFrame(shown), heat, [labels[n] for n in order]
 
 
