@@ -39,8 +39,11 @@ CROSS_DATA_LABEL = ("variant", "weights", "image_size", "recipe", "epochs", "dat
 ON_TEST_MARK = "†"
 LEGEND = (f"{ON_TEST_MARK} checkpoint chosen on the test split (the seed's protocol): optimistic, kept out of the "
           "tests. Accuracy is plain (no test-time augmentation) with a 95 % Wilson interval. p McNemar: exact "
-          "two-sided McNemar test of the run against the baseline on the same test images (paired by seed when the "
-          "baseline has that seed); p adjusted: Benjamini-Hochberg across the table's tests. '-' in a column: the "
+          "two-sided McNemar test of one checkpoint against the baseline's on the same test images (paired by seed "
+          "when the baseline has that seed): it says nothing of seed-to-seed variance; p adjusted: Benjamini-Hochberg "
+          "across the table's checkpoints. Pooled table: the accuracy difference against the baseline paired by seed, "
+          "with a t interval over seeds, and a paired t-test (BH-adjusted across configurations) when there are two "
+          "seeds or more. '-' in a column: the "
           "option does not apply to that model.")
 
 
@@ -228,7 +231,35 @@ def build_table(runs: list[Run], wanted_baseline: str | None) -> Table:
             summary[label] = [f"{mean:.4f} ± {std:.4f}" if not math.isnan(std) else f"{mean:.4f}"
                               for mean, std in zip(stats["mean"], stats["std"])]
         summary["train time (s)"] = grouped["train_seconds"].mean().round(0).astype(int).to_numpy()
+        differences = [seed_paired_difference(group, baselines) for _, group in grouped]
+        tested = [k for k, d in enumerate(differences) if not math.isnan(d["p"])]
+        adjusted = dict(zip(tested, false_discovery_control([differences[k]["p"] for k in tested], method="bh"))) \
+            if tested else {}
+        summary["Δ accuracy vs baseline, seed-paired [95% CI]"] = [d["text"] for d in differences]
+        summary["p seeds (paired t, BH)"] = [f"{differences[k]['p']:.3g} ({adjusted[k]:.3g})" if k in adjusted
+                                             else differences[k]["note"] for k in range(len(differences))]
     return Table(_caption(runs, baselines), runs, frame, shown, summary)
+
+
+def seed_paired_difference(group: pd.DataFrame, baselines: list[Run]) -> dict:
+    """A configuration's accuracy minus the baseline's, paired by seed: the mean difference with a
+    t interval over seeds and a paired t-test's p-value when there are two seeds or more."""
+    from scipy import stats
+
+    base = {b.config["seed"]: b.metrics["accuracy"] for b in baselines}
+    if group["baseline"].any():
+        return {"text": "baseline", "p": math.nan, "note": "baseline"}
+    pairs = [(a, base[s]) for a, s, on_test in zip(group["accuracy"], group["seed"], group["checkpoint_on_test"])
+             if s in base and not on_test]
+    if not pairs:
+        return {"text": "-", "p": math.nan, "note": "no baseline run with its seeds"}
+    d = np.array([a - b for a, b in pairs])
+    if len(d) == 1:
+        return {"text": f"{d[0]:+.4f} (1 seed: no seed variance)", "p": math.nan, "note": "1 seed: no seed variance"}
+    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
+    p = float(stats.ttest_1samp(d, 0.0).pvalue) if d.std(ddof=1) > 0 else (0.0 if d.mean() else 1.0)
+    return {"text": f"{d.mean():+.4f} [{d.mean() - half:+.4f}, {d.mean() + half:+.4f}] ({len(d)} seeds)", "p": p,
+            "note": ""}
 
 
 def cross_data_view(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame] | None:

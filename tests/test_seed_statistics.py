@@ -1,0 +1,73 @@
+"""compare's statistics on run folders written directly (no training): per-checkpoint McNemar with its
+Benjamini-Hochberg adjustment, and the seed-paired difference against the baseline with its t interval
+and paired t-test, checked against values computed by hand."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from fer_bench.reporting.compare import compare
+from fer_bench.run_folder import RESULTS_FORMAT
+
+N = 100  # test images
+
+
+def _write_run(root: Path, model: str, seed: int, correct: np.ndarray) -> None:
+    run = root / f"{model}-s{seed}"
+    run.mkdir(parents=True)
+    config = {"model": model, "seed": seed, "recipe": "seed", "image_size": 48, "val_split": "train",
+              "results_format": RESULTS_FORMAT, "classes": "happy,sad"}
+    accuracy = float(correct.mean())
+    metrics = {"accuracy": accuracy, "accuracy_ci95": [accuracy - 0.05, accuracy + 0.05], "balanced_accuracy": accuracy,
+               "macro_f1": accuracy, "trainable_params": 10, "total_train_seconds": 1.0, "test_images": N,
+               "majority_baseline_accuracy": 0.5}
+    data = {"test_sha256": "same", "classes": ["happy", "sad"], "layout": "train+test"}
+    truth = np.arange(N) % 2
+    predictions = pd.DataFrame({"file": [f"f{i}.png" for i in range(N)], "true": truth,
+                                "predicted": np.where(correct, truth, 1 - truth)})
+    for name, content in (("config.json", config), ("metrics.json", metrics), ("data.json", data),
+                          ("complete.json", {})):
+        (run / name).write_text(json.dumps(content))
+    predictions.to_csv(run / "predictions.csv", index=False)
+    pd.DataFrame([[1, 0], [0, 1]], index=["happy", "sad"], columns=["happy", "sad"]).to_csv(run / "confusion_matrix.csv")
+
+
+def _correct(n_right: int, offset: int = 0) -> np.ndarray:
+    right = np.zeros(N, bool)
+    right[(np.arange(n_right) + offset) % N] = True
+    return right
+
+
+def test_seed_paired_difference_and_mcnemar_match_hand_computation(tmp_path):
+    runs = tmp_path / "runs"
+    base = {1: _correct(70), 2: _correct(74)}
+    other = {1: _correct(78), 2: _correct(80)}  # +0.08 and +0.06 over the baseline's seeds
+    for seed in (1, 2):
+        _write_run(runs, "scratch", seed, base[seed])
+        _write_run(runs, "vggnet", seed, other[seed])
+    _write_run(runs, "minixception", 1, _correct(72))  # one seed only
+    result = compare([runs], tmp_path / "out")
+    table = pd.read_csv(result.folder / "comparison.csv")
+    # McNemar on one checkpoint pair: discordant b (baseline right only) and c (model right only)
+    b = int(np.sum(base[1] & ~other[1]))
+    c = int(np.sum(~base[1] & other[1]))
+    expected = stats.binomtest(min(b, c), b + c, 0.5).pvalue
+    vgg1 = table[(table["model"] == "vggnet") & (table["seed"] == 1)]
+    assert vgg1["p_mcnemar"].iloc[0] == pytest.approx(expected)
+    raw = table["p_mcnemar"].dropna().to_numpy()
+    assert np.allclose(np.sort(table["p_adjusted"].dropna()), np.sort(stats.false_discovery_control(raw, method="bh")))
+
+    summary = pd.read_csv(result.folder / "summary.csv").set_index("model")
+    d = np.array([0.08, 0.06])
+    half = stats.t.ppf(0.975, 1) * d.std(ddof=1) / math.sqrt(2)
+    assert summary.loc["vggnet", "Δ accuracy vs baseline, seed-paired [95% CI]"] == \
+        f"{d.mean():+.4f} [{d.mean() - half:+.4f}, {d.mean() + half:+.4f}] (2 seeds)"
+    p = stats.ttest_1samp(d, 0.0).pvalue
+    assert summary.loc["vggnet", "p seeds (paired t, BH)"] == f"{p:.3g} ({p:.3g})"  # one test: BH leaves it
+    assert summary.loc["scratch", "p seeds (paired t, BH)"] == "baseline"
+    assert "1 seed: no seed variance" in summary.loc["minixception", "Δ accuracy vs baseline, seed-paired [95% CI]"]
