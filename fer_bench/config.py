@@ -124,6 +124,9 @@ class RunConfig:
                           "batch. Without GPUs the CPU is split into N logical devices.", MACHINE)
     tensorboard: bool = option(False, "Also write TensorBoard logs into the run folder.", MACHINE)
     strict: bool = option(False, "Unreadable image files are an error instead of skipped.", MACHINE)
+    allow_precision_change: bool = option(False, "Resume an interrupted run even where this machine computes in "
+                                          "another precision than the run started in (recorded in resumes.json).",
+                                          MACHINE)
     precision_used: str | None = option(None, "What 'auto' precision resolved to on the machine that trained.",
                                         RECORD)
 

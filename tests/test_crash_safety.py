@@ -141,3 +141,34 @@ def test_results_folder_that_is_not_writable_is_one_error_line(tmp_path, cli, mo
     code, out_text, err = cli("run", "--epochs", "1", "--output", out)
     assert code == 2 and "Traceback" not in err + out_text
     assert err.startswith(f"error: cannot write {out}") and "Permission denied" in err
+
+
+def test_resume_keeps_the_first_record_appends_itself_and_refuses_another_precision(tmp_path, monkeypatch):
+    """A run started where 'auto' meant float32, resumed where it means bfloat16: refused unless
+    allowed; config.json stays as written at the start, resumes.json grows by one entry per resume."""
+    import keras
+
+    from fer_bench import precision
+    from fer_bench.config import RunConfig
+    from fer_bench.errors import UserError
+    from fer_bench.runs.run import execute
+
+    class StopAfterFirstEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise RuntimeError("killed")
+
+    cfg = RunConfig(epochs=3, precision="auto", recipe="seed")
+    monkeypatch.setattr(precision, "resolve_precision", lambda asked: "float32")
+    with pytest.raises(RuntimeError, match="killed"):
+        execute(cfg, output=tmp_path, callbacks=(StopAfterFirstEpoch(),))
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    first = (run_dir / "config.json").read_text()
+    monkeypatch.setattr(precision, "resolve_precision", lambda asked: "bfloat16")
+    with pytest.raises(UserError, match="started in float32 and this machine would resume it in bfloat16"):
+        execute(cfg, output=tmp_path)
+    assert not (run_dir / "resumes.json").exists() and not (run_dir / COMPLETE_MARKER).exists()
+    monkeypatch.setattr(precision, "resolve_precision", lambda asked: "float32")
+    assert execute(cfg, output=tmp_path) == run_dir
+    assert (run_dir / "config.json").read_text() == first  # never rewritten by the resume
+    resumes = json.loads((run_dir / "resumes.json").read_text())
+    assert len(resumes) == 1 and resumes[0]["precision_used"] == "float32" and "machine" in resumes[0]

@@ -22,14 +22,14 @@ def _face(name: str):
 
 def write_scene(path: Path, seconds: float = SECONDS, size=SIZE, fps: int = FPS) -> Path:
     """Face A walks right and changes expression at CHANGE_AT; face B walks left, leaves during B_AWAY
-    and comes back lower; mp4v at `fps`."""
+    and comes back lower; mp4v at `fps`, the SECONDS-long scene replayed to fill `seconds`."""
     import cv2
 
     a_happy, a_sad, b = _face(FACE_A_HAPPY), _face(FACE_A_SAD), _face(FACE_B)
     width, height = size
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
     for k in range(int(seconds * fps)):
-        t = k / fps
+        t = (k / fps) % SECONDS  # a longer video replays the scene
         frame = np.full((height, width, 3), 95, np.uint8)
         x = int(30 + 12 * t)
         frame[60:60 + SIDE, x:x + SIDE] = a_happy if t < CHANGE_AT else a_sad

@@ -95,6 +95,24 @@ def fetch_imagenet_weights(cfg: RunConfig) -> None:
         resolve_weights_file(info, cfg.weights, cfg.width, cfg.image_size)
 
 
+RESUMES_FILE = "resumes.json"
+
+
+def record_resume(run_dir: Path, cfg: RunConfig) -> None:
+    """Append this invocation (time, machine, precision, devices, libraries) to the run's resumes.json;
+    refuse to resume in another precision than the run started in unless the config allows it."""
+    started_in = json.loads((run_dir / "config.json").read_text()).get("precision_used")
+    if started_in is not None and started_in != cfg.precision_used and not cfg.allow_precision_change:
+        raise UserError(f"{run_dir.name} started in {started_in} and this machine would resume it in "
+                        f"{cfg.precision_used}; pass --precision {started_in}, or --allow-precision-change to "
+                        "resume it anyway (recorded in resumes.json)")
+    path = run_dir / RESUMES_FILE
+    resumes = json.loads(path.read_text()) if path.exists() else []
+    resumes.append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": platform.node(),
+                    "precision_used": cfg.precision_used, "devices": cfg.devices, "libraries": library_versions()})
+    write_json(path, resumes)
+
+
 def execute(cfg: RunConfig, output: Path = Path("results"), force: bool = False, callbacks: tuple = ()) -> Path:
     """Run (or resume, or find) the run described by `cfg`; returns its complete run folder.
 
@@ -129,9 +147,12 @@ def execute(cfg: RunConfig, output: Path = Path("results"), force: bool = False,
                     shutil.rmtree(item) if item.is_dir() else item.unlink()
         resuming = (run_dir / "config.json").exists()
         log.info("%s run folder %s", "resuming" if resuming else "new", run_dir)
-        write_json(run_dir / "config.json", run_config_record(cfg))
-        write_json(run_dir / "data.json", fingerprint)
-        write_json(run_dir / "environment.json", library_versions())
+        if resuming:  # what the run is was recorded when it started; a resume is added, never rewritten
+            record_resume(run_dir, cfg)
+        else:
+            write_json(run_dir / "config.json", run_config_record(cfg))
+            write_json(run_dir / "data.json", fingerprint)
+            write_json(run_dir / "environment.json", library_versions())
 
         from ..training.harness import train_and_evaluate
 
