@@ -168,6 +168,7 @@ def test_each_epoch_logs_elapsed_time_and_an_estimate_of_the_time_left(tmp_path,
     lines = [r.getMessage() for r in caplog.records if "elapsed" in r.getMessage()]
     assert [line.split(":")[0] for line in lines] == ["epoch 1/3 done", "epoch 2/3 done", "epoch 3/3 done"]
     assert lines[-1].endswith("about 0m00s left")
+    assert "val_accuracy" in lines[0] and " loss " in lines[0]  # the epoch's metrics on the same one line
 
 
 def test_tensorboard_option_writes_logs_into_the_run_folder(tmp_path):

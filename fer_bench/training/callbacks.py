@@ -50,8 +50,8 @@ def _duration(seconds: float) -> str:
 
 
 class TimeLeft(keras.callbacks.Callback):
-    """After each epoch, one log line: epochs done, time elapsed in this stage and an estimate of the
-    time left (the mean epoch time of this invocation times the epochs still to run)."""
+    """After each epoch, one log line: epochs done, the epoch's metrics, time elapsed in this stage and
+    an estimate of the time left (the mean epoch time of this invocation times the epochs still to run)."""
 
     def __init__(self, epochs: int, log):
         super().__init__()
@@ -66,8 +66,10 @@ class TimeLeft(keras.callbacks.Callback):
         elapsed = time.perf_counter() - self.started
         done = epoch + 1 - self.first_epoch
         left = elapsed / done * (self.epochs - epoch - 1)
-        self.log.info("epoch %d/%d done: %s elapsed, about %s left", epoch + 1, self.epochs, _duration(elapsed),
-                      _duration(left))
+        metrics = ", ".join(f"{key} {value:.4f}" for key, value in (logs or {}).items()
+                            if key != "epoch_seconds" and isinstance(value, (int, float)))
+        self.log.info("epoch %d/%d done: %s%s elapsed, about %s left", epoch + 1, self.epochs,
+                      f"{metrics}; " if metrics else "", _duration(elapsed), _duration(left))
 
 
 class BestCheckpoint(keras.callbacks.Callback):

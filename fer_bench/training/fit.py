@@ -146,7 +146,7 @@ def fit_stage(model, x_fit, y_fit, x_val, y_val, settings: TrainSettings, stage_
             validation_data=batches(x_val, y_val, settings.batch_size),
             class_weight=settings.class_weight,
             callbacks=callbacks,
-            verbose=1 if sys.stdout.isatty() else 2,  # bars in a terminal, a line per epoch in logs
+            verbose=1 if sys.stdout.isatty() else 0,  # a bar in a terminal; the epoch's line is TimeLeft's
         )
     history = read_history(history_path)
     if history["loss"].isna().any():
