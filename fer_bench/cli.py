@@ -7,6 +7,7 @@ import inspect
 import json
 import logging
 import sys
+import time
 import typing
 from pathlib import Path
 from typing import Optional
@@ -322,9 +323,16 @@ def _predict_video(loaded, source, detector: str, every, seconds, smooth: float,
     opened = video.open_camera(source) if isinstance(source, int) else video.open_video(source)
     target = out or (Path(f"camera{source}.fer") if isinstance(source, int) else source.with_name(source.name + ".fer"))
 
+    terminal, last = sys.stderr.isatty(), [0.0]
+
     def progress(done: int, total: int | None, rate: float) -> None:
+        """One updating line in a terminal; in a log, a line every 10 s."""
+        if not terminal and time.monotonic() - last[0] < 10:
+            return
+        last[0] = time.monotonic()
         left = f", about {_duration((total - done) / rate)} left" if total else ""
-        typer.echo(f"frame {done}{f' of {total}' if total else ''}: {rate:.1f} frames/s{left}", err=True)
+        line = f"frame {done}{f' of {total}' if total else ''}: {rate:.1f} frames/s{left}"
+        typer.echo(f"\r{line}   " if terminal else line, err=True, nl=not terminal)
 
     annotated = Path(tempfile.mkstemp(suffix=".mp4", dir=target.parent if target.parent.exists() else None)[1]) \
         if annotate else None
@@ -337,6 +345,8 @@ def _predict_video(loaded, source, detector: str, every, seconds, smooth: float,
     finally:
         if annotated is not None and annotated.exists():
             annotated.unlink()
+    if terminal:
+        typer.echo("", err=True)  # end the progress line
     typer.echo(f"{opened.name}: {summary['frames_read']} frames, {summary['frames_analysed']} analysed "
                f"({summary['frames_per_second']:.1f} frames/s), model {loaded.name}")
     if not summary["faces"]:
