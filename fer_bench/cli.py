@@ -609,8 +609,6 @@ def data_synth(
 def data_inspect(path: Path = typer.Argument(..., help="Dataset folder or fer2013.csv."),
                  test_usage: str = typer.Option("PrivateTest", help="fer2013.csv: which Usage is the test set.")):
     """Layout, images per split and class, formats, unreadable files and exact duplicates."""
-    import time
-
     from .data.integrity import inspect_lines
     from .data.sources import open_dataset
 
