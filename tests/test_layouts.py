@@ -146,3 +146,27 @@ def test_shared_sets_load_with_their_readme_counts():
     ferplus = open_dataset(SHARED / "ferplus")
     assert "FER2013Train + FER2013Valid" in ferplus.layout and ferplus.train.votes.shape[1] == 8
     assert len(ferplus.train) + len(ferplus.test) + 3901 == 28558 + 3579  # left out: no majority
+
+
+def test_ferplus_csv_joins_fer2013_csv_row_by_row(tmp_path):
+    pixels = " ".join(["100"] * 2304)
+    rows = [  # fer2013.csv emotion (0 angry .. 6 neutral), pixels, Usage  |  fer2013new.csv votes
+        (3, "Training", "fer0000000.png", [0, 9, 0, 1, 0, 0, 0, 0, 0, 0]),  # happy
+        (0, "Training", "", [10, 0, 0, 0, 0, 0, 0, 0, 0, 0]),  # FER+ gave this row no image
+        (4, "Training", "fer0000001.png", [3, 0, 0, 3, 3, 0, 0, 0, 1, 0]),  # no majority
+        (6, "PublicTest", "fer0000002.png", [8, 0, 0, 2, 0, 0, 0, 0, 0, 0]),  # neutral
+        (4, "PrivateTest", "fer0000003.png", [0, 0, 0, 7, 0, 0, 0, 3, 0, 0]),  # sad (FER2013 said sad too)
+    ]
+    (tmp_path / "fer2013.csv").write_text("emotion,pixels,Usage\n" + "".join(f"{e},{pixels},{u}\n" for e, u, _, _ in rows))
+    (tmp_path / "fer2013new.csv").write_text(
+        "Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF\n"
+        + "".join(f"{u},{n},{','.join(map(str, v))}\n" for _, u, n, v in rows))
+    data = open_dataset(tmp_path / "fer2013new.csv")
+    assert "1 rows without an image, 1 without a majority" in data.layout
+    assert [data.class_names[k] for k in data.train.labels] == ["happy"]
+    assert [data.class_names[k] for k in data.validation.labels] == ["neutral"]
+    assert [data.class_names[k] for k in data.test.labels] == ["sad"]
+    assert data.test.votes[0][data.class_names.index("contempt")] == 3
+    (tmp_path / "fer2013.csv").write_text("emotion,pixels,Usage\n" + f"3,{pixels},PublicTest\n" * 5)
+    with pytest.raises(UserError, match="not row-aligned"):
+        open_dataset(tmp_path / "fer2013new.csv")

@@ -25,7 +25,7 @@ HELD_OUT_FRACTION = 0.1  # test share when the CSV has no Usage column
 _PIXELS = NATIVE_SIZE * NATIVE_SIZE
 
 
-def _parse_row(row: list[str], columns: dict[str, int]) -> tuple[int, np.ndarray, str | None]:
+def parse_row(row: list[str], columns: dict[str, int]) -> tuple[int, np.ndarray, str | None]:
     """(class index into FER_CLASSES, 48x48 pixels, usage or None); raises ValueError with the reason."""
     if len(row) < len(columns):
         raise ValueError(f"{len(row)} fields, expected {len(columns)}")
@@ -82,7 +82,7 @@ def _decode_csv(path: Path, test_usage: str) -> Dataset:
             if not any(field.strip() for field in row):
                 continue
             try:
-                label, image, usage = _parse_row(row, columns)
+                label, image, usage = parse_row(row, columns)
                 split = "train" if usage is None else split_of.get(usage)
                 if split is None:
                     raise ValueError(f"unknown Usage {usage!r}")

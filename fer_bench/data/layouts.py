@@ -6,7 +6,8 @@
     SFEW 2.0       ROOT/Train/<Angry|...>/ and, where present, ROOT/Val/<Angry|...>/
     FER+           ROOT/FER2013Train/, FER2013Valid/, FER2013Test/, each with label.csv (no header:
                    image, face box, votes for neutral, happiness, surprise, sadness, anger, disgust,
-                   fear, contempt, unknown, not-a-face)
+                   fear, contempt, unknown, not-a-face); or fer2013new.csv (Usage, Image name, the same
+                   ten vote columns) beside Kaggle's fer2013.csv, joined row by row as FER+ does
 
 A set whose test part is not there (RAF-DB's and SFEW's held-out parts are not distributed with
 their training parts here) gets a **development part** instead: a stratified DEVELOPMENT_FRACTION
@@ -24,7 +25,7 @@ import numpy as np
 
 from ..errors import UserError
 from .classes import FER_CLASSES, canonical_class
-from .dataset import Dataset, Split, cached_dataset, decode_files, file_list_key, list_class_files
+from .dataset import Dataset, Split, cached_dataset, decode_files, file_list_key, list_class_files, make_split
 
 DEVELOPMENT_FRACTION = 0.2
 DEVELOPMENT_SEED = 0
@@ -35,6 +36,7 @@ SFEW_SPLITS = ("Train", "Val", "Test")
 FERPLUS_FOLDERS = {"train": "FER2013Train", "validation": "FER2013Valid", "test": "FER2013Test"}
 FERPLUS_VOTES = ("neutral", "happy", "surprise", "sad", "angry", "disgust", "fear", "contempt", "unknown", "not_face")
 FERPLUS_EMOTIONS = FERPLUS_VOTES[:8]
+FER_CLASSES_WITH_CONTEMPT = FER_CLASSES + ("contempt",)
 
 
 def detect_layout(root: Path) -> str | None:
@@ -87,7 +89,7 @@ def _read_files(root: Path, layout: str, named: dict[str, list[tuple[str, Path]]
     key = file_list_key(root, every, extra=layout + "|" + "|".join(missing))
 
     def decode() -> Dataset:
-        class_names = tuple(c for c in FER_CLASSES + ("contempt",) if c in {label for label, _ in every})
+        class_names = tuple(c for c in FER_CLASSES_WITH_CONTEMPT if c in {label for label, _ in every})
         formats: Counter = Counter()
         splits, skipped = {}, list(missing)
         for name, files in named.items():
@@ -205,3 +207,71 @@ def _votes_for(split: Split, votes: dict[str, np.ndarray], class_names: tuple[st
 
 
 READERS = {"rafdb": read_rafdb, "sfew": read_sfew, "ferplus": read_ferplus}
+
+
+def is_ferplus_csv(path: Path) -> bool:
+    """Whether a CSV is FER+'s fer2013new.csv (its header names 'Image name' and the vote columns)."""
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
+        header = [h.strip().lower() for h in f.readline().split(",")]
+    return "image name" in header and "neutral" in header
+
+
+def read_ferplus_csv(path: Path, test_usage: str = "PrivateTest", use_cache: bool = True) -> Dataset:
+    """fer2013new.csv joined row by row with the fer2013.csv beside it: FER2013's pixels, FER+'s majority
+    labels and votes; rows FER+ gave no image, or no majority, are left out (counted)."""
+    import hashlib
+
+    pixels_csv = path.with_name("fer2013.csv")
+    if not pixels_csv.is_file():
+        raise UserError(f"{path} holds FER+'s labels only: put Kaggle's fer2013.csv (the pixels) beside it")
+    facts = "|".join(f"{p.resolve()}|{p.stat().st_size}|{p.stat().st_mtime_ns}" for p in (path, pixels_csv))
+    key = hashlib.sha256(f"ferplus-csv|{facts}|{test_usage}".encode()).hexdigest()[:20]
+    return cached_dataset(key, use_cache, lambda: _join_ferplus_csv(path, pixels_csv, test_usage))
+
+
+def _join_ferplus_csv(path: Path, pixels_csv: Path, test_usage: str) -> Dataset:
+    from .fer_csv import USAGES, parse_row
+
+    other = next(u for u in USAGES if u != test_usage)
+    split_of = {"Training": "train", test_usage: "test", other: "validation"}
+    parts = {name: ([], [], [], []) for name in split_of.values()}
+    left_out: Counter = Counter()
+    with open(path, newline="", encoding="utf-8-sig") as labels_file, \
+            open(pixels_csv, newline="", encoding="utf-8-sig", errors="replace") as pixels_file:
+        labels_rows, pixel_rows = csv.reader(labels_file), csv.reader(pixels_file)
+        header = [h.strip().lower() for h in next(labels_rows)]
+        pixel_header = [h.strip().lower() for h in next(pixel_rows)]
+        columns = {name: pixel_header.index(name) for name in ("emotion", "pixels", "usage") if name in pixel_header}
+        votes_at = header.index("neutral")
+        for number, (row, pixel_row) in enumerate(zip(labels_rows, pixel_rows), start=2):
+            try:
+                votes = np.array([int(v) for v in row[votes_at:votes_at + len(FERPLUS_VOTES)]], dtype=np.int64)
+                if len(votes) != len(FERPLUS_VOTES):
+                    raise ValueError(f"{len(votes)} vote columns, expected {len(FERPLUS_VOTES)}")
+                _, image, usage = parse_row(pixel_row, columns)
+            except (ValueError, IndexError) as problem:
+                raise UserError(f"{path.name}/{pixels_csv.name} row {number}: cannot be joined ({problem})") from None
+            if row[header.index("usage")].strip() != usage:
+                raise UserError(f"{path.name} row {number} is {row[header.index('usage')]!r} but {pixels_csv.name} "
+                                f"row {number} is {usage!r}: the two files are not row-aligned")
+            label = majority_label(votes)
+            if not row[header.index("image name")].strip() or label is None:
+                left_out["no image" if not row[header.index("image name")].strip() else "no majority"] += 1
+                continue
+            images, labels, names, split_votes = parts[split_of[usage]]
+            images.append(image)
+            labels.append(FER_CLASSES_WITH_CONTEMPT.index(FERPLUS_EMOTIONS[label]))
+            names.append(f"{usage}_{number}")
+            split_votes.append(votes[:len(FERPLUS_EMOTIONS)])
+    order = [FERPLUS_EMOTIONS.index(c) for c in FER_CLASSES_WITH_CONTEMPT]
+    splits = {}
+    for name, (images, labels, names, split_votes) in parts.items():
+        split = make_split(images, labels, names)
+        split.votes = np.stack(split_votes)[:, order] if split_votes else np.zeros((0, len(order)), np.int64)
+        splits[name] = split
+    layout = (f"FER+ fer2013new.csv + fer2013.csv (Training=train, {test_usage}=test, {other}=validation; "
+              f"majority labels; {left_out['no image']} rows without an image, {left_out['no majority']} without a "
+              "majority left out)")
+    return Dataset(str(path.resolve()), layout, FER_CLASSES_WITH_CONTEMPT, splits["train"], splits["test"],
+                   splits["validation"] if len(splits["validation"]) else None,
+                   formats={"csv 48x48 gray": sum(len(v) for v in splits.values())})

@@ -23,8 +23,9 @@ def open_dataset(data: str | Path | None, test_usage: str = "PrivateTest") -> Da
         if path.suffix.lower() != ".csv":
             raise UserError(f"{path} is a file but not a .csv; --data takes a dataset folder or fer2013.csv")
         from .fer_csv import read_csv_dataset
+        from .layouts import is_ferplus_csv, read_ferplus_csv
 
-        return read_csv_dataset(path, test_usage)
+        return read_ferplus_csv(path, test_usage) if is_ferplus_csv(path) else read_csv_dataset(path, test_usage)
     from .layouts import READERS, detect_layout
 
     layout = detect_layout(path) if path.is_dir() else None
