@@ -29,7 +29,7 @@ from .tracking import FaceTracker, appearance
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
 MAX_VIDEO_PIXELS = 8192 * 4320  # larger frames are refused (8K)
-DETECT_SIDE = 640  # frames are downscaled to this longer side for detection; boxes reported in the original's pixels
+DETECT_SIDE = 480  # frames are downscaled to this longer side for detection (faces of 27 px and up are found); boxes in the original's pixels
 UPDATES_PER_SECOND = 6  # default analysis rate: every face's answer renewed this often
 SMOOTH_SECONDS = 0.5
 
