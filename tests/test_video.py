@@ -155,6 +155,7 @@ def test_video_benchmark_times_both_schemes_with_their_memory(cli, tmp_path):
 CHROMIUM = "/usr/bin/chromium"
 
 
+@pytest.mark.slow
 @needs_photos
 @pytest.mark.skipif(not __import__("pathlib").Path(CHROMIUM).exists(), reason="Debian chromium is not installed")
 def test_app_answers_an_uploaded_video_and_a_live_fake_camera(tmp_path):
