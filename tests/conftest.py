@@ -3,6 +3,7 @@ script run in its own process (for TensorFlow kernels that could crash natively)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -94,3 +95,38 @@ def needs_real_data(test):
     """Mark a test as using ../shared/data/fer2013, skipping it cleanly when that is absent."""
     skip = pytest.mark.skipif(not REAL_DATA.is_dir(), reason="../shared/data/fer2013 is absent")
     return pytest.mark.realdata(skip(test))
+
+
+CHROMIUM = "/usr/bin/chromium"
+# Debian's Chromium as root on a closed network (its background connections would be refused)
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@contextlib.contextmanager
+def running_app():
+    """`fer-bench app` (the bundled model) in its own process on a free port: yields its URL, and
+    checks it is still serving when the block ends."""
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "fer_bench", "app", "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert server.poll() is None, server.stdout.read().decode()
+                assert time.time() < deadline, "app did not start"
+                time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}/"
+        assert server.poll() is None, "the app stopped serving"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

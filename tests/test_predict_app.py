@@ -3,16 +3,14 @@ output, and the web app driven in Debian's Chromium with Playwright."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REAL_DATA, needs_real_data
+from conftest import CHROMIUM, CHROMIUM_ARGS, REAL_DATA, needs_real_data, running_app
 from PIL import Image
 
 from fer_bench.data.faces import find_faces
@@ -20,7 +18,6 @@ from fer_bench.data.photos import read_image
 from fer_bench.data.synthetic import draw_face
 from fer_bench.runs.run import RunConfig, execute
 
-CHROMIUM = "/usr/bin/chromium"
 ASTRONAUT = Path(__file__).parent / "fixtures" / "astronaut.jpg"
 
 
@@ -173,12 +170,6 @@ def test_real_face_pasted_into_photo_is_found():
     assert 300 <= x + w / 2 <= 500 and 150 <= y + h / 2 <= 350 and w >= 100  # on the pasted face
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")
 def test_browser_upload_shows_boxes_crops_bars_and_survives_bad_upload(tmp_path):
     """The app with its default (bundled) model in Debian's Chromium: the astronaut portrait gets one
@@ -186,50 +177,31 @@ def test_browser_upload_shows_boxes_crops_bars_and_survives_bad_upload(tmp_path)
     message and the app keeps serving."""
     from playwright.sync_api import sync_playwright
 
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "fer_bench", "app", "--port", str(port)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert server.poll() is None, server.stdout.read().decode()
-                assert time.time() < deadline, "app did not start"
-                time.sleep(0.5)
-        (tmp_path / "junk.png").write_bytes(b"this is not a picture")
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync"])
-            page = browser.new_page(viewport={"width": 1100, "height": 900})
-            page.goto(f"http://127.0.0.1:{port}/")
-            upload = page.locator("input#image")
-            assert upload.get_attribute("accept") == "image/*" and upload.get_attribute("capture") == "user"
-            page.set_input_files("input#image", str(ASTRONAUT))
-            page.wait_for_selector("#sentence-1", timeout=60_000)
-            assert "most likely happy" in page.inner_text("#sentence-1")
-            assert page.inner_text("#summary").startswith("1 face found")
-            assert page.locator("#face-2").count() == 0
-            assert page.locator("#face-1 img.crop").count() == 1 and page.locator("#face-1 .bar").count() == 7
-            page.wait_for_selector("#photo img", timeout=60_000)
-            assert "bundled:vggnet" in page.inner_text("#run-info") and "calibrated" in page.inner_text("#run-info")
-            page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
+    (tmp_path / "junk.png").write_bytes(b"this is not a picture")
+    with running_app() as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1100, "height": 900})
+        page.goto(url)
+        upload = page.locator("input#image")
+        assert upload.get_attribute("accept") == "image/*" and upload.get_attribute("capture") == "user"
+        page.set_input_files("input#image", str(ASTRONAUT))
+        page.wait_for_selector("#sentence-1", timeout=60_000)
+        assert "most likely happy" in page.inner_text("#sentence-1")
+        assert page.inner_text("#summary").startswith("1 face found")
+        assert page.locator("#face-2").count() == 0
+        assert page.locator("#face-1 img.crop").count() == 1 and page.locator("#face-1 .bar").count() == 7
+        page.wait_for_selector("#photo img", timeout=60_000)
+        assert "bundled:vggnet" in page.inner_text("#run-info") and "calibrated" in page.inner_text("#run-info")
+        page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
 
-            page.set_input_files("input#image", str(tmp_path / "junk.png"))
-            page.wait_for_selector("#error", timeout=60_000)
-            assert "not a readable image" in page.inner_text("#error")
+        page.set_input_files("input#image", str(tmp_path / "junk.png"))
+        page.wait_for_selector("#error", timeout=60_000)
+        assert "not a readable image" in page.inner_text("#error")
 
-            page.set_input_files("input#image", str(ASTRONAUT))  # still serving
-            page.wait_for_selector("#sentence-1", timeout=60_000)
-            browser.close()
-        assert server.poll() is None
-        assert (tmp_path / "app.png").stat().st_size > 10_000
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+        page.set_input_files("input#image", str(ASTRONAUT))  # still serving
+        page.wait_for_selector("#sentence-1", timeout=60_000)
+        browser.close()
+    assert (tmp_path / "app.png").stat().st_size > 10_000
 
 
 def test_uncalibrated_run_says_so_until_calibrate_fits_its_temperature(cli, trained_run, tmp_path):

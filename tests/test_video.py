@@ -5,11 +5,13 @@ bad videos answered in one line."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import CHROMIUM, CHROMIUM_ARGS, running_app
 from fer_bench.serving.tracking import FaceTracker
 from video_scenes import B_AWAY, CHANGE_AT, FPS, RAFDB_ALIGNED, SECONDS, write_scene
 
@@ -152,63 +154,36 @@ def test_video_benchmark_times_both_schemes_with_their_memory(cli, tmp_path):
     assert assert_bad[0] == 2 and "WIDTHxHEIGHT" in assert_bad[2]
 
 
-CHROMIUM = "/usr/bin/chromium"
-
-
 @pytest.mark.slow
 @needs_photos
-@pytest.mark.skipif(not __import__("pathlib").Path(CHROMIUM).exists(), reason="Debian chromium is not installed")
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")
 def test_app_answers_an_uploaded_video_and_a_live_fake_camera(tmp_path):
     """In Debian's Chromium: a video upload shows each face's timeline and summary; the live camera,
     Chromium's fake device playing a scene the test made, gets boxes and a rolling timeline."""
-    import socket
-    import time
-
     from playwright.sync_api import sync_playwright
 
     from video_scenes import write_y4m
 
     scene = write_scene(tmp_path / "scene.mp4", seconds=4)
     fake_camera = write_y4m(scene, tmp_path / "scene.y4m")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "fer_bench", "app", "--port", str(port)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert server.poll() is None, server.stdout.read().decode()
-                assert time.time() < deadline, "app did not start"
-                time.sleep(0.5)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-                f"--use-file-for-fake-video-capture={fake_camera}"])
-            page = browser.new_page(viewport={"width": 1100, "height": 1400})
-            page.goto(f"http://127.0.0.1:{port}/")
-            page.set_input_files("input#video", str(scene))
-            page.wait_for_selector("#video-face-2", timeout=180_000)
-            assert page.inner_text("#video-summary").startswith("2 face(s) followed")
-            assert page.locator("img.timeline").count() == 2
+    with running_app() as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS + [
+            "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+            f"--use-file-for-fake-video-capture={fake_camera}"])
+        page = browser.new_page(viewport={"width": 1100, "height": 1400})
+        page.goto(url)
+        page.set_input_files("input#video", str(scene))
+        page.wait_for_selector("#video-face-2", timeout=180_000)
+        assert page.inner_text("#video-summary").startswith("2 face(s) followed")
+        assert page.locator("img.timeline").count() == 2
 
-            page.click("#camera-start")
-            page.wait_for_function("document.querySelector('#camera_answer').innerText.includes('face 1:')",
-                                   timeout=120_000)
-            page.wait_for_function("Number(document.querySelector('#camera-timeline').dataset.updates || 0) >= 5",
-                                   timeout=120_000)
-            assert "happy" in page.inner_text("#camera_answer")
-            page.screenshot(path=str(tmp_path / "camera.png"), full_page=True)
-            page.click("#camera-stop")
-            assert page.inner_text("#camera-status") == "camera off"
-            browser.close()
-        assert server.poll() is None
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+        page.click("#camera-start")
+        page.wait_for_function("document.querySelector('#camera_answer').innerText.includes('face 1:')",
+                               timeout=120_000)
+        page.wait_for_function("Number(document.querySelector('#camera-timeline').dataset.updates || 0) >= 5",
+                               timeout=120_000)
+        assert "happy" in page.inner_text("#camera_answer")
+        page.screenshot(path=str(tmp_path / "camera.png"), full_page=True)
+        page.click("#camera-stop")
+        assert page.inner_text("#camera-status") == "camera off"
+        browser.close()
