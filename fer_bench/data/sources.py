@@ -68,12 +68,13 @@ def _has_weight(item: str) -> bool:
     return True
 
 
-def with_training_sources(dataset: Dataset, extras: list[tuple[Dataset, float]]) -> Dataset:
+def with_training_sources(dataset: Dataset, extras: list[tuple[str, Dataset, float]]) -> Dataset:
     """`dataset` whose train split also holds each extra data set's training images of the same classes
-    (matched by name; its other classes left out), each image with its source's sampling weight. The
+    (matched by name; its other classes left out), each image with its source's sampling weight; `extras`
+    holds (the path given, its data set, its weight). The
     test (and validation) split stays `dataset`'s own: each source's own test part is scored apart."""
     parts, weights, records = [dataset.train], [np.ones(len(dataset.train))], []
-    for extra, weight in extras:
+    for path, extra, weight in extras:
         shared = [c for c in extra.class_names if c in dataset.class_names]
         keep = np.flatnonzero(np.isin(np.asarray(extra.class_names)[extra.train.labels], shared))
         if not len(keep):
@@ -84,8 +85,8 @@ def with_training_sources(dataset: Dataset, extras: list[tuple[Dataset, float]])
         part.files = [f"{Path(extra.source).name}/{f}" for f in part.files]
         parts.append(part)
         weights.append(np.full(len(part), weight))
-        records.append({"source": extra.source, "layout": extra.layout, "images": len(part), "weight": weight,
-                        "train_sha256": extra.fingerprint()["train_sha256"]})
+        records.append({"source": path, "layout": extra.layout, "classes": shared, "images": len(part),
+                        "weight": weight, "train_sha256": extra.fingerprint()["train_sha256"]})
     votes = [p.votes for p in parts]
     train = Split(np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts]),
                   [f for p in parts for f in p.files],

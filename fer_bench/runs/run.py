@@ -50,7 +50,8 @@ def load_run_data(cfg: RunConfig) -> Dataset:
         log.info("dedupe: dropped %d test images that also occur in train", dataset.dropped_duplicates)
     dataset = select_classes(dataset, parse_classes(cfg.classes))
     if cfg.also_train:
-        extras = [(open_dataset(path, cfg.test_usage), weight) for path, weight in parse_also_train(cfg.also_train)]
+        extras = [(path, open_dataset(path, cfg.test_usage), weight)
+                  for path, weight in parse_also_train(cfg.also_train)]
         dataset = with_training_sources(dataset, extras)
     return dataset
 
@@ -163,27 +164,27 @@ def execute(cfg: RunConfig, output: Path = Path("results"), force: bool = False,
             if not resuming and not isinstance(error, StorageError):  # a bad input: nothing worth keeping
                 shutil.rmtree(run_dir, ignore_errors=True)
             raise
-        if cfg.also_train:
-            score_training_sources(run_dir, cfg, dataset.class_names)
+        if dataset.training_sources:
+            score_training_sources(run_dir, cfg, dataset.training_sources)
         summary["wall_seconds_this_invocation"] = time.perf_counter() - started
         summary["resumed"] = resuming
         write_json(run_dir / COMPLETE_MARKER, summary)
     return run_dir
 
 
-def score_training_sources(run_dir: Path, cfg: RunConfig, class_names: tuple[str, ...]) -> None:
+def score_training_sources(run_dir: Path, cfg: RunConfig, sources: list[dict]) -> None:
     """Score the trained model on each --also-train source's own test part (its development part where
-    it has none), into evaluations/ beside the run's own test set: a mixed test set would hide where it fails."""
-    from ..reporting.scoring import evaluate_run, open_labelled_set
+    it has none), among the classes it shares with the run, into evaluations/ beside the run's own test
+    set: a mixed test set would hide where it fails."""
+    from ..reporting.scoring import evaluate_run
     from ..serving.predict import load_trained
 
     loaded = load_trained(run_dir)
-    for path, _ in parse_also_train(cfg.also_train):
-        known = [c for c in class_names if c in open_labelled_set(Path(path), cfg.test_usage).class_names]
-        folder, metrics = evaluate_run(loaded, Path(path), run_dir / "evaluations", ",".join(known), "none",
-                                       cfg.test_usage)
-        log.info("%s on %s (%s): accuracy %.4f, balanced accuracy %.4f", run_dir.name, path, metrics["layout"],
-                 metrics["accuracy"], metrics["balanced_accuracy"])
+    for source in sources:
+        _, metrics = evaluate_run(loaded, Path(source["source"]), run_dir / "evaluations", ",".join(source["classes"]),
+                                  "none", cfg.test_usage)
+        log.info("%s on %s (%s): accuracy %.4f, balanced accuracy %.4f", run_dir.name, source["source"],
+                 metrics["layout"], metrics["accuracy"], metrics["balanced_accuracy"])
 
 
 def load_recorded_run(run_dir: Path, data: str | None = None) -> tuple[RunConfig, Dataset]:

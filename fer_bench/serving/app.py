@@ -49,6 +49,12 @@ def _face_card(answer: FaceAnswer):
     )
 
 
+def _check_size(upload: dict, limit: int) -> None:
+    """An upload over `limit` bytes is a UserError naming it."""
+    if upload["size"] > limit:
+        raise UserError(f"{upload['name']}: larger than {limit // 2**20} MB")
+
+
 def _png_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
 
@@ -118,13 +124,11 @@ def build_app(run: LoadedRun):
 
         @reactive.calc
         def video_result():
-            files = input.video()
-            if not files:
+            if not (files := input.video()):
                 return None
             upload = files[0]
             try:
-                if upload["size"] > MAX_VIDEO_BYTES:
-                    raise UserError(f"{upload['name']}: larger than {MAX_VIDEO_BYTES // 2**20} MB")
+                _check_size(upload, MAX_VIDEO_BYTES)
                 source = open_video(Path(upload["datapath"]))
                 source.name = upload["name"]  # as the user knows it, not the upload's temporary name
                 with ui.Progress(min=0, max=source.frames or 1) as bar:
@@ -171,13 +175,11 @@ def build_app(run: LoadedRun):
 
         @reactive.calc
         def answer() -> tuple[Photo, list[FaceAnswer]] | str | None:
-            files = input.image()
-            if not files:
+            if not (files := input.image()):
                 return None
             upload = files[0]
             try:
-                if upload["size"] > MAX_UPLOAD_BYTES:
-                    raise UserError(f"{upload['name']}: larger than {MAX_UPLOAD_BYTES // 2**20} MB")
+                _check_size(upload, MAX_UPLOAD_BYTES)
                 photo = read_image(Path(upload["datapath"]).read_bytes(), upload["name"])
                 return photo, answer_photos(run, [photo])
             except UserError as error:

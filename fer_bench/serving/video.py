@@ -189,16 +189,13 @@ def faces_in_frame(run: LoadedRun, frame: np.ndarray, t: float, index: int, trac
 
 def smoothed(table: pd.DataFrame, class_names: tuple[str, ...], half_life: float) -> pd.DataFrame:
     """Each face's probabilities as an exponential moving average over time (half-life in seconds)."""
-    columns = [f"p_{c}" for c in class_names]
-    out = table[columns].to_numpy(dtype=float).copy()
+    out = table[[f"p_{c}" for c in class_names]].to_numpy(dtype=float).copy()
+    times = table["time"].to_numpy()
     if half_life > 0:
-        for _, index in table.groupby("face").groups.items():
-            rows = list(index)
-            times = table.loc[rows, "time"].to_numpy()
-            for k in range(1, len(rows)):
-                keep = 0.5 ** ((times[k] - times[k - 1]) / half_life)
-                out[table.index.get_loc(rows[k])] = (keep * out[table.index.get_loc(rows[k - 1])]
-                                                     + (1 - keep) * out[table.index.get_loc(rows[k])])
+        for rows in table.groupby("face").indices.values():  # positions, in time order
+            for previous, row in zip(rows, rows[1:]):
+                keep = 0.5 ** ((times[row] - times[previous]) / half_life)
+                out[row] = keep * out[previous] + (1 - keep) * out[row]
     return pd.DataFrame(out, index=table.index, columns=[f"s_{c}" for c in class_names])
 
 
