@@ -107,7 +107,7 @@ class RunConfig:
     val_split: str = option("auto", "Where the checkpoint is picked: 'train' (stratified fraction), 'given' (the "
                             "data's own validation split), 'test' (the seed's protocol); 'auto': given if the data "
                             "has one, else train.")
-    val_fraction: float = option(0.1)
+    val_fraction: float | None = option(0.1)
     val_seed: int | None = option(None, "Seed of the validation split carved from train (--val-split train); default: "
                                   "--seed. Runs of different --seed with one --val-seed are validated on the same "
                                   "images (an ensemble's members, a teacher and its student).", neutral=None)
@@ -115,8 +115,8 @@ class RunConfig:
     variant: str = option("frozen", "Transfer models: frozen (head on the frozen base), finetune (then the base's "
                           "top blocks at --finetune-learning-rate) or full (the whole network end to end under "
                           "the recipe, from its weights: ImageNet, or none for random initialisation).")
-    finetune_epochs: int = option(5)
-    finetune_learning_rate: float = option(1e-4)
+    finetune_epochs: int | None = option(5)
+    finetune_learning_rate: float | None = option(1e-4)
     class_weight: str = option("none", "none or balanced.")
     test_usage: str = option("PrivateTest", "fer2013.csv: which Usage is the test set.")
     dedupe: bool = option(False, "Drop test images that also occur in train.")
@@ -262,12 +262,12 @@ def resolve(cfg: RunConfig) -> RunConfig:
         if values[key] < 1:
             raise UserError(f"--{key.replace('_', '-')} must be at least 1")
     for key in ("learning_rate", "finetune_learning_rate"):
-        if not values[key] > 0:
+        if values[key] is not None and not values[key] > 0:
             raise UserError(f"--{key.replace('_', '-')} must be positive")
     for key in ("momentum", "weight_decay", "label_smoothing", "warmup_epochs", "patience"):
-        if values[key] < 0:
+        if values[key] is not None and values[key] < 0:
             raise UserError(f"--{key.replace('_', '-')} must not be negative")
-    if not 0 < values["val_fraction"] < 1:
+    if values["val_fraction"] is not None and not 0 < values["val_fraction"] < 1:
         raise UserError("--val-fraction must be between 0 and 1")
     if cfg.data is not None:
         values["data"] = str(Path(cfg.data).resolve())
@@ -275,9 +275,21 @@ def resolve(cfg: RunConfig) -> RunConfig:
         from .data.sources import parse_also_train
 
         values["also_train"] = ",".join(f"{path}:{weight:g}" for path, weight in parse_also_train(cfg.also_train))
+    values.update(_inapplicable(values))
     values["devices"] = str(_resolve_devices(cfg.devices))
     values = {key: _normalised(value, _OPTION_TYPES[key]) for key, value in values.items()}
     return RunConfig(**values)
+
+
+def _inapplicable(values: dict) -> dict:
+    """Options that change nothing in this run, set to None so that they leave its identity: momentum
+    outside sgd/nesterov, the finetune stage's options outside --variant finetune."""
+    dropped = {}
+    if values["optimizer"] not in ("sgd", "nesterov"):
+        dropped["momentum"] = None
+    if values["variant"] != "finetune":
+        dropped.update(finetune_epochs=None, finetune_learning_rate=None)
+    return dropped
 
 
 def _width_of_weights(info, cfg: RunConfig) -> float | None:
@@ -295,14 +307,15 @@ def _width_of_weights(info, cfg: RunConfig) -> float | None:
 
 
 def resolve_val_split(cfg: RunConfig, has_validation: bool) -> RunConfig:
-    """Turn val_split 'auto' into 'given' or 'train' for this data; refuse 'given' without one."""
+    """Turn val_split 'auto' into 'given' or 'train' for this data (val_fraction None unless 'train');
+    refuse 'given' without one."""
     if cfg.val_split == "auto":
         cfg = replace(cfg, val_split="given" if has_validation else "train")
     if cfg.val_split == "given" and not has_validation:
         raise UserError("--val-split given needs data with its own validation split (e.g. fer2013.csv PublicTest)")
     if cfg.val_seed is not None and cfg.val_split != "train":
         raise UserError(f"--val-seed applies to a validation split carved from train, not to --val-split {cfg.val_split}")
-    return cfg
+    return cfg if cfg.val_split == "train" else replace(cfg, val_fraction=None)  # a fraction of nothing
 
 
 def validation_images(config: dict) -> dict:

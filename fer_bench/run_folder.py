@@ -18,7 +18,8 @@ from .errors import UserError
 COMPLETE_MARKER = "complete.json"
 # The layout and meaning of a run folder's files. It is part of every run id, so a run written in an
 # older format is never reused as complete; bump it when a fix changes what a run folder holds.
-RESULTS_FORMAT = 2
+RESULTS_FORMAT = 3  # 3: validation keeps identical images on one side; weight decay spares 1-D weights;
+# best.keras in stock Keras layers; teachers and ensemble members counted by content
 
 
 def finetune_record(cfg: RunConfig) -> dict:
@@ -41,6 +42,18 @@ def is_stale(run_dir: Path) -> bool:
     config = json.loads((run_dir / "config.json").read_text())
     return (config.get("results_format", 1) != RESULTS_FORMAT
             or config.get("variant") == "finetune" and "finetune_from" not in config)
+
+
+def content_key(run_dir: Path) -> str:
+    """What a complete run contributes when another run reads it (a teacher, an ensemble member): its
+    model file and its calibration by content, so recalibrating or retraining it changes the key."""
+    import hashlib
+
+    digest = hashlib.sha256((run_dir / "best.keras").read_bytes())
+    calibration = run_dir / "calibration.json"
+    if calibration.exists():
+        digest.update(str(json.loads(calibration.read_text()).get("temperature")).encode())
+    return digest.hexdigest()[:16]
 
 
 def is_complete(run_dir: Path) -> bool:

@@ -70,14 +70,12 @@ def test_two_concurrent_starts_of_one_run_train_it_once(tmp_path):
 
 def test_a_run_locked_by_another_process_is_refused_with_one_line(tmp_path):
     """Deterministic form of the race: this process holds the run's lock while another starts the run."""
-    from fer_bench.config import RunConfig, resolve, resolve_val_split
+    from fer_bench.config import RunConfig
     from fer_bench.run_folder import run_lock
-    from fer_bench.runs.run import load_run_data, run_id
+    from fer_bench.runs.run import prepare_run
 
     out = tmp_path / "results"
-    cfg = resolve(RunConfig(epochs=EPOCHS))
-    dataset = load_run_data(cfg)
-    run_dir = out / run_id(resolve_val_split(cfg, dataset.validation is not None), dataset.fingerprint())
+    run_dir = out / prepare_run(RunConfig(epochs=EPOCHS), out).run_id
     with run_lock(run_dir):
         stdout, stderr = _start(out).communicate(timeout=300)
     lines = stderr.strip().splitlines()

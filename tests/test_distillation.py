@@ -64,17 +64,25 @@ def test_the_student_learns_the_teachers_probabilities(runs, cli, tmp_path):
     assert student_row[header.index("teacher")] == "swapped-teacher"  # by run id, not its folder's path
 
 
-def test_teacher_counts_by_run_id_whether_named_by_folder_or_id(runs):
-    from fer_bench.config import resolve
-    from fer_bench.runs.run import load_run_data, run_id
+def test_a_student_counts_its_teacher_by_content_and_goes_stale_when_it_is_recalibrated(runs):
+    from fer_bench.runs.run import prepare_run
 
     out, teacher, _, _ = runs
-    ids = []
-    for cfg in (RunConfig(seed=5), RunConfig(seed=5, teacher=str(teacher), distill=0.5),
-                RunConfig(seed=5, teacher=teacher.name, distill=0.5), RunConfig(seed=5, teacher=teacher.name, distill=0.3)):
-        cfg = resolve(cfg)
-        ids.append(run_id(cfg, load_run_data(cfg).fingerprint()))
-    assert ids[1] == ids[2] and len({ids[0], ids[1], ids[3]}) == 3
+
+    def student_id(**teaching):
+        return prepare_run(RunConfig(seed=5, **teaching), out).run_id
+
+    taught = student_id(teacher=str(teacher), distill=0.5)
+    assert taught == student_id(teacher=teacher.name, distill=0.5)  # by folder or by run id: one run
+    assert len({student_id(), taught, student_id(teacher=teacher.name, distill=0.3)}) == 3
+    calibration = teacher / "calibration.json"
+    recorded = calibration.read_text()
+    calibration.write_text(json.dumps({**json.loads(recorded), "temperature": 2.5}))  # as `calibrate` on other data
+    try:
+        assert student_id(teacher=teacher.name, distill=0.5) != taught  # the old student is not this one
+    finally:
+        calibration.write_text(recorded)
+    assert student_id(teacher=teacher.name, distill=0.5) == taught
 
 
 def test_teachers_that_saw_other_images_are_refused(cli, runs, tmp_path):

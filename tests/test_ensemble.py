@@ -36,13 +36,32 @@ def test_members_of_other_seeds_validated_on_the_same_images_make_an_ensemble(cl
     assert run_dir.name.startswith("ensemble-happy-sad-48px-s3-")
     first_metrics, ensemble_metrics = (json.loads((d / "metrics.json").read_text()) for d in (first, run_dir))
     assert ensemble_metrics["validation_images"] == first_metrics["validation_images"]
-    assert ensemble_metrics["validation"] == first_metrics["validation"] == "10% stratified of train (seed 3)"
+    assert ensemble_metrics["validation"] == first_metrics["validation"] == (
+        "10% stratified of train (seed 3; identical images kept on one side)")
     from fer_bench.runs.run import load_recorded_run
     from fer_bench.training.harness import StageData, pixels_of
 
     (cfg_3, data_3), (cfg_4, data_4) = load_recorded_run(first), load_recorded_run(seed_4)
     np.testing.assert_array_equal(StageData(cfg_3, data_3, pixels_of(data_3)).x_val,
                                   StageData(cfg_4, data_4, pixels_of(data_4)).x_val)
+
+
+def test_an_ensemble_goes_stale_when_a_member_is_recalibrated(cli, results):
+    out, first, second, _ = results
+
+    def ensemble_folder():
+        code, stdout, err = cli("ensemble", first.name, second.name, "--output", out)
+        assert code == 0, err
+        return stdout.split("run folder: ")[1].splitlines()[0].split("/")[-1]
+
+    before = ensemble_folder()
+    calibration = second / "calibration.json"
+    recorded = calibration.read_text()
+    calibration.write_text(json.dumps({**json.loads(recorded), "temperature": 3.0}))  # as `calibrate` on other data
+    try:
+        assert ensemble_folder() != before  # the old ensemble averaged other probabilities: not reused
+    finally:
+        calibration.write_text(recorded)
 
 
 def _probabilities(run_dir, classes=("happy", "sad")):

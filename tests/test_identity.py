@@ -19,19 +19,22 @@ from fer_bench.training import harness
 ROOT = Path(__file__).resolve().parents[1]
 FINGERPRINT = {"train_sha256": "0123456789abcdef", "test_sha256": "fedcba9876543210"}
 # experiments/bundled.toml on this fingerprint, as every machine must name it (AVX2 or AVX512_BF16, GPU or not)
-BUNDLED_ID = "vggnet-all-40px-s42-cd895950"
+BUNDLED_ID = "vggnet-all-40px-s42-f8c95f02"
 
 
-def _bundled_config(monkeypatch, fast_bfloat16: bool) -> RunConfig:
+def _bundled_config(monkeypatch, fast_bfloat16: bool, data: Path) -> RunConfig:
     monkeypatch.setattr(precision, "cpu_has_fast_bfloat16", lambda *a: fast_bfloat16)
     monkeypatch.setattr(precision, "gpu_has_fast_bfloat16", lambda: False)
-    (cfg,) = load_experiment(ROOT / "experiments" / "bundled.toml").configs
+    (cfg,) = load_experiment(ROOT / "experiments" / "bundled.toml", data=str(data)).configs
     return resolve(cfg)
 
 
-def test_bundled_experiment_has_one_id_on_every_cpu(monkeypatch):
-    avx2 = _bundled_config(monkeypatch, fast_bfloat16=False)
-    bf16 = _bundled_config(monkeypatch, fast_bfloat16=True)
+def test_bundled_experiment_has_one_id_on_every_cpu(monkeypatch, tmp_path):
+    for name in ("fer2013", "rafdb", "sfew"):  # the shared data sets side by side (the id counts them by content)
+        (tmp_path / name).mkdir()
+    avx2 = _bundled_config(monkeypatch, fast_bfloat16=False, data=tmp_path / "fer2013")
+    bf16 = _bundled_config(monkeypatch, fast_bfloat16=True, data=tmp_path / "fer2013")
+    assert avx2.also_train == f"{tmp_path / 'rafdb'}:1,{tmp_path / 'sfew'}:2"
     assert (avx2.precision_used, bf16.precision_used) == ("float32", "bfloat16")  # the probe really differed
     assert avx2.precision == bf16.precision == "auto"
     assert run_id(avx2, FINGERPRINT) == run_id(bf16, FINGERPRINT) == BUNDLED_ID
@@ -134,3 +137,51 @@ def test_lambda_layer_model_is_refused_by_the_app(lambda_run):
     done = subprocess.run([sys.executable, "-m", "fer_bench", "app", "--run", str(lambda_run), "--port", "8765"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "Lambda layer" in done.stderr
+
+
+def test_options_that_change_nothing_leave_the_id():
+    from fer_bench.config import resolve_val_split
+
+    def one_id(**options):
+        return run_id(resolve_val_split(resolve(RunConfig(**options)), has_validation=False), FINGERPRINT)
+
+    adam = {"recipe": "strong", "model": "vggnet"}
+    assert one_id(**adam) == one_id(**adam, momentum=0.5)  # Adam(W) has no momentum option
+    assert one_id(recipe="seed") != one_id(recipe="seed", momentum=0.5)  # SGD does
+    assert one_id() == one_id(finetune_epochs=9, finetune_learning_rate=0.5)  # a scratch model never fine-tunes
+    assert one_id(val_split="test") == one_id(val_split="test", val_fraction=0.3)  # nothing carved from train
+    assert one_id() != one_id(val_fraction=0.3)
+
+
+def test_weight_decay_spares_biases_and_batchnorm():
+    """One AdamW step with zero gradients moves only what weight decay touches: the kernels."""
+    from fer_bench.training.fit import TrainSettings, compile_for_training
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.BatchNormalization()(keras.layers.Dense(3)(inputs)))
+    compile_for_training(model, TrainSettings(optimizer="adamw", learning_rate=0.1, weight_decay=0.5), 1)
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    model.optimizer.apply_gradients([(keras.ops.zeros_like(w), w) for w in model.trainable_weights])
+    moved = {w.path: bool((w.numpy() != b).any()) for w, b in zip(model.trainable_weights, before)}
+    assert [path for path, changed in moved.items() if changed] == [model.layers[1].kernel.path], moved
+
+
+def test_a_run_folder_model_opens_with_plain_keras(tmp_path):
+    """best.keras holds stock Keras layers only (no augmentation, no fer_bench layers): it loads and
+    predicts in a process where fer_bench cannot be imported, as fer_bench's own loader predicts."""
+    import numpy as np
+
+    from fer_bench.models.saved import load_saved_model
+
+    run_dir = execute(RunConfig(model="vggnet", width=0.25, image_size=32, recipe="strong", epochs=1,
+                                augment="flip,shift,rotation,zoom,brightness,erasing"), output=tmp_path / "r")
+    pixels = np.random.default_rng(0).uniform(0, 255, (3, 48, 48, 1)).astype("float32")
+    np.save(tmp_path / "pixels.npy", pixels)
+    script = ("import sys; sys.modules['fer_bench'] = None\n"  # importing fer_bench now fails
+              "import keras, numpy as np\n"
+              f"model = keras.models.load_model({str(run_dir / 'best.keras')!r})\n"
+              f"np.save({str(tmp_path / 'plain.npy')!r}, model.predict(np.load({str(tmp_path / 'pixels.npy')!r}), verbose=0))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    ours = load_saved_model(run_dir / "best.keras").predict(pixels, verbose=0)
+    np.testing.assert_allclose(np.load(tmp_path / "plain.npy"), ours, atol=1e-2)

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import REAL_DATA, needs_real_data
 
 from fer_bench.data.dataset import read_folder_dataset
 from fer_bench.data.fer_csv import read_csv_dataset
@@ -125,3 +126,45 @@ def test_run_records_dedupe_class_weight_and_given_validation(tmp_path):
     assert config["val_split"] == "given"  # PublicTest picks the checkpoint
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["validation_images"] == 12 and metrics["fit_images"] == 40  # PublicTest, not 10 % of train or test
+
+
+def test_identical_images_never_straddle_the_validation_split(tmp_path):
+    """Train rows with twins (every image twice or three times): every copy lands on one side,
+    the split stays stratified, and the run's data.json counts 0 validation twins in the fit set."""
+    rows = []
+    for i in range(80):
+        happy = i % 2 == 0
+        rows.append(f"{3 if happy else 4},{pixels(i % 30, 'happy' if happy else 'sad')},Training")  # 50 twins
+    rows += [f"4,{pixels(100, 'sad')},PrivateTest", f"3,{pixels(0)},PrivateTest"]  # the second: a twin of train
+    data = read_csv_dataset(write_csv(tmp_path / "fer.csv", rows))
+    from fer_bench.data.dataset import split_validation
+    from fer_bench.data.integrity import carve_validation, image_hashes, twin_counts
+
+    hashes = image_hashes(data.train)
+    fit, val = carve_validation(data, 0.25, seed=3)
+    assert not {hashes[i] for i in fit} & {hashes[i] for i in val} and len(fit) + len(val) == len(data.train)
+    assert 0.15 < len(val) / len(data.train) < 0.35
+    plain_fit, plain_val = split_validation(data.train.labels, 0.25, seed=3)  # image by image: twins straddle
+    assert twin_counts(data, plain_fit, plain_val)["validation_images_with_a_twin_in_fit"] > 0
+    assert twin_counts(data, fit, val) == {"test_images_with_a_twin_in_train": 1,
+                                           "validation_images_with_a_twin_in_fit": 0}
+    run_dir = execute(RunConfig(data=str(tmp_path / "fer.csv"), epochs=1, val_split="train", val_fraction=0.25),
+                      output=tmp_path / "r")
+    recorded = json.loads((run_dir / "data.json").read_text())["duplicates"]
+    assert recorded == {"test_images_with_a_twin_in_train": 1, "validation_images_with_a_twin_in_fit": 0}
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["without_train_twins"]["left_out"] == 1 and metrics["without_train_twins"]["test_images"] == 1
+
+
+@needs_real_data
+def test_fer2013_validation_has_no_twin_in_the_fit_set():
+    """FER2013 train holds 1,236 extra copies: split image by image, ~7 % of a 10 % validation split
+    has a twin in the fit set; split by content, none."""
+    from fer_bench.data.dataset import split_validation
+    from fer_bench.data.integrity import carve_validation, twin_counts
+
+    data = read_folder_dataset(REAL_DATA)
+    plain = twin_counts(data, *split_validation(data.train.labels, 0.1, seed=42))
+    grouped = twin_counts(data, *carve_validation(data, 0.1, seed=42))
+    assert 0.04 < plain["validation_images_with_a_twin_in_fit"] / 2871 < 0.10
+    assert grouped["validation_images_with_a_twin_in_fit"] == 0

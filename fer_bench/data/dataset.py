@@ -331,11 +331,21 @@ def write_folder_layout(dataset: Dataset, out: Path) -> int:
     return written
 
 
-def split_validation(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified, seeded (fit, validation) index arrays over the training labels."""
+def split_validation(labels: np.ndarray, fraction: float, seed: int,
+                     groups: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified, seeded (fit, validation) index arrays over the training labels. With `groups` (e.g.
+    content hashes), images of one group land on the same side: identical images never straddle the
+    split. Groups are stratified by their first image's label."""
     from sklearn.model_selection import train_test_split
 
     if not 0 < fraction < 1:
         raise UserError(f"--val-fraction must be between 0 and 1, got {fraction}")
-    fit_idx, val_idx = train_test_split(np.arange(len(labels)), test_size=fraction, stratify=labels, random_state=seed)
-    return np.sort(fit_idx), np.sort(val_idx)
+    if groups is None:
+        fit_idx, val_idx = train_test_split(np.arange(len(labels)), test_size=fraction, stratify=labels,
+                                            random_state=seed)
+        return np.sort(fit_idx), np.sort(val_idx)
+    names, first, group_of = np.unique(np.asarray(groups), return_index=True, return_inverse=True)
+    _, val_groups = train_test_split(np.arange(len(names)), test_size=fraction, stratify=np.asarray(labels)[first],
+                                     random_state=seed)
+    in_val = np.isin(group_of, val_groups)
+    return np.flatnonzero(~in_val), np.flatnonzero(in_val)

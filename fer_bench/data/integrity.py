@@ -1,4 +1,5 @@
-"""FER2013's traps made visible: exact duplicate images within and across splits, and dedupe."""
+"""FER2013's traps made visible: exact duplicate images within and across splits, dedupe, and the
+validation split carved from train so that identical images never straddle it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from .dataset import Dataset, Split
+from .dataset import Dataset, Split, split_validation
 
 
 def image_hashes(split: Split) -> list[str]:
@@ -33,6 +34,25 @@ def duplicate_report(dataset: Dataset) -> dict:
             report["across"][f"{later} in {earlier}"] = len(shared)
             report["label_conflicts"][f"{later} in {earlier}"] = sum(label not in labels_of[h] for h, label in shared)
     return report
+
+
+def carve_validation(dataset: Dataset, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, validation) indices into the training split: stratified and seeded, with every group of
+    pixel-identical images on one side (FER2013's train split holds 1,236 extra copies; split image by
+    image, ~7 % of validation would have a twin in the fit set)."""
+    return split_validation(dataset.train.labels, fraction, seed, groups=image_hashes(dataset.train))
+
+
+def twin_counts(dataset: Dataset, fit_idx: np.ndarray | None, val_idx: np.ndarray | None) -> dict:
+    """How many validation images have a pixel-identical twin in the fit set (None when validation is
+    not carved from train), and how many test images have one in the training split."""
+    train = image_hashes(dataset.train)
+    seen = set(train)
+    counts = {"test_images_with_a_twin_in_train": sum(h in seen for h in image_hashes(dataset.test))}
+    if val_idx is not None:
+        fit = {train[i] for i in fit_idx}
+        counts["validation_images_with_a_twin_in_fit"] = sum(train[i] in fit for i in val_idx)
+    return counts
 
 
 def drop_test_duplicates(dataset: Dataset) -> Dataset:

@@ -87,8 +87,9 @@ def with_training_sources(dataset: Dataset, extras: list[tuple[str, Dataset, flo
         weights.append(np.full(len(part), weight))
         records.append({"source": path, "layout": extra.layout, "classes": shared, "images": len(part),
                         "weight": weight, "train_sha256": extra.fingerprint()["train_sha256"]})
-    votes = [p.votes for p in parts]
+    # a source without votes (e.g. RAF-DB beside FER+) gets none: its targets are its one-hot labels
+    votes = None if dataset.train.votes is None else np.concatenate(
+        [p.votes if p.votes is not None else np.zeros((len(p), len(dataset.class_names)), np.int64) for p in parts])
     train = Split(np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts]),
-                  [f for p in parts for f in p.files],
-                  np.concatenate(votes) if all(v is not None for v in votes) else None, np.concatenate(weights))
+                  [f for p in parts for f in p.files], votes, np.concatenate(weights))
     return replace(dataset, train=train, training_sources=records)

@@ -1,4 +1,5 @@
-"""Load a saved `.keras` model of any registered kind, and the model shipped inside the package."""
+"""Load a saved `.keras` model of any registered kind, turn a trained model into the plain Keras model a
+run folder keeps, and the model shipped inside the package."""
 
 from __future__ import annotations
 
@@ -29,6 +30,38 @@ def load_saved_model(path: Path):
     if (reason := bfloat16_unavailable()) and _computes_in_bfloat16(model):
         raise UserError(f"cannot run {path}: it computes in bfloat16 and {reason}")
     return model
+
+
+# fer_bench's faster layers and the stock Keras layer each computes the same function as at inference
+STOCK_LAYERS = {"FusedBatchNormalization": "BatchNormalization", "FewBitsDropout": "Dropout",
+                "FoldedBatchNormalization": "Identity"}
+
+
+def inference_model(model):
+    """`model` as a run folder keeps it: without its training-only augmentation layers (named aug_*)
+    and with stock Keras layers in place of fer_bench's (same weights, same predictions), so that
+    `keras.models.load_model` opens it without fer_bench."""
+    import keras
+
+    inner = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    rest = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer) and layer not in inner]
+    if len(inner) == 1 and rest and all(layer.name.startswith("aug_") for layer in rest):
+        model = inner[0]
+    plain = keras.Model.from_config(_with_stock_layers(model.get_config()))
+    plain.set_weights(model.get_weights())
+    return plain
+
+
+def _with_stock_layers(config):
+    """A serialized Keras config with every fer_bench layer of STOCK_LAYERS named as its stock layer."""
+    if isinstance(config, list):
+        return [_with_stock_layers(item) for item in config]
+    if not isinstance(config, dict):
+        return config
+    config = {key: _with_stock_layers(value) for key, value in config.items()}
+    if config.get("class_name") in STOCK_LAYERS and str(config.get("registered_name", "")).startswith("fer_bench>"):
+        config.update(module="keras.layers", class_name=STOCK_LAYERS[config["class_name"]], registered_name=None)
+    return config
 
 
 def _computes_in_bfloat16(layer) -> bool:

@@ -26,6 +26,7 @@ from ..reporting.calibration import CALIBRATION_FILE
 from ..run_folder import (
     COMPLETE_MARKER,
     RESULTS_FORMAT,
+    content_key,
     find_complete_run,
     is_complete,
     is_stale,
@@ -85,8 +86,9 @@ def check_compatible(members: list[Path], configs: list[dict], metrics: list[dic
 
 def ensemble_id(members: list[Path], classes: str, image_size: str, seed: int) -> str:
     """Readable id (classes as the members name them, input size, validation seed) plus a hash of the
-    member run ids and the results format."""
-    identity = {"members": sorted(m.name for m in members), "results_format": RESULTS_FORMAT}
+    members by content (model and calibration: a recalibrated or retrained member makes a new ensemble)
+    and the results format."""
+    identity = {"members": sorted(content_key(m) for m in members), "results_format": RESULTS_FORMAT}
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
     return f"ensemble-{classes_tag(parse_classes(classes))}-{image_size}px-s{seed}-{digest}"
 

@@ -8,7 +8,7 @@ import functools
 import itertools
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 try:
@@ -16,21 +16,24 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from ..config import RunConfig, resolve, resolve_val_split
+from ..config import RunConfig
 from ..errors import UserError
 from ..run_folder import is_complete
-from .run import execute, load_run_data, run_id
+from ..data.dataset import Dataset
+from .run import execute, load_run_data, prepare_run, score_elsewhere, scored_on
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Experiment:
-    """A named grid of run configs."""
+    """A named grid of run configs, and the data sets every run is also scored on (`evaluate`: paths,
+    relative ones beside --data)."""
 
     name: str
     description: str
     configs: list[RunConfig]
+    evaluate: list[str] = field(default_factory=list)
 
 
 def find_experiment_file(name_or_path: str | Path) -> Path:
@@ -48,9 +51,13 @@ def load_experiment(path: Path, data: str | None = None) -> Experiment:
         spec = tomllib.loads(Path(path).read_text())
     except tomllib.TOMLDecodeError as error:
         raise UserError(f"{path} is not valid TOML: {error}") from None
-    unknown = set(spec) - {"description", "defaults", "grid", "runs"}
+    unknown = set(spec) - {"description", "evaluate", "defaults", "grid", "runs"}
     if unknown:
-        raise UserError(f"{path}: unknown section {sorted(unknown)[0]!r} (use description, [defaults], [grid], [[runs]])")
+        raise UserError(f"{path}: unknown section {sorted(unknown)[0]!r} (use description, evaluate, [defaults], "
+                        "[grid], [[runs]])")
+    evaluate = spec.get("evaluate", [])
+    if not isinstance(evaluate, list) or not all(isinstance(item, str) for item in evaluate):
+        raise UserError(f"{path}: evaluate must be a list of data set paths")
     defaults = dict(spec.get("defaults", {}))
     grid = spec.get("grid", {})
     for key, values in grid.items():
@@ -62,32 +69,49 @@ def load_experiment(path: Path, data: str | None = None) -> Experiment:
     if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
         raise UserError(f"{path}: [[runs]] must be tables of run options")
     keys = list(grid)
-    configs = [RunConfig.from_dict({**defaults, **dict(zip(keys, combo)), **run})
+    configs = [RunConfig.from_dict(_paths_beside_data({**defaults, **dict(zip(keys, combo)), **run}, defaults))
                for combo in itertools.product(*(grid[k] for k in keys)) for run in runs]
-    return Experiment(Path(path).stem, spec.get("description", ""), configs)
+    data_path = defaults.get("data")
+    beside = Path(data_path).parent if data_path else Path(".")
+    return Experiment(Path(path).stem, spec.get("description", ""), configs,
+                      [str((beside / item).resolve()) for item in evaluate])
+
+
+def _paths_beside_data(values: dict, defaults: dict) -> dict:
+    """An experiment row whose relative data paths (its own `data`, `also_train`) name folders beside the
+    experiment's --data, as the shared data sets sit side by side (also_train = "rafdb,sfew:2" with
+    --data .../fer2013)."""
+    if not defaults.get("data"):
+        return values
+    beside = Path(defaults["data"]).parent
+    if values.get("data") and not Path(values["data"]).is_absolute() and values["data"] != defaults["data"]:
+        values["data"] = str(beside / values["data"])
+    if values.get("also_train"):
+        items = [item.strip() for item in values["also_train"].split(",") if item.strip()]
+        values["also_train"] = ",".join(item if Path(item).is_absolute() else str(beside / item) for item in items)
+    return values
 
 
 def plan(experiment: Experiment, output: Path) -> list[tuple[RunConfig, Path, str]]:
-    """(resolved config, run folder, status) for every run: 'complete', 'partial' or 'to do'."""
+    """(prepared config, run folder, status) for every run: 'complete', 'partial' or 'to do'."""
     planned = []
     for cfg in experiment.configs:
-        cfg = resolve(cfg)
-        has_validation, fingerprint = data_facts(cfg.data, cfg.test_usage, cfg.dedupe, cfg.classes, cfg.strict,
-                                                 cfg.also_train)
-        cfg = resolve_val_split(cfg, has_validation)
-        run_dir = Path(output) / run_id(cfg, fingerprint)
+        spec = prepare_run(cfg, output, load=_loaded_once, fetch_weights=False)
+        run_dir = Path(output) / spec.run_id
         status = "complete" if is_complete(run_dir) else ("partial" if run_dir.exists() else "to do")
-        planned.append((cfg, run_dir, status))
+        planned.append((spec.cfg, run_dir, status))
     return planned
 
 
+def _loaded_once(cfg: RunConfig) -> Dataset:
+    """A run's data set, read once per process for every run on the same data."""
+    return _data_set(cfg.data, cfg.test_usage, cfg.dedupe, cfg.classes, cfg.strict, cfg.also_train)
+
+
 @functools.lru_cache(maxsize=None)
-def data_facts(data, test_usage: str, dedupe: bool, classes: str, strict: bool,
-               also_train: str | None = None) -> tuple[bool, dict]:
-    """(has a validation split, fingerprint) of one data source, read and fingerprinted once per process."""
-    dataset = load_run_data(RunConfig(data=data, test_usage=test_usage, dedupe=dedupe, classes=classes, strict=strict,
-                                      also_train=also_train))
-    return dataset.validation is not None, dataset.fingerprint()
+def _data_set(data, test_usage: str, dedupe: bool, classes: str, strict: bool, also_train: str | None) -> Dataset:
+    return load_run_data(RunConfig(data=data, test_usage=test_usage, dedupe=dedupe, classes=classes, strict=strict,
+                                   also_train=also_train))
 
 
 def estimated_seconds(cfg: RunConfig) -> tuple[float, str] | None:
@@ -100,7 +124,7 @@ def estimated_seconds(cfg: RunConfig) -> tuple[float, str] | None:
     from ..benchmarks.training_speed import measured_rates
 
     rates = measured_rates()
-    _, fingerprint = data_facts(cfg.data, cfg.test_usage, cfg.dedupe, cfg.classes, cfg.strict, cfg.also_train)
+    fingerprint = _loaded_once(cfg).fingerprint()
     counts = {split: sum(per_class.values()) for split, per_class in fingerprint["counts"].items()}
     feature_pass, training = cost_parts(cfg)
     seconds, notes = 0.0, []
@@ -261,6 +285,9 @@ def run_experiment(experiment: Experiment, output: Path, echo=print, shard: tupl
                 execute(cfg, output=output)
             except RunLocked:
                 echo(f"{prefix}: another worker is training it, skipped")
+        if is_complete(run_dir) and (unscored := [p for p in experiment.evaluate if p not in scored_on(run_dir) | {cfg.data}]):
+            echo(f"{prefix}: scoring on {', '.join(Path(p).name for p in unscored)}")
+            score_elsewhere(run_dir, cfg.test_usage, [(p, None) for p in unscored])
         done.append(run_dir)
     missing = [run_dir for _, run_dir, _ in planned if not is_complete(run_dir)]
     return done, missing

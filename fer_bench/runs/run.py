@@ -13,20 +13,22 @@ import logging
 import platform
 import shutil
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
+from typing import Callable
 
 from ..config import RunConfig, resolve, resolve_val_split
 from ..data.classes import classes_tag, parse_classes
 from ..data.dataset import Dataset, select_classes
-from ..data.integrity import drop_test_duplicates
+from ..data.integrity import carve_validation, drop_test_duplicates, twin_counts
 from ..data.sources import open_dataset, parse_also_train, with_training_sources
 from ..errors import UserError
 from ..files import StorageError, write_json
 from ..run_folder import (
     COMPLETE_MARKER,
     RESULTS_FORMAT,
+    content_key,
     find_complete_run,
     finetune_record,
     is_complete,
@@ -65,13 +67,20 @@ def run_id(cfg: RunConfig, fingerprint: dict) -> str:
     identity = cfg.identity()
     identity["weights"] = weights_key(cfg)  # a weights file counts by its content
     if cfg.teacher is not None:
-        identity["teacher"] = Path(cfg.teacher).name  # a teacher counts by its run id, wherever its folder is
+        identity["teacher"] = content_key(Path(cfg.teacher))  # by its model and calibration, wherever it is
     identity.update({k: v for k, v in fingerprint.items() if k.endswith("_sha256")})
     identity.update(finetune_record(cfg), results_format=RESULTS_FORMAT)
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
     variant = f"-{cfg.variant}" if model_info(cfg.model).transfer else ""
     tag = classes_tag(parse_classes(cfg.classes))
     return f"{cfg.model}{variant}-{tag}-{cfg.image_size}px-s{cfg.seed}-{digest}"
+
+
+def duplicate_record(cfg: RunConfig, dataset: Dataset) -> dict:
+    """What data.json says about identical images: validation images with a twin in the fit set (0 by
+    construction when validation is carved from train) and test images with a twin in train."""
+    split = carve_validation(dataset, cfg.val_fraction, cfg.validation_seed()) if cfg.val_split == "train" else (None, None)
+    return twin_counts(dataset, *split)
 
 
 def library_versions() -> dict[str, str]:
@@ -114,23 +123,45 @@ def record_resume(run_dir: Path, cfg: RunConfig) -> None:
     write_json(path, resumes)
 
 
+@dataclass(frozen=True)
+class RunSpec:
+    """A run as prepared, the one source of what it is: the resolved config (recipe and model defaults,
+    its validation split, its teacher's folder; options that do not apply set to None), its data, the
+    data's fingerprint and the run id made from them."""
+
+    cfg: RunConfig
+    dataset: Dataset
+    fingerprint: dict
+    run_id: str
+
+
+def prepare_run(cfg: RunConfig, results: Path = Path("results"), load: Callable[[RunConfig], Dataset] = load_run_data,
+                fetch_weights: bool = True) -> RunSpec:
+    """Resolve `cfg`, load its data (`load`, e.g. a memoised loader), check its teacher and identify
+    every input by content. `fetch_weights=False` (planning) leaves ImageNet files as they are."""
+    cfg = resolve(cfg)
+    if fetch_weights:
+        fetch_imagenet_weights(cfg)
+    dataset = load(cfg)
+    cfg = resolve_val_split(cfg, dataset.validation is not None)
+    fingerprint = dataset.fingerprint()
+    if cfg.teacher is not None:
+        from ..training.distillation import check_teacher
+
+        cfg = replace(cfg, teacher=str(find_complete_run(cfg.teacher, results, "--teacher")))
+        check_teacher(Path(cfg.teacher), cfg, dataset.class_names, fingerprint["train_sha256"])
+    return RunSpec(cfg, dataset, fingerprint, run_id(cfg, fingerprint))
+
+
 def execute(cfg: RunConfig, output: Path = Path("results"), force: bool = False, callbacks: tuple = ()) -> Path:
     """Run (or resume, or find) the run described by `cfg`; returns its complete run folder.
 
     One process at a time trains a run (a file lock); a run that fails on the user's input
     before its first epoch leaves no folder behind. `callbacks` (Keras callbacks) watch every
     training epoch; one that raises leaves the run resumable, never complete."""
-    cfg = resolve(cfg)
-    fetch_imagenet_weights(cfg)
-    dataset = load_run_data(cfg)
-    cfg = resolve_val_split(cfg, dataset.validation is not None)
-    fingerprint = dataset.fingerprint()
-    if cfg.teacher is not None:
-        from ..training.distillation import check_teacher
-
-        cfg = replace(cfg, teacher=str(find_complete_run(cfg.teacher, output, "--teacher")))
-        check_teacher(Path(cfg.teacher), cfg, dataset.class_names, fingerprint["train_sha256"])
-    run_dir = Path(output) / run_id(cfg, fingerprint)
+    spec = prepare_run(cfg, output)
+    cfg, dataset = spec.cfg, spec.dataset
+    run_dir = Path(output) / spec.run_id
     if is_complete(run_dir) and not force:
         log.info("already complete: %s (use --force to redo it)", run_dir)
         if json.loads((run_dir / "config.json").read_text()).get("tta") != cfg.tta:
@@ -152,7 +183,7 @@ def execute(cfg: RunConfig, output: Path = Path("results"), force: bool = False,
             record_resume(run_dir, cfg)
         else:
             write_json(run_dir / "config.json", run_config_record(cfg))
-            write_json(run_dir / "data.json", fingerprint)
+            write_json(run_dir / "data.json", {**spec.fingerprint, "duplicates": duplicate_record(cfg, dataset)})
             write_json(run_dir / "environment.json", library_versions())
 
         from ..training.harness import train_and_evaluate
@@ -165,31 +196,38 @@ def execute(cfg: RunConfig, output: Path = Path("results"), force: bool = False,
                 shutil.rmtree(run_dir, ignore_errors=True)
             raise
         if dataset.training_sources:
-            score_training_sources(run_dir, cfg, dataset.training_sources)
+            score_elsewhere(run_dir, cfg.test_usage,
+                            [(source["source"], ",".join(source["classes"])) for source in dataset.training_sources])
         summary["wall_seconds_this_invocation"] = time.perf_counter() - started
         summary["resumed"] = resuming
         write_json(run_dir / COMPLETE_MARKER, summary)
     return run_dir
 
 
-def score_training_sources(run_dir: Path, cfg: RunConfig, sources: list[dict]) -> None:
-    """Score the trained model on each --also-train source's own test part (its development part where
-    it has none), among the classes it shares with the run, into evaluations/ beside the run's own test
-    set: a mixed test set would hide where it fails."""
+def score_elsewhere(run_dir: Path, test_usage: str, data: list[tuple[str, str | None]]) -> None:
+    """Score a trained run on other labelled data sets, each (path, classes: a comma list, or None for
+    every class it shares with the run), into the run's evaluations/: each --also-train source's own
+    test part (its development part where it has none; a mixed test set would hide where it fails),
+    an experiment's `evaluate` sets."""
     from ..reporting.scoring import evaluate_run
     from ..serving.predict import load_trained
 
     loaded = load_trained(run_dir)
-    for source in sources:
-        _, metrics = evaluate_run(loaded, Path(source["source"]), run_dir / "evaluations", ",".join(source["classes"]),
-                                  "none", cfg.test_usage)
-        log.info("%s on %s (%s): accuracy %.4f, balanced accuracy %.4f", run_dir.name, source["source"],
+    for path, classes in data:
+        _, metrics = evaluate_run(loaded, Path(path), run_dir / "evaluations", classes, "none", test_usage)
+        log.info("%s on %s (%s): accuracy %.4f, balanced accuracy %.4f", run_dir.name, path,
                  metrics["layout"], metrics["accuracy"], metrics["balanced_accuracy"])
+
+
+def scored_on(run_dir: Path) -> set[str]:
+    """The data sets (resolved paths) a run has been scored on in its evaluations/."""
+    return {str(Path(json.loads(f.read_text())["data"]).resolve())
+            for f in (run_dir / "evaluations").glob("*/metrics.json")}
 
 
 def load_recorded_run(run_dir: Path, data: str | None = None) -> tuple[RunConfig, Dataset]:
     """The config a complete run recorded and its data set (from `data` if given, else where it was
-    trained), checked to be the very images the run was scored on."""
+    trained), checked to be the very images (and order) the run was trained, validated and scored on."""
     from dataclasses import fields
 
     if not is_complete(run_dir):
@@ -199,9 +237,12 @@ def load_recorded_run(run_dir: Path, data: str | None = None) -> tuple[RunConfig
     if data is not None:
         cfg = replace(cfg, data=str(data))
     dataset = load_run_data(cfg)
-    if dataset.fingerprint()["test_sha256"] != json.loads((run_dir / "data.json").read_text())["test_sha256"]:
-        raise UserError(f"the test images at {cfg.data or 'the synthetic source'} are not those {run_dir.name} "
-                        "was scored on; pass --data with the run's own data")
+    recorded_data, found = json.loads((run_dir / "data.json").read_text()), dataset.fingerprint()
+    for split in ("train", "validation", "test"):  # train too: its order decides the validation images
+        if recorded_data.get(f"{split}_sha256") != found.get(f"{split}_sha256"):
+            raise UserError(f"the {split} images at {cfg.data or 'the synthetic source'} are not those "
+                            f"{run_dir.name} was {'scored' if split == 'test' else 'trained and validated'} on "
+                            "(in content or order); pass --data with the run's own data")
     return cfg, dataset
 
 

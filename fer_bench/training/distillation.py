@@ -4,7 +4,7 @@ The teacher is any complete run (an ensemble too) on the same classes and traini
 validated on the same images as the student: a teacher that trained on the student's validation
 images would carry them into the student and make its validation (and checkpoint choice)
 optimistic; a teacher chosen on the test split would carry the test split in. Its probabilities of
-the training split are computed once and cached (keyed by the teacher's run id and the images).
+the training split are computed once and cached (keyed by the teacher's model and calibration, by content, and the images).
 The student's targets on its fit images are (1 - w) x one-hot label + w x teacher probabilities;
 validation keeps the plain labels, so checkpoint choice and every score stay as for any run.
 """
@@ -24,6 +24,7 @@ from ..data.dataset import Dataset, cache_dir
 from ..errors import UserError
 from ..files import save_npz
 from ..reporting.calibration import CALIBRATION_FILE, apply_temperature
+from ..run_folder import content_key
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,8 @@ def teacher_probabilities(teacher_dir: Path, dataset: Dataset) -> np.ndarray:
     from ..data.dataset import as_model_input
     from ..models.saved import load_saved_model
 
-    path = cache_dir() / "teachers" / f"{teacher_dir.name}-{dataset.fingerprint()['train_sha256'][:16]}.npz"
+    key = f"{content_key(teacher_dir)}-{dataset.fingerprint()['train_sha256'][:16]}"
+    path = cache_dir() / "teachers" / f"{teacher_dir.name}-{key}.npz"
     if path.exists():
         return np.load(path)["probabilities"]
     log.info("distillation: teacher %s predicts %d training images (cached for later runs)", teacher_dir.name,

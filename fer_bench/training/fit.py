@@ -84,11 +84,14 @@ def make_optimizer(settings: TrainSettings, steps_per_epoch: int):
 
 
 def compile_for_training(model, settings: TrainSettings, steps_per_epoch: int) -> None:
-    """Compile with the run's optimizer and schedule, (label-smoothed) categorical cross-entropy (or the
-    multilabel loss), accuracy."""
+    """Compile with the run's optimizer and schedule (weight decay on kernels only), (label-smoothed)
+    categorical cross-entropy (or the multilabel loss), accuracy."""
     loss = AcceptableClassesLoss() if settings.targets == "multilabel" else \
         keras.losses.CategoricalCrossentropy(label_smoothing=settings.label_smoothing)
-    model.compile(optimizer=make_optimizer(settings, steps_per_epoch), loss=loss, metrics=["accuracy"])
+    optimizer = make_optimizer(settings, steps_per_epoch)
+    # decay only kernels: biases and BatchNorm's scales and shifts (1-D weights) keep their size, as in timm
+    optimizer.exclude_from_weight_decay(var_list=[v for v in model.trainable_variables if len(v.shape) < 2])
+    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
 
 
 def read_history(path: Path) -> pd.DataFrame:

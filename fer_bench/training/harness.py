@@ -20,11 +20,12 @@ import pandas as pd
 
 from ..config import RunConfig, class_weights
 from ..data.batches import predict
-from ..data.dataset import Dataset, as_model_input, split_validation
+from ..data.dataset import Dataset, as_model_input
+from ..data.integrity import carve_validation, image_hashes
 from ..files import save_model, write_csv, write_json
 from ..models import BuiltModel, create_model
 from ..models.augment import with_augmentation
-from ..models.saved import load_saved_model
+from ..models.saved import inference_model, load_saved_model
 from ..models.transfer import adapt_feature_norm, unfreeze_top
 from ..precision import precision_policy
 from ..reporting.calibration import (
@@ -68,7 +69,7 @@ class StageData:
         x_train = to_input("train")
         self.x_test = to_input("test")
         if cfg.val_split == "train":
-            fit_idx, val_idx = split_validation(dataset.train.labels, cfg.val_fraction, cfg.validation_seed())
+            fit_idx, val_idx = carve_validation(dataset, cfg.val_fraction, cfg.validation_seed())
             x_val, val_labels = x_train[val_idx], dataset.train.labels[val_idx]
         else:  # 'test' (the seed's protocol) or 'given' (the data's own validation split)
             fit_idx = np.arange(len(dataset.train))
@@ -204,11 +205,24 @@ def _write_calibration(run_dir: Path, val_probs, val_labels, test_probs, test_la
 
 def validation_description(cfg: RunConfig) -> str:
     """Where a run's checkpoint (and temperature) was chosen, in words."""
-    return {
-        "test": "test split (the seed's protocol: checkpoint chosen on the reported split)",
-        "given": "the data's own validation split",
-        "train": f"{cfg.val_fraction:.0%} stratified of train (seed {cfg.validation_seed()})",
-    }[cfg.val_split]
+    if cfg.val_split == "train":
+        return (f"{cfg.val_fraction:.0%} stratified of train (seed {cfg.validation_seed()}; identical images kept on "
+                "one side)")
+    return {"test": "test split (the seed's protocol: checkpoint chosen on the reported split)",
+            "given": "the data's own validation split"}[cfg.val_split]
+
+
+def score_without_train_twins(dataset: Dataset, probs: np.ndarray) -> dict:
+    """Accuracy and balanced accuracy on the test images that have no pixel-identical twin in the
+    training split (what --dedupe would report), beside how many were left out."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    train = set(image_hashes(dataset.train))
+    keep = np.array([h not in train for h in image_hashes(dataset.test)], dtype=bool)
+    labels, predicted = dataset.test.labels[keep], probs[keep].argmax(axis=1)
+    return {"left_out": int((~keep).sum()), "test_images": int(keep.sum()),
+            "accuracy": float(np.mean(labels == predicted)) if keep.any() else None,
+            "balanced_accuracy": float(balanced_accuracy_score(labels, predicted)) if keep.any() else None}
 
 
 def score_test_set(run_dir: Path, cfg: RunConfig, dataset: Dataset, model, probs: np.ndarray, val_probs: np.ndarray,
@@ -219,6 +233,7 @@ def score_test_set(run_dir: Path, cfg: RunConfig, dataset: Dataset, model, probs
     the plots (default: the folder's name)."""
     name = name or run_dir.name
     metrics, per_class, cm = evaluate_predictions(dataset.test.labels, probs, dataset.class_names, fit_labels)
+    metrics["without_train_twins"] = score_without_train_twins(dataset, probs)
     # calibrated percentages: one temperature fitted on the validation split (never on test)
     metrics["calibration"] = _write_calibration(run_dir, val_probs, val_labels, probs, dataset.test.labels, name)
     if cfg.tta != "none":
@@ -246,6 +261,8 @@ def train_and_evaluate(cfg: RunConfig, dataset: Dataset, run_dir: Path, callback
                              variant=cfg.variant)
         train = _train_scratch if built.extractor is None else _train_transfer
         probs, val_probs, history, data, params, best = train(built, cfg, dataset, settings, run_dir)
+        best = inference_model(best)  # stock Keras layers only: loadable without fer_bench
+        save_model(run_dir / "best.keras", best)
 
     metrics = score_test_set(run_dir, cfg, dataset, best, probs, val_probs, data.y_val.argmax(axis=1), data.fit_labels)
     frozen = built.info.transfer and cfg.variant == "frozen"
