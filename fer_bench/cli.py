@@ -22,8 +22,18 @@ data_app = typer.Typer(no_args_is_help=True, help="Make, look at and convert dat
 app.add_typer(data_app, name="data")
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from . import __version__
+
+        typer.echo(f"fer-bench {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def global_options(verbose: bool = typer.Option(False, "--verbose", help="Also show TensorFlow's own log lines.")):
+def global_options(verbose: bool = typer.Option(False, "--verbose", help="Also show TensorFlow's own log lines."),
+                   version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                                help="Print the version and exit.")):
     """Frozen-base transfer learning vs. a scratch CNN on FER2013."""
     from .quiet import import_tensorflow
 
@@ -45,7 +55,7 @@ def _run_command_signature() -> inspect.Signature:
         info = typer.Option(f.default, flag, *f.metadata["flags"], help=f.metadata["help"] or None)
         parameters.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation))
     parameters += [
-        inspect.Parameter("output", inspect.Parameter.KEYWORD_ONLY, annotation=Path,
+        inspect.Parameter("results", inspect.Parameter.KEYWORD_ONLY, annotation=Path,
                           default=typer.Option(Path("results"), help="Folder that holds run folders.")),
         inspect.Parameter("force", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
                           default=typer.Option(False, help="Redo a run whose folder is already complete.")),
@@ -54,12 +64,14 @@ def _run_command_signature() -> inspect.Signature:
 
 
 def run(**options):
-    """Train and evaluate one model; writes a complete run folder and prints its headline metrics."""
-    output, force = options.pop("output"), options.pop("force")
+    """Train and evaluate one model; writes a complete run folder and prints its headline metrics.
+
+    Example: fer-bench run --model vggnet --recipe strong --classes all --data path/to/fer2013"""
+    results, force = options.pop("results"), options.pop("force")
     from .config import RunConfig
     from .runs.run import execute
 
-    run_dir = execute(RunConfig(**options), output=output, force=force)
+    run_dir = execute(RunConfig(**options), output=results, force=force)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     typer.echo(f"run folder: {run_dir}")
     typer.echo(
@@ -77,16 +89,19 @@ app.command()(run)
 
 @app.command()
 def experiment(
-    file: Path = typer.Argument(..., help="Experiment TOML (or a name under experiments/)."),
+    file: Optional[Path] = typer.Argument(None, help="Experiment TOML, or the name of a shipped one (--list)."),
     data: Optional[Path] = typer.Option(None, help="Dataset folder or fer2013.csv for every run."),
-    output: Path = typer.Option(Path("results"), help="Folder that holds run folders."),
+    results: Path = typer.Option(Path("results"), help="Folder that holds run folders."),
+    list_shipped: bool = typer.Option(False, "--list", help="List the experiments shipped with fer_bench and exit."),
     dry_run: bool = typer.Option(False, help="List the runs (of --shard's part) and their status; train nothing."),
     shard: Optional[str] = typer.Option(None, help="Run only part K of N of the grid ('K/N'), or 'slurm' to take "
                                         "K/N from the Slurm job array."),
     jobs: int = typer.Option(1, help="Local worker processes, each with its share of the cores (or one GPU)."),
     no_compare: bool = typer.Option(False, "--no-compare", help="Do not write the comparison at the end."),
 ):
-    """Run a grid of runs (skipping complete ones), then write its comparison."""
+    """Run a grid of runs (skipping complete ones), then write its comparison.
+
+    Example: fer-bench experiment original_attempt --data path/to/fer2013 --dry-run"""
     from .runs.experiment import (
         estimated_seconds,
         find_experiment_file,
@@ -96,8 +111,15 @@ def experiment(
         plan,
         run_experiment,
         shard_plan,
+        shipped_experiments,
     )
 
+    if list_shipped:
+        for name, summary in shipped_experiments():
+            typer.echo(f"{name:22} {summary}")
+        return
+    if file is None:
+        raise UserError("name an experiment (a TOML file or a shipped name; `fer-bench experiment --list` shows them)")
     path = find_experiment_file(str(file))
     spec = load_experiment(path, None if data is None else str(data))
     part = parse_shard(shard)
@@ -106,7 +128,7 @@ def experiment(
     if dry_run:
         from .models import model_info
 
-        planned = plan(spec, output)
+        planned = plan(spec, results)
         shown = range(len(planned)) if part is None else shard_plan(planned, part[1])[part[0] - 1]
         title = f"{spec.name}: {len(planned)} runs" + (f", part {part[0]}/{part[1]}: {len(shown)} of them" if part else "")
         typer.echo(title)
@@ -134,17 +156,17 @@ def experiment(
     if jobs > 1:
         from .runs.workers import run_workers
 
-        codes = run_workers(path, jobs, data, output, echo=typer.echo)
+        codes = run_workers(path, jobs, data, results, echo=typer.echo)
         if any(codes):
             raise UserError(f"{sum(c != 0 for c in codes)} of {jobs} workers failed (exit codes {codes})")
-        missing = [run_dir for _, run_dir, status in plan(spec, output) if status != "complete"]
+        missing = [run_dir for _, run_dir, status in plan(spec, results) if status != "complete"]
     else:
-        _, missing = run_experiment(spec, output, echo=typer.echo, shard=part)
+        _, missing = run_experiment(spec, results, echo=typer.echo, shard=part)
     if missing:
         typer.echo(f"{len(missing)} runs of {spec.name} are not complete yet (other parts); "
                    f"`fer-bench compare {spec.name}` once every part has finished")
     elif not no_compare:
-        _write_comparison([run_dir for _, run_dir, _ in plan(spec, output)], output / "comparisons" / spec.name)
+        _write_comparison([run_dir for _, run_dir, _ in plan(spec, results)], results / "comparisons" / spec.name)
 
 
 def _duration(seconds: float) -> str:
@@ -174,15 +196,17 @@ def tune_command(
     trials: int = typer.Option(..., help="Finished trials (complete or pruned) the study should have; running "
                                "the command again with more continues it."),
     data: Optional[Path] = typer.Option(None, help="Dataset folder or fer2013.csv for every trial."),
-    output: Path = typer.Option(Path("results"), help="Folder that holds run folders (the study goes into its tune/)."),
+    results: Path = typer.Option(Path("results"), help="Folder that holds run folders (the study goes into its tune/)."),
 ):
     """Search run options with Optuna (TPE, median pruning per epoch), scored on validation only; every
-    trial is a run in --output; prints the best options as an experiment file."""
+    trial is a run in --results; prints the best options as an experiment file.
+
+    Example: fer-bench tune vggnet_quick --trials 6 --data path/to/fer2013"""
     from .runs.tune import load_space, tune
 
     if trials < 1:
         raise UserError("--trials must be at least 1")
-    study, folder = tune(load_space(space, None if data is None else str(data)), trials, output)
+    study, folder = tune(load_space(space, None if data is None else str(data)), trials, results)
     best = study.best_trial
     pruned = sum(t.state.name == "PRUNED" for t in study.trials)
     typer.echo(f"{len(study.trials)} trials ({pruned} pruned); best: trial {best.number}, validation accuracy "
@@ -194,18 +218,20 @@ def tune_command(
 
 @app.command("ensemble")
 def ensemble_command(
-    runs: list[str] = typer.Argument(..., help="Two or more complete runs (folders, or run ids in --output) with the "
+    runs: list[str] = typer.Argument(..., help="Two or more complete runs (folders, or run ids in --results) with the "
                                      "same classes, data and validation split."),
-    output: Path = typer.Option(Path("results"), help="Folder that holds run folders (and the ensemble's)."),
+    results: Path = typer.Option(Path("results"), help="Folder that holds run folders (and the ensemble's)."),
     tta: Optional[str] = typer.Option(None, help="Test-time augmentation reported beside the plain numbers: none, flip "
                                       "or crops; default: the first member's."),
     force: bool = typer.Option(False, help="Redo an ensemble whose folder is already complete."),
 ):
     """Average runs' calibrated probabilities into a new run folder that compare, evaluate, predict and app
-    take like any run; its training cost is the sum of its members'."""
+    take like any run; its training cost is the sum of its members'.
+
+    Example: fer-bench ensemble RUN_ID_1 RUN_ID_2 --results results"""
     from .runs.ensemble import make_ensemble
 
-    run_dir = make_ensemble(runs, output, tta, force)
+    run_dir = make_ensemble(runs, results, tta, force)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     typer.echo(f"run folder: {run_dir}")
     for member in metrics["members"]:
@@ -234,7 +260,9 @@ def compare_command(
                                     "e.g. --where model=vggnet --where data=fer2013; repeatable."),
 ):
     """Tabulate complete runs, one table per test set, with 95% CIs and McNemar tests against a baseline;
-    writes MD, CSV, LaTeX, PNGs."""
+    writes MD, CSV, LaTeX, PNGs.
+
+    Example: fer-bench compare results/ --where model=vggnet,scratch --out comparison"""
     from .runs.experiment import find_experiment_file, load_experiment, plan
 
     run_dirs, name = [], "comparison"
@@ -276,7 +304,9 @@ def predict(
     out: Optional[Path] = typer.Option(None, help="Video: the output folder (default: VIDEO.fer/ beside the video; "
                                        "camera: cameraN.fer/)."),
 ):
-    """Classify the expression of every face in each photo, or through each video, with the bundled model (or --run)."""
+    """Classify the expression of every face in each photo, or through each video, with the bundled model (or --run).
+
+    Example: fer-bench predict photo.jpg --json"""
     from .files import write_csv
     from .serving import predict as predictor
     from .serving.video import is_video
@@ -306,7 +336,8 @@ def predict(
             where = f"face {a.face} at [x, y, w, h] = {a.box}" if a.box else \
                 "no face found: the whole image was used (the answer may be meaningless)"
             probs = ", ".join(f"{c} {v:.0%}" for c, v in sorted(a.probabilities.items(), key=lambda kv: -kv[1]))
-            typer.echo(f"{a.file}: {where}\n  {probs}\n  {a.sentence}")
+            cautions = "".join(f"\n  note: {c}" for c in a.cautions)
+            typer.echo(f"{a.file}: {where}\n  {probs}\n  {a.sentence}{cautions}")
     if csv is not None:
         write_csv(csv, predictor.answers_table(answers), index=False)
         typer.echo(f"{len(answers)} answers written to {csv}", err=as_json)
@@ -374,11 +405,13 @@ def evaluate_command(
     test_usage: str = typer.Option("PrivateTest", help="fer2013.csv: which Usage is scored."),
     faces: str = typer.Option("off", help="off: the images are cropped faces (FER-style); detect: uncropped photos, "
                               "each face found and aligned as `predict` does."),
-    output: Optional[Path] = typer.Option(None, help="Where evaluations go; default: <run>/evaluations "
+    out: Optional[Path] = typer.Option(None, help="Where evaluations go; default: <run>/evaluations "
                                           "(results/evaluations/bundled for the bundled model)."),
     as_json: bool = typer.Option(False, "--json", help="Print the headline metrics as JSON (a list with several --data)."),
 ):
-    """Score a finished run on other labelled data sets; writes metrics, per-class, confusion matrix, predictions."""
+    """Score a finished run on other labelled data sets; writes metrics, per-class, confusion matrix, predictions.
+
+    Example: fer-bench evaluate bundled --data path/to/rafdb --data path/to/sfew"""
     from .config import TTA_MODES
     from .reporting.scoring import evaluate_run
     from .serving.predict import load_run
@@ -401,7 +434,7 @@ def evaluate_command(
         if not path.exists():
             raise UserError(f"data path does not exist: {path}")
     loaded = load_run(run)
-    out_root = output or (Path("results/evaluations/bundled") if run == "bundled" else loaded.run_dir / "evaluations")
+    out_root = out or (Path("results/evaluations/bundled") if run == "bundled" else loaded.run_dir / "evaluations")
     headlines = []
     for path in data:
         folder, metrics = evaluate_run(loaded, path, out_root, classes, tta, test_usage, faces)
@@ -434,20 +467,37 @@ def _echo_evaluation(source: str, tta: str, metrics: dict, folder: Path) -> None
 def calibrate_command(
     run: str = typer.Argument(..., help="A complete run folder, or 'bundled' (maintainers)."),
     data: Optional[Path] = typer.Option(None, help="Where the run's data is now, if not where it was trained."),
+    uncertain_on: Optional[list[Path]] = typer.Option(None, help="Instead: choose when the run's answers say they are "
+                                                      "unsure, on these labelled development sets (repeatable; their "
+                                                      "test or development parts, never a test split you report)."),
 ):
     """Fit a run's temperature on its validation split again (runs train with one; this is for older
-    runs and the bundled model): writes calibration.json and reliability.png."""
-    from .models.saved import bundled_run_dir
-    from .runs.run import calibrate_run
+    runs and the bundled model): writes calibration.json and reliability.png. With --uncertain-on:
+    the thresholds below which `predict` answers "uncertain", into uncertainty.json and uncertainty.png.
 
-    summary = calibrate_run(bundled_run_dir() if run == "bundled" else Path(run), None if data is None else str(data))
+    Example: fer-bench calibrate results/RUN --uncertain-on data/rafdb --uncertain-on data/sfew"""
+    from .models.saved import bundled_run_dir
+    from .runs.run import calibrate_run, fit_uncertainty
+
+    run_dir = bundled_run_dir() if run == "bundled" else Path(run)
+    if uncertain_on:
+        record = fit_uncertainty(run_dir, [str(p) for p in uncertain_on])
+        typer.echo(f"{record['rule']}; on {', '.join(record['fitted_on'])}:")
+        for name, row in record["sets"].items():
+            confident = "-" if row["accuracy_confident"] is None else f"{row['accuracy_confident']:.3f}"
+            typer.echo(f"  {name}: {row['confident_share']:.0%} confident, right {confident} of the time "
+                       f"(all answers {row['accuracy_all']:.3f})")
+        return
+    summary = calibrate_run(run_dir, None if data is None else str(data))
     typer.echo(f"temperature {summary['temperature']:.3f} (fitted on the {summary['fitted_on']}); expected "
                f"calibration error on test {summary['test_ece_before']:.4f} before, {summary['test_ece_after']:.4f} after")
 
 
 @app.command("bundle")
 def bundle_command(run: Path = typer.Argument(..., help="A complete run folder to ship as the bundled model.")):
-    """(Maintainers) Make a complete run the model shipped inside the package (fer_bench/bundled/)."""
+    """(Maintainers) Make a complete run the model shipped inside the package (fer_bench/bundled/).
+
+    Example: fer-bench bundle results/vggnet-all-40px-s42-49e5d87e"""
     from .models.saved import write_bundle
 
     target = write_bundle(run)
@@ -463,7 +513,9 @@ def app_command(
     host: str = typer.Option("127.0.0.1", help="Interface to bind (local only by default)."),
     port: int = typer.Option(8000),
 ):
-    """Start the web app (Shiny for Python): upload a photo, read its expression."""
+    """Start the web app (Shiny for Python): upload a photo or a video, or use the camera, read the expression.
+
+    Example: fer-bench app --port 8000"""
     from .serving.app import serve
     from .serving.predict import choose_run, load_run
 
@@ -474,7 +526,10 @@ def app_command(
 
 @app.command("models")
 def models_command(pattern: str = typer.Argument("*", help="Shell-style filter, e.g. '*net*'.")):
-    """List registered models: input sizes, parameters and FLOPs per image (7 classes, default size)."""
+    """List registered models: input sizes, parameters and FLOPs per image (7 classes, default size).
+
+    Example: fer-bench models "*net*"
+    """
     from .models import create_model, list_models, model_info
     from .models.flops import flops_per_image
     from .training.harness import count_params
@@ -510,7 +565,7 @@ def benchmark_command(
     sample: int = typer.Option(256, help="Feature path: images to time feature extraction on."),
     head_epochs: int = typer.Option(10, help="Feature path: head epochs on cached features."),
     as_json: bool = typer.Option(False, "--json", help="--train: print one JSON object per model and size."),
-    output: Optional[Path] = typer.Option(None, help="Also write the table to this CSV (and a PNG beside it)."),
+    out: Optional[Path] = typer.Option(None, help="Also write the table to this CSV (and a PNG beside it)."),
     video: Optional[Path] = typer.Option(None, help="Time `predict VIDEO` on this video instead: detection on every "
                                          "frame against detection every N-th frame with tracking, frames/s and "
                                          "peak memory."),
@@ -518,7 +573,9 @@ def benchmark_command(
     every: Optional[int] = typer.Option(None, help="--video: the scheme's stride (default: 6 answers per second)."),
 ):
     """Time training against this machine's peak (--train), frozen-feature extraction and head training
-    as ratios against a scratch-CNN epoch, or video analysis (--video)."""
+    as ratios against a scratch-CNN epoch, or video analysis (--video).
+
+    Example: fer-bench benchmark --train --model vggnet --precision float32,bfloat16 --out bench.csv"""
     from .models import check_image_size, model_info
 
     if video is not None:
@@ -528,8 +585,8 @@ def benchmark_command(
             raise UserError(f"video not found: {video}")
         table = video_benchmark(video, parse_sizes(frame_sizes), every, progress=typer.echo)
         typer.echo(table.to_markdown(index=False, floatfmt=".3g"))
-        if output is not None:
-            table.to_csv(output, index=False)
+        if out is not None:
+            table.to_csv(out, index=False)
         return
 
     sizes = [int(v) for v in image_size.split(",")] if image_size else None
@@ -556,11 +613,11 @@ def benchmark_command(
             typer.echo(table.to_json(orient="records", indent=2))
         else:
             typer.echo(table.to_markdown(index=False, floatfmt=".3g"))
-        if output is not None:
+        if out is not None:
             from .reporting.plots import plot_train_benchmark
 
-            table.to_csv(output, index=False)
-            plot_train_benchmark(table, output.with_suffix(".png"))
+            table.to_csv(out, index=False)
+            plot_train_benchmark(table, out.with_suffix(".png"))
         return
     from .benchmarks.frozen_features import benchmark
     from .config import RunConfig
@@ -582,11 +639,11 @@ def benchmark_command(
     table = benchmark(dataset, names, sizes, sample, head_epochs, progress=typer.echo,
                       precision=resolve_precision(precision))
     typer.echo(table.to_markdown(index=False, floatfmt=".3g"))
-    if output is not None:
+    if out is not None:
         from .reporting.plots import plot_benchmark
 
-        table.to_csv(output, index=False)
-        plot_benchmark(table, output.with_suffix(".png"))
+        table.to_csv(out, index=False)
+        plot_benchmark(table, out.with_suffix(".png"))
 
 
 @data_app.command("synth")
@@ -596,7 +653,9 @@ def data_synth(
     test_per_class: int = typer.Option(100),
     seed: int = typer.Option(0),
 ):
-    """Write the embedded synthetic faces in the folder layout."""
+    """Write the embedded synthetic faces in the folder layout.
+
+    Example: fer-bench data synth synthetic_faces"""
     from .data.dataset import write_folder_layout
     from .data.synthetic import synthetic_dataset
 
@@ -608,7 +667,9 @@ def data_synth(
 @data_app.command("inspect")
 def data_inspect(path: Path = typer.Argument(..., help="Dataset folder or fer2013.csv."),
                  test_usage: str = typer.Option("PrivateTest", help="fer2013.csv: which Usage is the test set.")):
-    """Layout, images per split and class, formats, unreadable files and exact duplicates."""
+    """Layout, images per split and class, formats, unreadable files and exact duplicates.
+
+    Example: fer-bench data inspect path/to/fer2013"""
     from .data.integrity import inspect_lines
     from .data.sources import open_dataset
 
@@ -622,7 +683,9 @@ def data_inspect(path: Path = typer.Argument(..., help="Dataset folder or fer201
 def data_export(path: Path = typer.Argument(..., help="Dataset folder or fer2013.csv."),
                 out: Path = typer.Argument(..., help="Empty or new folder to write <split>/<class>/*.png into."),
                 test_usage: str = typer.Option("PrivateTest", help="fer2013.csv: which Usage is the test set.")):
-    """Write any supported input in the folder layout, e.g. fer2013.csv as PNG folders."""
+    """Write any supported input in the folder layout, e.g. fer2013.csv as PNG folders.
+
+    Example: fer-bench data export fer2013.csv fer2013_folders"""
     from .data.dataset import write_folder_layout
     from .data.sources import open_dataset
 

@@ -89,7 +89,7 @@ class RunConfig:
     ema: float | None = option(None, "Weight averaging: momentum of an exponential moving average of the weights, "
                                "updated every step (e.g. 0.999); validation, the checkpoint and evaluation use the "
                                "averaged weights. 0 = off.", neutral=0.0)
-    teacher: str | None = option(None, "Distillation: a complete run (a folder, or a run id in --output; an ensemble "
+    teacher: str | None = option(None, "Distillation: a complete run (a folder, or a run id in --results; an ensemble "
                                  "too) validated on the same images; counted in the run id by its run id.",
                                  neutral=None)
     distill: float = option(0.0, "Distillation: weight of the teacher's calibrated probabilities in the training "
@@ -153,6 +153,12 @@ class RunConfig:
             if value is not None and not _has_type(value, _OPTION_TYPES[key]):
                 raise UserError(f"run option {key!r} must be {_TYPE_WORDS[_OPTION_TYPES[key]]}, got {value!r}")
         return cls(**values)
+
+
+def compared_options() -> tuple[str, ...]:
+    """The options whose values say what a run is (IDENTITY and DATA roles): what `compare` may show as
+    columns; machine, evaluation and recorded fields never are."""
+    return tuple(f.name for f in fields(RunConfig) if f.metadata["role"] in (IDENTITY, DATA))
 
 
 def neutral_values() -> dict:

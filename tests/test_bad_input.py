@@ -89,14 +89,14 @@ def test_sixteen_bit_gray_is_scaled_not_clipped():
 
 
 def test_run_on_messy_folder_warns_with_count_and_strict_refuses(cli, messy_folder, tmp_path, caplog):
-    code, out, err = cli("run", "--data", messy_folder, "--epochs", "1", "--output", tmp_path / "r")
+    code, out, err = cli("run", "--data", messy_folder, "--epochs", "1", "--results", tmp_path / "r")
     assert code == 0, err
     assert "warning: skipped 6 unreadable images" in caplog.text
     import pandas as pd
 
     (run_dir,) = [p for p in (tmp_path / "r").iterdir() if p.is_dir()]
     assert len(pd.read_csv(run_dir / "predictions.csv")) == 6
-    code, _, err = cli("run", "--data", messy_folder, "--epochs", "1", "--strict", "--output", tmp_path / "r2")
+    code, _, err = cli("run", "--data", messy_folder, "--epochs", "1", "--strict", "--results", tmp_path / "r2")
     assert code == 2 and err.startswith("error: 6 unreadable images") and "Traceback" not in err
     assert not (tmp_path / "r2").exists() or not any((tmp_path / "r2").iterdir())
 
@@ -140,7 +140,7 @@ def test_messy_csv(cli, tmp_path):
 def test_bad_experiment_files(cli, tmp_path, toml, fragment):
     path = tmp_path / "bad.toml"
     path.write_text(toml)
-    code, _, err = cli("experiment", path, "--dry-run", "--output", tmp_path / "r")
+    code, _, err = cli("experiment", path, "--dry-run", "--results", tmp_path / "r")
     assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1
 
 

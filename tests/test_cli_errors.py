@@ -70,5 +70,29 @@ def test_synth_writes_folder_layout_and_refuses_non_empty(cli, tmp_path):
 @pytest.mark.parametrize("devices, fragment", [("0", "--devices must be at least 1"),
                                                ("two", "--devices must be a number or 'all', got 'two'")])
 def test_bad_device_count(cli, tmp_path, devices, fragment):
-    assert_one_line_error(cli("run", "--devices", devices, "--output", tmp_path / "results"), fragment)
+    assert_one_line_error(cli("run", "--devices", devices, "--results", tmp_path / "results"), fragment)
     assert not (tmp_path / "results").exists()
+
+
+def test_every_command_help_ends_with_an_example(cli):
+    from fer_bench.cli import app, data_app
+
+    commands = [[c.name or c.callback.__name__] for c in app.registered_commands]
+    commands += [["data", c.name] for c in data_app.registered_commands]
+    assert len(commands) >= 15
+    for command in commands:
+        code, out, _ = cli(*command, "--help")
+        text = [line.strip(" │") for line in out.splitlines() if line.strip(" │")]
+        examples = [line for line in text if line.startswith("Example: fer-bench ")]
+        assert code == 0 and examples, (command, out[-800:])
+
+
+def test_version_is_written_once():
+    import tomllib
+    from pathlib import Path
+
+    import fer_bench
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    assert "version" not in project and project["dynamic"] == ["version"]
+    assert fer_bench.__version__ in (Path(__file__).resolve().parents[1] / "CHANGELOG.md").read_text()

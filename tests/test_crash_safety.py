@@ -18,7 +18,7 @@ EPOCHS = 4
 
 
 def _start(out: Path, *extra: str) -> subprocess.Popen:
-    command = [sys.executable, "-m", "fer_bench", "run", "--epochs", str(EPOCHS), "--output", str(out), *extra]
+    command = [sys.executable, "-m", "fer_bench", "run", "--epochs", str(EPOCHS), "--results", str(out), *extra]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
 
 
@@ -90,7 +90,7 @@ def test_run_that_cannot_start_leaves_no_folder(tmp_path, cli, monkeypatch):
     import keras
 
     keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]).save_weights(wrong)
-    code, _, err = cli("run", "--model", "vgg16", "--image-size", "32", "--weights", str(wrong), "--output", out)
+    code, _, err = cli("run", "--model", "vgg16", "--image-size", "32", "--weights", str(wrong), "--results", out)
     assert code == 2 and err.startswith("error: cannot load weights")
     assert not out.exists() or not any(p.is_dir() for p in out.iterdir())
 
@@ -111,7 +111,7 @@ def test_full_disk_while_saving_a_checkpoint_is_one_error_line_and_resumes(tmp_p
         return real_save(self, path, *args, **kwargs)
 
     monkeypatch.setattr(keras.Model, "save", full_after_first_checkpoint)
-    code, out_text, err = cli("run", "--epochs", "3", "--seed", "7", "--output", out)
+    code, out_text, err = cli("run", "--epochs", "3", "--seed", "7", "--results", out)
     assert code == 2 and "Traceback" not in err
     (line,) = [line for line in err.splitlines() if line.startswith("error:")]
     assert "No space left on device" in line and "run the same command again to resume" in line
@@ -120,7 +120,7 @@ def test_full_disk_while_saving_a_checkpoint_is_one_error_line_and_resumes(tmp_p
     assert not (run_dir / COMPLETE_MARKER).exists()
     assert not list(run_dir.rglob(".*.tmp*")), "a temporary file was left behind"
     monkeypatch.setattr(keras.Model, "save", real_save)  # space freed: the same command finishes the run
-    code, _, _ = cli("run", "--epochs", "3", "--seed", "7", "--output", out)
+    code, _, _ = cli("run", "--epochs", "3", "--seed", "7", "--results", out)
     assert code == 0 and (run_dir / COMPLETE_MARKER).exists()
 
 
@@ -136,7 +136,7 @@ def test_results_folder_that_is_not_writable_is_one_error_line(tmp_path, cli, mo
         return real_mkdir(self, *args, **kwargs)
 
     monkeypatch.setattr(Path, "mkdir", read_only)
-    code, out_text, err = cli("run", "--epochs", "1", "--output", out)
+    code, out_text, err = cli("run", "--epochs", "1", "--results", out)
     assert code == 2 and "Traceback" not in err + out_text
     assert err.startswith(f"error: cannot write {out}") and "Permission denied" in err
 

@@ -25,7 +25,7 @@ def test_kaggle_images_validation_layout_aliases_and_any_size_or_mode(tmp_path):
     write_faces(root / "images", "validation", "happy", "happy", 2)
     write_faces(root / "images", "validation", "Sad", "sad", 2)
     data = ds.read_folder_dataset(root)
-    assert data.layout == "images/train+validation"
+    assert data.layout == "images/train+validation (validation/ is the test split: there is no test/ folder)"
     assert data.class_names == ("happy", "sad")
     assert data.train.images.shape == (6, 48, 48)
     assert data.counts()["test"] == {"happy": 2, "sad": 2}

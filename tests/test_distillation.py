@@ -97,10 +97,10 @@ def test_teachers_that_saw_other_images_are_refused(cli, runs, tmp_path):
     ]
     before = sorted(p.name for p in out.iterdir())
     for args, fragment in cases:
-        code, _, err = cli("run", "--epochs", "1", "--output", out, *args)
+        code, _, err = cli("run", "--epochs", "1", "--results", out, *args)
         assert code == 2 and fragment in err and "Traceback" not in err, (args, err)
     assert sorted(p.name for p in out.iterdir()) == before  # no folder left behind
     on_test = execute(RunConfig(epochs=1, seed=5, val_split="test"), output=tmp_path)
-    code, _, err = cli("run", "--epochs", "1", "--seed", "5", "--val-split", "test", "--output", tmp_path,
+    code, _, err = cli("run", "--epochs", "1", "--seed", "5", "--val-split", "test", "--results", tmp_path,
                        "--teacher", on_test.name, "--distill", "0.5")
     assert code == 2 and "test split" in err

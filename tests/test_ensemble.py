@@ -28,7 +28,7 @@ def results(tmp_path_factory):
 def test_members_of_other_seeds_validated_on_the_same_images_make_an_ensemble(cli, results):
     out, first, _, _ = results
     seed_4 = execute(RunConfig(epochs=2, seed=4, val_seed=3), output=out)
-    code, stdout, err = cli("ensemble", first.name, seed_4.name, "--output", out)
+    code, stdout, err = cli("ensemble", first.name, seed_4.name, "--results", out)
     assert code == 0, err
     run_dir = out / stdout.split("run folder: ")[1].splitlines()[0].split("/")[-1]
     config = json.loads((run_dir / "config.json").read_text())
@@ -50,7 +50,7 @@ def test_an_ensemble_goes_stale_when_a_member_is_recalibrated(cli, results):
     out, first, second, _ = results
 
     def ensemble_folder():
-        code, stdout, err = cli("ensemble", first.name, second.name, "--output", out)
+        code, stdout, err = cli("ensemble", first.name, second.name, "--results", out)
         assert code == 0, err
         return stdout.split("run folder: ")[1].splitlines()[0].split("/")[-1]
 
@@ -75,7 +75,7 @@ def _temperature(run_dir):
 
 def test_ensemble_averages_calibrated_probabilities_into_a_complete_run(cli, results):
     out, first, second, _ = results
-    code, stdout, err = cli("ensemble", first.name, str(second), "--output", out)
+    code, stdout, err = cli("ensemble", first.name, str(second), "--results", out)
     assert code == 0, err
     run_dir = out / stdout.split("run folder: ")[1].splitlines()[0].split("/")[-1]
     assert (run_dir / "complete.json").exists() and run_dir.name.startswith("ensemble-happy-sad-48px-s3-")
@@ -103,14 +103,14 @@ def test_ensemble_averages_calibrated_probabilities_into_a_complete_run(cli, res
     for name in ("confusion_matrix.csv", "confusion_matrix.png", "per_class.csv", "reliability.png", "data.json"):
         assert (run_dir / name).exists(), name
     # the same command finds the finished folder; no work folder is left behind
-    code, again, _ = cli("ensemble", second.name, first.name, "--output", out)
+    code, again, _ = cli("ensemble", second.name, first.name, "--results", out)
     assert code == 0 and run_dir.name in again
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 
 def test_commands_take_an_ensemble_like_any_run(cli, results):
     out, first, second, _ = results
-    code, stdout, _ = cli("ensemble", first.name, second.name, "--output", out)
+    code, stdout, _ = cli("ensemble", first.name, second.name, "--results", out)
     run_dir = out / stdout.split("run folder: ")[1].splitlines()[0].split("/")[-1]
     code, stdout, err = cli("compare", "--results", out, "--out", out.parent / "cmp")
     assert code == 0, err
@@ -128,28 +128,28 @@ def test_commands_take_an_ensemble_like_any_run(cli, results):
 
 def test_members_must_answer_the_same_question_on_the_same_images(cli, results, tmp_path):
     out, first, second, other_seed = results
-    code, _, err = cli("ensemble", first.name, "--output", out)
+    code, _, err = cli("ensemble", first.name, "--results", out)
     assert code == 2 and "at least two different runs" in err
-    code, _, err = cli("ensemble", first.name, first.name, "--output", out)
+    code, _, err = cli("ensemble", first.name, first.name, "--results", out)
     assert code == 2 and "at least two different runs" in err
-    code, _, err = cli("ensemble", first.name, other_seed.name, "--output", out)
+    code, _, err = cli("ensemble", first.name, other_seed.name, "--results", out)
     assert code == 2 and "validated on different images (validation seed 4 vs 3)" in err and "Traceback" not in err
     seven = execute(RunConfig(epochs=1, seed=3, classes="happy,sad,neutral"), output=out)
-    code, _, err = cli("ensemble", first.name, seven.name, "--output", out)
+    code, _, err = cli("ensemble", first.name, seven.name, "--results", out)
     assert code == 2 and "must answer the same question" in err
     data = tmp_path / "faces"
     for k, name in enumerate(("happy", "sad")):
         write_faces(data, "train", name, name, 30, seed=k)
         write_faces(data, "test", name, name, 8, seed=10 + k)
     elsewhere = execute(RunConfig(epochs=1, seed=3, data=str(data)), output=out)
-    code, _, err = cli("ensemble", first.name, elsewhere.name, "--output", out)
+    code, _, err = cli("ensemble", first.name, elsewhere.name, "--results", out)
     assert code == 2 and "different images" in err
-    code, _, err = cli("ensemble", first.name, "no-such-run", "--output", out)
+    code, _, err = cli("ensemble", first.name, "no-such-run", "--results", out)
     assert code == 2 and "no-such-run" in err
     assert not list(out.glob("ensemble-*")) or all((d / "complete.json").exists() for d in out.glob("ensemble-*"))
 
 
 def test_val_seed_only_applies_to_a_split_carved_from_train(cli, tmp_path):
-    code, _, err = cli("run", "--epochs", "1", "--val-split", "test", "--val-seed", "3", "--output", tmp_path)
+    code, _, err = cli("run", "--epochs", "1", "--val-split", "test", "--val-seed", "3", "--results", tmp_path)
     assert code == 2 and "--val-seed applies to a validation split carved from train" in err
     assert not list(tmp_path.iterdir())

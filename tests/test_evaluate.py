@@ -117,6 +117,27 @@ GOLDEN_BUNDLED = np.array([
 ])
 
 
+def test_the_bundled_model_opens_with_plain_keras(tmp_path):
+    """`keras.models.load_model` on the shipped best.keras in a process where fer_bench cannot be
+    imported gives the golden predictions."""
+    import subprocess
+    import sys
+
+    from fer_bench.data.classes import FER_CLASSES
+    from fer_bench.data.synthetic import draw_face
+
+    faces = np.stack([draw_face(name, np.random.default_rng(i)) for i, name in enumerate(FER_CLASSES)])
+    np.save(tmp_path / "faces.npy", faces[..., None].astype("float32"))
+    script = ("import sys; sys.modules['fer_bench'] = None\n"
+              "import keras, numpy as np\n"
+              f"model = keras.models.load_model({str(saved.BUNDLED_DIR / 'best.keras')!r})\n"
+              f"np.save({str(tmp_path / 'probs.npy')!r}, model.predict(np.load({str(tmp_path / 'faces.npy')!r}), verbose=0))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    np.testing.assert_allclose(np.load(tmp_path / "probs.npy"), GOLDEN_BUNDLED, atol=0.01)
+
+
 def test_shipped_bundled_model_gives_its_golden_predictions():
     from fer_bench.data.classes import FER_CLASSES
     from fer_bench.data.synthetic import draw_face
@@ -139,7 +160,7 @@ def test_evaluate_faces_detect_scores_uncropped_photos_through_the_predict_path(
     Image.open(fixture).save(tmp_path / "photos" / "happy" / "astronaut.jpg")
     Image.new("RGB", (200, 200), (30, 60, 90)).save(tmp_path / "photos" / "sad" / "wall.png")
     code, out, err = cli("evaluate", "bundled", "--data", tmp_path / "photos", "--classes", "happy,sad",
-                         "--faces", "detect", "--json", "--output", tmp_path / "evals")
+                         "--faces", "detect", "--json", "--out", tmp_path / "evals")
     assert code == 0, err
     headline = json.loads(out)
     assert headline["faces"] == "detect" and headline["test_images"] == 2

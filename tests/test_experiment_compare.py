@@ -35,7 +35,7 @@ def finished_grid(tmp_path_factory):
     toml.write_text(GRID)
     results = root / "results"
     argv = sys.argv
-    sys.argv = ["fer-bench", "experiment", str(toml), "--output", str(results)]
+    sys.argv = ["fer-bench", "experiment", str(toml), "--results", str(results)]
     try:
         with pytest.raises(SystemExit) as stop:
             main()
@@ -73,9 +73,9 @@ def test_grid_runs_all_and_writes_comparison(finished_grid):
 def test_rerun_skips_finished_runs(finished_grid, cli, monkeypatch):
     toml, results = finished_grid
     monkeypatch.setattr(training, "fit_stage", lambda *a, **k: pytest.fail("trained a finished run"))
-    code, out, _ = cli("experiment", toml, "--output", results)
+    code, out, _ = cli("experiment", toml, "--results", results)
     assert code == 0 and out.count("complete, skipped") == 4
-    code, out, _ = cli("experiment", toml, "--output", results, "--dry-run")
+    code, out, _ = cli("experiment", toml, "--results", results, "--dry-run")
     assert code == 0 and out.count("complete ") == 4
 
 
@@ -146,10 +146,10 @@ def test_runs_differing_in_width_and_seed_pool_by_width_and_a_test_split_run_is_
     toml = tmp_path / "widths.toml"
     toml.write_text(WIDTH_GRID)
     results = tmp_path / "results"
-    code, _, err = cli("experiment", toml, "--output", results, "--no-compare")
+    code, _, err = cli("experiment", toml, "--results", results, "--no-compare")
     assert code == 0, err
     code, _, err = cli("run", "--model", "vggnet", "--image-size", "16", "--epochs", "1", "--width", "0.25",
-                       "--seed", "1", "--val-split", "test", "--output", results)
+                       "--seed", "1", "--val-split", "test", "--results", results)
     assert code == 0, err
     code, out, err = cli("compare", results, "--out", tmp_path / "cmp")
     assert code == 0, err

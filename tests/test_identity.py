@@ -18,14 +18,14 @@ from fer_bench.training import harness
 
 ROOT = Path(__file__).resolve().parents[1]
 FINGERPRINT = {"train_sha256": "0123456789abcdef", "test_sha256": "fedcba9876543210"}
-# experiments/bundled.toml on this fingerprint, as every machine must name it (AVX2 or AVX512_BF16, GPU or not)
+# the shipped experiment bundled.toml on this fingerprint, as every machine must name it (AVX2 or AVX512_BF16, GPU or not)
 BUNDLED_ID = "vggnet-all-40px-s42-f8c95f02"
 
 
 def _bundled_config(monkeypatch, fast_bfloat16: bool, data: Path) -> RunConfig:
     monkeypatch.setattr(precision, "cpu_has_fast_bfloat16", lambda *a: fast_bfloat16)
     monkeypatch.setattr(precision, "gpu_has_fast_bfloat16", lambda: False)
-    (cfg,) = load_experiment(ROOT / "experiments" / "bundled.toml", data=str(data)).configs
+    (cfg,) = load_experiment(ROOT / "fer_bench" / "experiments" / "bundled.toml", data=str(data)).configs
     return resolve(cfg)
 
 

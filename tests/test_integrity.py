@@ -105,8 +105,21 @@ def test_export_csv_to_folders_round_trips(cli, fer_csv, tmp_path):
     code, out, _ = cli("data", "export", fer_csv, tmp_path / "out")
     assert code == 0 and "wrote 5 images" in out
     assert (tmp_path / "out" / "validation" / "neutral" / "PublicTest_4.png").exists()
-    back = read_folder_dataset(tmp_path / "out")  # train+test layout
-    np.testing.assert_array_equal(back.splits()["train"].images[0], read_csv_dataset(fer_csv).train.images[0])
+    back, original = read_folder_dataset(tmp_path / "out"), read_csv_dataset(fer_csv)
+    assert back.layout == "train+test+validation"  # the validation split survives the round trip
+    for split in ("train", "validation", "test"):
+        np.testing.assert_array_equal(back.splits()[split].images, original.splits()[split].images)
+
+
+def test_a_lone_validation_folder_is_the_test_set_and_the_layout_says_so(tmp_path):
+    from conftest import write_faces
+
+    for split in ("train", "validation"):
+        for expression in ("happy", "sad"):
+            write_faces(tmp_path / "kaggle", split, expression, expression, 3)
+    data = read_folder_dataset(tmp_path / "kaggle")
+    assert data.validation is None and len(data.test) == 6
+    assert data.layout == "train+validation (validation/ is the test split: there is no test/ folder)"
 
 
 def test_run_records_dedupe_class_weight_and_given_validation(tmp_path):

@@ -221,3 +221,51 @@ def test_uncalibrated_run_says_so_until_calibrate_fits_its_temperature(cli, trai
         calibration["temperature"], rel=1e-3)  # the same validation split, the same fit
     code, out, _ = cli("predict", photo, "--run", run, "--detector", "haar")
     assert "probabilities calibrated on its validation split" in out
+
+
+def test_thresholds_leave_the_most_answers_confident_that_are_right_often_enough():
+    from fer_bench.reporting.uncertainty import fit_thresholds, is_confident
+
+    # set a: 6 sure and right, 4 torn (top 0.40 vs 0.35) of which one is right; set b: 2 sure, 1 right
+    sure, torn = [0.9, 0.05, 0.05], [0.40, 0.35, 0.25]
+    a = (np.array([sure] * 6 + [torn] * 4), np.array([0] * 6 + [0, 1, 1, 1]))
+    b = (np.array([sure] * 2), np.array([0, 2]))
+    record = fit_thresholds({"a": a, "b": b}, target=0.70)
+    # everything confident: (7/10 + 1/2) / 2 = 0.60 < 0.70; the torn ones uncertain: (6/6 + 1/2) / 2 = 0.75
+    assert record["target_reached"] and record["sets"]["a"]["confident_share"] == 0.6
+    assert record["sets"]["a"]["accuracy_confident"] == 1.0 and record["sets"]["a"]["accuracy_uncertain"] == 0.25
+    assert is_confident(np.array([sure, torn]), record["top"], record["margin"]).tolist() == [True, False]
+    assert not fit_thresholds({"b": b}, target=0.99)["target_reached"]  # sure and wrong: no pair helps
+
+
+def test_unsure_answers_say_so_with_the_two_closest_classes(cli, trained_run, tmp_path, small_folder):
+    import shutil
+
+    run = tmp_path / trained_run.name
+    shutil.copytree(trained_run, run)
+    photo = face_in_canvas(tmp_path / "p.jpg", "happy")
+    code, out, _ = cli("predict", photo, "--run", run, "--detector", "haar", "--json")
+    assert code == 0 and json.loads(out)[0]["uncertain"] is None  # a run without thresholds never claims either
+    code, out, err = cli("calibrate", run, "--uncertain-on", small_folder)
+    assert code == 0 and "confident, right" in out, err
+    record = json.loads((run / "uncertainty.json").read_text())
+    assert record["fitted_on"] == [small_folder.name] and (run / "uncertainty.png").stat().st_size > 0
+    record.update(top=0.999, margin=0.999)  # as if the development data had asked for near certainty
+    (run / "uncertainty.json").write_text(json.dumps(record))
+    code, out, _ = cli("predict", photo, "--run", run, "--detector", "haar", "--json")
+    (answer,) = json.loads(out)
+    assert answer["uncertain"] is True and answer["note"].startswith("Uncertain: ")
+    first, second = sorted(answer["probabilities"], key=answer["probabilities"].get, reverse=True)
+    assert f"{first} " in answer["note"] and f"or {second} " in answer["note"]
+
+
+def test_small_and_turned_faces_are_flagged():
+    from fer_bench.data.faces import Face, _turn
+
+    assert abs(_turn((100, 100), (140, 100), (120, 130))) < 0.01  # nose under the eyes' midpoint: frontal
+    assert _turn((100, 100), (140, 100), (138, 130)) > 0.35  # nose near one eye: turned
+    pixels = np.zeros((48, 48), np.uint8)
+    assert Face((0, 0, 120, 140), pixels, turn=0.05).cautions() == []
+    small, turned = Face((0, 0, 30, 34), pixels, turn=0.0), Face((0, 0, 120, 140), pixels, turn=-0.5)
+    assert small.cautions()[0].startswith("small face (30 px") and small.cautions(scale=2.0) == []
+    assert turned.cautions() == ["face turned far from the camera (answers are less reliable)"]

@@ -108,12 +108,12 @@ def test_auto_precision_trains_under_the_readme_avx2_workaround(tmp_path):
 
     env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
     command = [sys.executable, "-m", "fer_bench", "run", "--model", "vggnet", "--width", "0.25", "--recipe", "strong",
-               "--epochs", "1", "--tta", "none", "--output", str(tmp_path / "results")]
+               "--epochs", "1", "--tta", "none", "--results", str(tmp_path / "results")]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     (config,) = (tmp_path / "results").glob("*/config.json")
     assert json.loads(config.read_text())["precision_used"] == "float32"
-    refused = subprocess.run(command[:-2] + ["--precision", "bfloat16", "--output", str(tmp_path / "other")],
+    refused = subprocess.run(command[:-2] + ["--precision", "bfloat16", "--results", str(tmp_path / "other")],
                              capture_output=True, text=True, env=env, timeout=600)
     assert refused.returncode == 2 and refused.stderr.strip().count("\n") == 0, refused.stderr[-2000:]
     assert "ONEDNN_MAX_CPU_ISA=AVX2" in refused.stderr and not (tmp_path / "other").exists()

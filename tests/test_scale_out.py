@@ -59,7 +59,7 @@ def test_parse_shard():
 
 
 def test_dry_run_of_a_shard_lists_its_part(cli, grid_file, tmp_path):
-    code, out, _ = cli("experiment", grid_file, "--dry-run", "--shard", "2/3", "--output", tmp_path / "r")
+    code, out, _ = cli("experiment", grid_file, "--dry-run", "--shard", "2/3", "--results", tmp_path / "r")
     assert code == 0 and "scale_grid: 9 runs, part 2/3: 3 of them" in out
     assert len([line for line in out.splitlines() if "to do" in line]) == 3
 
@@ -70,7 +70,7 @@ def test_two_local_workers_complete_a_grid_and_compare_it(tmp_path):
     grid.write_text('[defaults]\nepochs = 1\nclasses = "happy,sad"\n[grid]\nmodel = ["scratch", "minixception"]\n'
                     'seed = [1, 2]\n')
     out = tmp_path / "results"
-    done = subprocess.run([sys.executable, "-m", "fer_bench", "experiment", str(grid), "--jobs", "2", "--output", str(out)],
+    done = subprocess.run([sys.executable, "-m", "fer_bench", "experiment", str(grid), "--jobs", "2", "--results", str(out)],
                           capture_output=True, text=True, timeout=600, env=dict(os.environ))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "[worker 1]" in done.stdout and "[worker 2]" in done.stdout
@@ -84,7 +84,7 @@ def test_two_local_workers_complete_a_grid_and_compare_it(tmp_path):
 def test_mirrored_strategy_on_two_logical_cpus_learns_like_one_device(tmp_path):
     out = tmp_path / "results"
     done = subprocess.run([sys.executable, "-m", "fer_bench", "run", "--devices", "2", "--epochs", "6", "--seed", "1",
-                           "--output", str(out)], capture_output=True, text=True, timeout=600, env=dict(os.environ))
+                           "--results", str(out)], capture_output=True, text=True, timeout=600, env=dict(os.environ))
     assert done.returncode == 0, done.stderr
     assert "MirroredStrategy over /cpu:0, /cpu:1: global batch 32, 16 per device" in done.stderr
     (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
@@ -130,7 +130,7 @@ from fer_bench import precision
 precision.cpu_has_fast_bfloat16 = lambda *a: sys.argv[1] == "bf16"
 precision.gpu_has_fast_bfloat16 = lambda: False
 from fer_bench.cli import main
-sys.argv = ["fer-bench", "experiment", sys.argv[2], "--output", sys.argv[3], "--dry-run", "--shard", "1/2"]
+sys.argv = ["fer-bench", "experiment", sys.argv[2], "--results", sys.argv[3], "--dry-run", "--shard", "1/2"]
 main()
 """
 
@@ -161,12 +161,12 @@ def test_dry_run_estimates_time_from_the_rates_measured_here(grid_file, cli, tmp
     from fer_bench.data.dataset import cache_dir
     from fer_bench.runs.experiment import expected_cost, plan
 
-    code, out, _ = cli("experiment", grid_file, "--output", tmp_path / "results", "--dry-run")
+    code, out, _ = cli("experiment", grid_file, "--results", tmp_path / "results", "--dry-run")
     assert code == 0 and "no time estimate yet: 9 runs without a measured rate" in out
     cache_dir().mkdir(parents=True, exist_ok=True)
     (cache_dir() / RATES_FILE).write_text(json.dumps({"scratch|float32|seed": 10.0, "vggnet|float32|seed": 20.0,
                                                       "vggnet|float32|strong": 99.0}))
-    code, out, _ = cli("experiment", grid_file, "--output", tmp_path / "results", "--dry-run")
+    code, out, _ = cli("experiment", grid_file, "--results", tmp_path / "results", "--dry-run")
     assert code == 0
     planned = plan(load_experiment(grid_file), tmp_path / "results")
     images = 800 * 0.9  # the synthetic happy/sad training images less the 10 % validation split

@@ -57,7 +57,7 @@ def test_a_run_trains_on_ferplus_votes(targets, tmp_path):
 
 
 def test_votes_on_data_without_votes_is_one_clear_error(cli, tmp_path):
-    code, _, err = cli("run", "--targets", "votes", "--output", tmp_path / "results")
+    code, _, err = cli("run", "--targets", "votes", "--results", tmp_path / "results")
     assert code == 2 and "needs a crowd's votes" in err and "Traceback" not in err
     assert not list((tmp_path / "results").glob("*/config.json"))
 

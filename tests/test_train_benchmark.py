@@ -12,7 +12,7 @@ def test_train_benchmark_reports_rates_peaks_and_the_seed_ratio(cli, tmp_path, m
     monkeypatch.setattr(training_speed, "SEED_SIZE", 32)  # the seed's 244 px costs minutes; the path is the same
     code, out, err = cli("benchmark", "--train", "--model", "scratch,vggnet", "--image-size", "16",
                          "--precision", "float32", "--images", "64", "--against", "seed", "--json",
-                         "--output", tmp_path / "train.csv")
+                         "--out", tmp_path / "train.csv")
     assert code == 0, err
     rows = json.loads(out)
     assert [(r["model"], r["image_size"], r["precision"]) for r in rows] == [("scratch", 16, "float32"),

@@ -136,7 +136,7 @@ def test_wrong_weights_file_is_a_clear_error(cli, tmp_path):
 
 def test_benchmark_reports_ratios_against_scratch_epoch(cli, tmp_path):
     code, out, _ = cli("benchmark", "--models", "vgg16,mobilenet", "--image-size", "32,48", "--sample", "16",
-                       "--head-epochs", "1", "--precision", "float32", "--output", tmp_path / "bench.csv")
+                       "--head-epochs", "1", "--precision", "float32", "--out", tmp_path / "bench.csv")
     assert code == 0 and "baseline: one scratch CNN epoch" in out and "peak (float32)" in out
     table = pd.read_csv(tmp_path / "bench.csv")
     assert table["model"].tolist() == ["vgg16", "vgg16", "mobilenet", "mobilenet"]
@@ -195,14 +195,14 @@ def test_dry_run_names_every_missing_weights_file_with_the_reason(cli, tmp_path,
     monkeypatch.setattr(keras.utils, "get_file", no_network)
     monkeypatch.chdir(Path(__file__).resolve().parents[1])
     toml = find_experiment_file("original_attempt")
-    code, out, _ = cli("experiment", toml, "--output", tmp_path / "results", "--dry-run")
+    code, out, _ = cli("experiment", toml, "--results", tmp_path / "results", "--dry-run")
     assert code == 0
     missing = [line for line in out.splitlines() if "missing weights" in line]
     assert len(missing) == 4 and all("Temporary failure in name resolution" in line for line in missing)
     names = ("vgg16", "resnet50", "inceptionv3", "mobilenet")
     assert {name for name in names if any(f"for {name} " in m for m in missing)} == set(names)
     assert any("mobilenet_2_5_224_tf_no_top.h5" in m for m in missing)  # Keras' own name for the file at 244 px
-    code, _, err = cli("experiment", toml, "--output", tmp_path / "results")
+    code, _, err = cli("experiment", toml, "--results", tmp_path / "results")
     assert code == 2 and "4 weights file(s) missing, nothing trained" in err
     assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
 

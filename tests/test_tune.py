@@ -29,7 +29,7 @@ def space(tmp_path):
 
 def test_trials_are_runs_and_the_best_comes_out_as_an_experiment(cli, space, tmp_path):
     out = tmp_path / "results"
-    code, stdout, err = cli("tune", space, "--trials", "3", "--output", out)
+    code, stdout, err = cli("tune", space, "--trials", "3", "--results", out)
     assert code == 0, err
     record = next((out / "tune").glob("space-*/"))
     trials = pd.read_csv(record / "trials.csv")
@@ -47,7 +47,7 @@ def test_trials_are_runs_and_the_best_comes_out_as_an_experiment(cli, space, tmp
     (cfg, run_dir, status), = plan(load_experiment(record / "best.toml"), out)
     assert run_dir.name == best_run and status == "complete"
     # the same command with more trials continues the study: one more trial, not four
-    code, stdout, err = cli("tune", space, "--trials", "4", "--output", out)
+    code, stdout, err = cli("tune", space, "--trials", "4", "--results", out)
     assert code == 0, err
     assert len(pd.read_csv(record / "trials.csv")) == 4 and "4 trials" in stdout
 
@@ -95,6 +95,9 @@ def test_a_pruned_run_is_never_complete_and_resumes_later(tmp_path):
 
 @pytest.mark.parametrize("text, fragment", [
     (SPACE.replace("seed = 7", "seed = 7\nval_split = \"test\""), "validation only"),
+    (SPACE + 'val_split = ["train", "test"]\n', "validation only"),
+    (SPACE.replace("seed = 7\n", "") + "seed = [1, 2]\n", "searching 'seed' would validate trials on different"),
+    (SPACE + "val_fraction = [0.1, 0.2]\n", "searching 'val_fraction'"),
     (SPACE.replace("momentum = [0.0, 0.9]", "momentun = [0.0, 0.9]"), "did you mean 'momentum'"),
     (SPACE.replace("seed = 7", "seed = 7\nmomentum = 0.9"), "both fixed"),
     (SPACE.replace("momentum = [0.0, 0.9]", "momentum = 0.9"), "list of choices"),
@@ -103,6 +106,6 @@ def test_a_pruned_run_is_never_complete_and_resumes_later(tmp_path):
 def test_bad_spaces_are_one_line_errors(cli, tmp_path, text, fragment):
     path = tmp_path / "bad.toml"
     path.write_text(text)
-    code, _, err = cli("tune", path, "--trials", "2", "--output", tmp_path / "results")
+    code, _, err = cli("tune", path, "--trials", "2", "--results", tmp_path / "results")
     assert code == 2 and fragment in err and "Traceback" not in err
     assert not (tmp_path / "results").exists()

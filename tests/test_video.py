@@ -145,7 +145,7 @@ def test_video_benchmark_times_both_schemes_with_their_memory(cli, tmp_path):
     for k in range(30):
         writer.write(np.full((120, 160, 3), 60 + k, np.uint8))
     writer.release()
-    code, out, err = cli("benchmark", "--video", clip, "--frame-sizes", "96x64", "--output", tmp_path / "video.csv")
+    code, out, err = cli("benchmark", "--video", clip, "--frame-sizes", "96x64", "--out", tmp_path / "video.csv")
     assert code == 0, err
     table = pd.read_csv(tmp_path / "video.csv")
     assert table["every"].tolist() == [1, 5] and (table["frames"] == 30).all()  # 30 fps: 6 answers a second

@@ -149,8 +149,10 @@ def to_native(image: Image.Image) -> np.ndarray:
     return np.asarray(gray, dtype=np.uint8)
 
 
-def find_split_dirs(root: Path) -> tuple[Path, Path, str]:
-    """Locate the train and test split folders of a dataset folder, or raise UserError."""
+def find_split_dirs(root: Path) -> tuple[Path, Path, Path | None, str]:
+    """Locate the train, test and (if there is one beside test/) validation split folders of a dataset
+    folder, or raise UserError. A validation/ folder without a test/ one (Kaggle's layout) is the test set,
+    and the layout says so."""
     if not root.exists():
         raise UserError(f"data path does not exist: {root}")
     if not root.is_dir():
@@ -158,10 +160,14 @@ def find_split_dirs(root: Path) -> tuple[Path, Path, str]:
     for base in (root, root / "images"):
         if not (base / "train").is_dir():
             continue
-        for name in TEST_SPLIT_NAMES:
-            if (base / name).is_dir():
-                layout = f"{'images/' if base != root else ''}train+{name}"
-                return base / "train", base / name, layout
+        prefix = "images/" if base != root else ""
+        found = [name for name in TEST_SPLIT_NAMES if (base / name).is_dir()]
+        if "test" in found and len(found) > 1:  # e.g. what `fer-bench data export` writes from fer2013.csv
+            return base / "train", base / "test", base / found[1], f"{prefix}train+test+{found[1]}"
+        if found:
+            name = found[0]
+            note = "" if name == "test" else f" ({name}/ is the test split: there is no test/ folder)"
+            return base / "train", base / name, None, f"{prefix}train+{name}{note}"
     raise UserError(
         f"no dataset layout found in {root}: expected train/ and test/ (or validation/) "
         "folders with one sub-folder per class, optionally under images/"
@@ -222,12 +228,14 @@ def decode_files(root: Path, files: list[tuple[str, Path]], class_names: tuple[s
 def read_folder_dataset(root: Path, use_cache: bool = True) -> Dataset:
     """Read (or load from cache) every class of a folder dataset as 48x48 uint8 arrays."""
     root = Path(root)
-    train_dir, test_dir, layout = find_split_dirs(root)
+    train_dir, test_dir, validation_dir, layout = find_split_dirs(root)
     train_files, test_files = list_class_files(train_dir), list_class_files(test_dir)
+    validation_files = list_class_files(validation_dir) if validation_dir else []
     if not train_files:
         raise UserError(f"no class folders with files in {train_dir}")
-    key = file_list_key(root, train_files + test_files)
-    return cached_dataset(key, use_cache, lambda: _decode_folders(root, layout, train_files, test_files))
+    key = file_list_key(root, train_files + test_files + validation_files)
+    return cached_dataset(key, use_cache,
+                          lambda: _decode_folders(root, layout, train_files, test_files, validation_files))
 
 
 def read_labelled_folder(root: Path) -> tuple[Split, tuple[str, ...], list[str], str]:
@@ -244,14 +252,17 @@ def read_labelled_folder(root: Path) -> tuple[Split, tuple[str, ...], list[str],
     return split, class_names, skipped, "class folders" if split_dir == root else f"{split_dir.name}/ only"
 
 
-def _decode_folders(root: Path, layout: str, train_files, test_files) -> Dataset:
-    log.info("decoding %d images from %s (cached afterwards)", len(train_files) + len(test_files), root)
-    class_names = tuple(sorted({c for c, _ in train_files + test_files}))
+def _decode_folders(root: Path, layout: str, train_files, test_files, validation_files=()) -> Dataset:
+    every = train_files + test_files + list(validation_files)
+    log.info("decoding %d images from %s (cached afterwards)", len(every), root)
+    class_names = tuple(sorted({c for c, _ in every}))
     formats: Counter = Counter()
     train, skipped_train = decode_files(root, train_files, class_names, formats)
     test, skipped_test = decode_files(root, test_files, class_names, formats)
-    return Dataset(str(root.resolve()), layout, class_names, train, test, skipped=skipped_train + skipped_test,
-                   formats=dict(formats))
+    validation, skipped_validation = (decode_files(root, list(validation_files), class_names, formats)
+                                      if validation_files else (None, []))
+    return Dataset(str(root.resolve()), layout, class_names, train, test, validation,
+                   skipped=skipped_train + skipped_test + skipped_validation, formats=dict(formats))
 
 
 def cached_dataset(key: str, use_cache: bool, decode) -> Dataset:

@@ -27,6 +27,8 @@ MIN_CONFIDENCE = 0.9  # MTCNN face score below which a box is not taken for a fa
 FER_EYES_X, FER_EYES_Y = 0.497, 0.388
 FER_EYE_DISTANCE = 0.365
 FER_EYES_TO_MOUTH = 0.393
+SMALL_FACE = 36  # px: a detector box narrower than 3/4 of FER2013's 48 px is upscaled into the model's input
+TURNED = 0.35  # nose off the eyes' midpoint by this fraction of the eye distance: turned far (~40 degrees)
 
 
 @dataclass
@@ -36,6 +38,17 @@ class Face:
     box: tuple[int, int, int, int]
     pixels: np.ndarray  # (48, 48) uint8
     confidence: float | None = None
+    turn: float | None = None  # the nose's offset from the eyes' midpoint along the eye line, / eye distance
+
+    def cautions(self, scale: float = 1.0) -> list[str]:
+        """Why an answer about this face is less reliable than usual (`scale`: photo pixels per box pixel)."""
+        notes = []
+        if min(self.box[2], self.box[3]) * scale < SMALL_FACE:
+            notes.append(f"small face ({int(min(self.box[2], self.box[3]) * scale)} px; answers are less reliable "
+                         f"below {SMALL_FACE} px)")
+        if self.turn is not None and abs(self.turn) > TURNED:
+            notes.append("face turned far from the camera (answers are less reliable)")
+        return notes
 
 
 @lru_cache(maxsize=1)
@@ -76,6 +89,15 @@ def _square_crop(image: Image.Image, box) -> np.ndarray:
     return to_native(image.crop((x, y, x + w, y + h)))
 
 
+def _turn(left_eye, right_eye, nose) -> float:
+    """How far a face is turned sideways: the nose's offset from the eyes' midpoint, along the line
+    between the eyes, as a fraction of their distance (0 frontal; about 0.5 in profile)."""
+    left, right, nose = (np.asarray(p, dtype=float) for p in (left_eye, right_eye, nose))
+    across = right - left
+    distance = float(np.linalg.norm(across))
+    return float(np.dot(nose - (left + right) / 2, across) / distance**2) if distance else 0.0
+
+
 def find_faces(image: Image.Image, detector: str = "mtcnn") -> list[Face]:
     """Every face in an RGB photo, left to right, each as its box and 48x48 model input."""
     if detector not in DETECTORS:
@@ -96,5 +118,5 @@ def find_faces(image: Image.Image, detector: str = "mtcnn") -> list[Face]:
             # the image's left eye (the person's right) first, so the angle is that of the line between them
             eyes = sorted([points["left_eye"], points["right_eye"]], key=lambda p: p[0])
             faces.append(Face(tuple(int(v) for v in f["box"]), aligned_crop(image.convert("RGB"), eyes[0], eyes[1], mouth),
-                              float(f["confidence"])))
+                              float(f["confidence"]), _turn(eyes[0], eyes[1], points["nose"])))
     return sorted(faces, key=lambda face: (face.box[0], face.box[1]))

@@ -28,13 +28,21 @@ class TemperatureScaled(keras.layers.Layer):
 
 def average_of_calibrated(members: list, temperatures: list[float | None]):
     """One model whose output is the mean of the members' calibrated probabilities (a member without a
-    temperature enters raw). Members must take the same input."""
+    temperature enters raw). Members must take the same input. A member that ends in a softmax is
+    calibrated with stock layers (its logits scaled by 1/T, then the softmax), so the ensemble opens
+    with plain Keras; any other member (an ensemble) through TemperatureScaled."""
     shapes = {tuple(m.inputs[0].shape[1:]) for m in members}
     if len(shapes) != 1:
         raise ValueError(f"members take different inputs: {sorted(shapes)}")
     pixels = keras.Input(shapes.pop(), name="pixels")
     outputs = []
     for i, (member, temperature) in enumerate(zip(members, temperatures)):
-        probs = keras.Model(member.inputs[0], member.outputs[0], name=f"member_{i}")(pixels)
-        outputs.append(TemperatureScaled(temperature or 1.0, name=f"calibrated_{i}")(probs))
+        last = member.layers[-1]
+        if isinstance(last, keras.layers.Activation) and last.get_config()["activation"] == "softmax":
+            logits = keras.Model(member.inputs[0], last.input, name=f"member_{i}")(pixels)
+            scaled = keras.layers.Rescaling(1 / (temperature or 1.0), dtype="float32", name=f"calibrated_{i}")(logits)
+            outputs.append(keras.layers.Activation("softmax", dtype="float32", name=f"probs_{i}")(scaled))
+        else:
+            probs = keras.Model(member.inputs[0], member.outputs[0], name=f"member_{i}")(pixels)
+            outputs.append(TemperatureScaled(temperature or 1.0, name=f"calibrated_{i}")(probs))
     return keras.Model(pixels, keras.layers.Average(name="mean_probability", dtype="float32")(outputs), name="ensemble")

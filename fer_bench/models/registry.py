@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from ..errors import UserError
@@ -65,6 +66,16 @@ def model_info(name: str) -> ModelInfo:
     if name not in _REGISTRY:
         raise UserError(f"unknown model {name!r}; registered: {', '.join(list_models())}")
     return _REGISTRY[name][0]
+
+
+def builder_key(name: str) -> str:
+    """A short hash of the source file that builds model `name`: what a per-machine cache of facts
+    about the built model (its FLOPs) is keyed by, so a changed architecture is counted again."""
+    import hashlib
+    import inspect
+
+    model_info(name)
+    return hashlib.sha256(Path(inspect.getsourcefile(_REGISTRY[name][1])).read_bytes()).hexdigest()[:12]
 
 
 def check_image_size(info: ModelInfo, image_size: int) -> None:

@@ -47,9 +47,33 @@ def inference_model(model):
     rest = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer) and layer not in inner]
     if len(inner) == 1 and rest and all(layer.name.startswith("aug_") for layer in rest):
         model = inner[0]
-    plain = keras.Model.from_config(_with_stock_layers(model.get_config()))
-    plain.set_weights(model.get_weights())
-    return plain
+    return _rebuilt(model, _with_stock_layers(model.get_config()))
+
+
+def in_float32(model):
+    """`model` computing in float32 throughout (same weights): what the bundled model ships as, so
+    that every CPU runs it, with or without native bfloat16."""
+    return _rebuilt(model, _with_float32_policy(model.get_config()))
+
+
+def _rebuilt(model, config: dict):
+    import keras
+
+    rebuilt = keras.Model.from_config(config)
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt
+
+
+def _with_float32_policy(config):
+    """A serialized Keras config with every layer's mixed dtype policy (mixed_bfloat16, ...) as float32."""
+    if isinstance(config, list):
+        return [_with_float32_policy(item) for item in config]
+    if not isinstance(config, dict):
+        return config
+    config = {key: _with_float32_policy(value) for key, value in config.items()}
+    if config.get("class_name") == "DTypePolicy" and str(config.get("config", {}).get("name", "")).startswith("mixed_"):
+        config["config"] = {**config["config"], "name": "float32"}
+    return config
 
 
 def _with_stock_layers(config):
@@ -60,7 +84,12 @@ def _with_stock_layers(config):
         return config
     config = {key: _with_stock_layers(value) for key, value in config.items()}
     if config.get("class_name") in STOCK_LAYERS and str(config.get("registered_name", "")).startswith("fer_bench>"):
-        config.update(module="keras.layers", class_name=STOCK_LAYERS[config["class_name"]], registered_name=None)
+        stock = STOCK_LAYERS[config["class_name"]]
+        config.update(module="keras.layers", class_name=stock, registered_name=None)
+        if stock == "Identity":  # it takes its input alone, not the BatchNormalization's call arguments
+            for node in config.get("inbound_nodes", []):
+                for argument in ("mask", "training"):
+                    node.get("kwargs", {}).pop(argument, None)
     return config
 
 
@@ -77,12 +106,12 @@ def bundled_run_dir() -> Path:
 
 BUNDLE_FILES = ("config.json", "data.json", "environment.json", "metrics.json", "per_class.csv",
                 "confusion_matrix.csv", "confusion_matrix.png", "history.csv", "curves.png", "calibration.json",
-                "reliability.png", "complete.json")
+                "reliability.png", "uncertainty.json", "uncertainty.png", "MODEL_CARD.md", "complete.json")
 
 
 def name_data_by_fingerprint(folder: Path) -> None:
-    """Replace the training machine's data path in a shipped run's config.json and data.json by the
-    data's folder name and content fingerprint, which mean the same on every machine."""
+    """Replace the training machine's data paths in a shipped run's config.json and data.json by the
+    data's folder names and content fingerprints, which mean the same on every machine."""
     import json
 
     from ..files import write_json
@@ -92,13 +121,19 @@ def name_data_by_fingerprint(folder: Path) -> None:
         name = Path(config["data"]).name
         config["data"] = f"{name} (fingerprint: train {data['train_sha256']}, test {data['test_sha256']})"
         data["source"] = name
+    for source in data.get("also_trained_on", []):  # --also-train sources: by folder name and content too
+        source["source"] = Path(source["source"]).name
+    if config.get("also_train"):
+        config["also_train"] = ",".join(f"{Path(item.rsplit(':', 1)[0]).name}:{item.rsplit(':', 1)[1]}"
+                                        for item in config["also_train"].split(","))
     write_json(folder / "config.json", config)
     write_json(folder / "data.json", data)
 
 
 def write_bundle(run_dir: Path, target: Path = BUNDLED_DIR) -> Path:
     """Copy a complete run into `target` as the bundled model: its record files and its best model
-    without optimizer state (a third of the size). Written beside and renamed into place."""
+    without optimizer state (a third of the size), computing in float32 (runs on every CPU). Written
+    beside and renamed into place."""
     import shutil
 
     from ..files import folder_replacing
@@ -106,7 +141,7 @@ def write_bundle(run_dir: Path, target: Path = BUNDLED_DIR) -> Path:
     if not (run_dir / "complete.json").exists():
         raise UserError(f"not a complete run folder: {run_dir}")
     with folder_replacing(target, ".bundle-") as work:
-        load_saved_model(run_dir / "best.keras").save(work / "best.keras")
+        in_float32(load_saved_model(run_dir / "best.keras")).save(work / "best.keras")
         for name in BUNDLE_FILES:
             if (run_dir / name).exists():
                 shutil.copy2(run_dir / name, work / name)

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest, false_discovery_control
 
-from ..config import neutral_values
+from ..config import compared_options, neutral_values
 from ..errors import UserError
 from ..files import make_work_dir, save_figure, write_csv
 from ..run_folder import find_run_dirs, is_stale
@@ -136,8 +136,10 @@ def _is_number(text: str) -> bool:
 
 
 def varying_columns(runs: list[Run]) -> list[str]:
-    """Config keys whose shown value differs among the runs (model always first)."""
-    keys = sorted({k for r in runs for k in r.config} - NEVER_COLUMNS - {"model"})
+    """The options RunConfig declares as what a run is (and an ensemble's members) whose shown value
+    differs among the runs (model always first)."""
+    declared = set(compared_options()) | {"members"}
+    keys = sorted({k for r in runs for k in r.config} & declared - NEVER_COLUMNS - {"model"})
     return ["model"] + [k for k in keys if len({json.dumps(r.value(k), default=str) for r in runs}) > 1]
 
 
@@ -300,9 +302,12 @@ def _caption(runs: list[Run], baselines: list[Run]) -> str:
         base = (f"{baselines[0].config['model']} ({', '.join(b.name for b in baselines)})")
     else:
         base = "none (no baseline run on this test set: no tests)"
+    twins = first.data.get("duplicates", {}).get("test_images_with_a_twin_in_train")
+    twins_text = "" if twins is None else (f" {twins} of its images have a pixel-identical twin in train (each run's "
+                                           "metrics.json scores it without them too: without_train_twins).")
     return (f"Test set: {Path(str(source)).name} ({first.data.get('layout', '?')}), {first.metrics['test_images']} "
             f"images, classes {', '.join(first.data['classes'])} (test fingerprint {first.data['test_sha256']}); "
-            f"majority-class accuracy {majority:.4f}. Baseline: {base}.")
+            f"majority-class accuracy {majority:.4f}.{twins_text} Baseline: {base}.")
 
 
 def _plot(table: Table, out: Path, suffix: str) -> None:

@@ -1,6 +1,7 @@
 """The cross-data-set view of a comparison: one row per configuration (seeds pooled), one column group
 per data set a run was scored on (its own test set first, then each `fer-bench evaluate` of it), and
-a heat map of configurations x data sets.
+a heat map of configurations x data sets. The last column is the mean balanced accuracy over the
+other data sets (missing unless the configuration was scored on every one of them).
 
 A data set is identified by its evaluation folder's name, which hashes its pixels, labels, scored
 classes, test-time augmentation and face mode: runs scored on different images never share a column,
@@ -20,6 +21,7 @@ from ..files import save_figure
 
 OWN_TEST = "own test set"
 METRICS = (("accuracy", "accuracy"), ("balanced_accuracy", "balanced"), ("macro_f1", "macro-F1"))
+MEAN_BALANCED = "mean balanced accuracy over the other data sets"  # the development protocol's choice rule
 
 
 def read_evaluations(run_dir: Path) -> dict[str, dict]:
@@ -67,7 +69,7 @@ def cross_data_frames(rows: list[tuple[str, str, dict, dict[str, dict]]]) -> tup
         configs.setdefault(key, []).append({OWN_TEST: own, **evaluations})
     shown, means = [], []
     for key, runs in configs.items():
-        row, mean_row = {"configuration": names[key], "seeds": len(runs)}, {}
+        row, mean_row, balanced = {"configuration": names[key], "seeds": len(runs)}, {}, []
         for name in order:
             scored = [r[name] for r in runs if name in r]
             if scored and len(scored) < len(runs):  # some seeds not scored: do not pool a part
@@ -76,6 +78,9 @@ def cross_data_frames(rows: list[tuple[str, str, dict, dict[str, dict]]]) -> tup
                 intervals = [tuple(s["accuracy_ci95"]) for s in scored] if key == "accuracy" else None
                 row[f"{labels[name]}: {heading}"] = _cell([s[key] for s in scored], intervals)
             mean_row[labels[name]] = float(np.mean([s["accuracy"] for s in scored])) if scored else math.nan
+            if name != OWN_TEST:
+                balanced.append(float(np.mean([s["balanced_accuracy"] for s in scored])) if scored else math.nan)
+        row[MEAN_BALANCED] = "missing" if not balanced or any(map(math.isnan, balanced)) else f"{np.mean(balanced):.4f}"
         shown.append(row)
         means.append(mean_row)
     heat = pd.DataFrame(means, index=[names[key] for key in configs])

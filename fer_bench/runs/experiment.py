@@ -8,6 +8,7 @@ import functools
 import itertools
 import logging
 import os
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,13 +37,26 @@ class Experiment:
     evaluate: list[str] = field(default_factory=list)
 
 
+SHIPPED = Path(__file__).resolve().parents[1] / "experiments"  # the named experiments inside the package
+
+
 def find_experiment_file(name_or_path: str | Path) -> Path:
-    """An experiment given as a TOML path or as a name under ./experiments/."""
+    """An experiment given as a TOML path or as the name of one shipped with fer_bench (`--list`)."""
     path = Path(name_or_path)
-    for candidate in (path, Path("experiments") / f"{name_or_path}.toml"):
+    for candidate in (path, SHIPPED / f"{name_or_path}.toml"):
         if candidate.is_file():
             return candidate
-    raise UserError(f"no experiment file {name_or_path!r} (looked for it and for experiments/{name_or_path}.toml)")
+    raise UserError(f"no experiment file {name_or_path!r} and no shipped experiment of that name "
+                    "(`fer-bench experiment --list` shows them)")
+
+
+def shipped_experiments() -> list[tuple[str, str]]:
+    """(name, the start of its description) of every experiment shipped with fer_bench."""
+    listed = []
+    for path in sorted(SHIPPED.glob("*.toml")):
+        description = " ".join(tomllib.loads(path.read_text()).get("description", "").split())
+        listed.append((path.stem, textwrap.shorten(description, 96, placeholder=" ...")))
+    return listed
 
 
 def load_experiment(path: Path, data: str | None = None) -> Experiment:
@@ -208,13 +222,13 @@ def _flops(model: str, size: int, width: float | None) -> int:
     counted on the built model once and stored there (building a base takes seconds; planning a
     grid should not)."""
     import json
-    from importlib import metadata
 
     from ..data.dataset import cache_dir
     from ..files import write_json
+    from ..models.registry import builder_key
 
     path = cache_dir() / "flops.json"
-    key = f"{metadata.version('fer-bench')}|{model}|{size}|{width}"
+    key = f"{builder_key(model)}|{model}|{size}|{width}"  # the model's code by content, not the package version
     try:
         known = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -285,7 +299,7 @@ def run_experiment(experiment: Experiment, output: Path, echo=print, shard: tupl
                 execute(cfg, output=output)
             except RunLocked:
                 echo(f"{prefix}: another worker is training it, skipped")
-        if is_complete(run_dir) and (unscored := [p for p in experiment.evaluate if p not in scored_on(run_dir) | {cfg.data}]):
+        if is_complete(run_dir) and (unscored := [p for p in experiment.evaluate if p not in scored_on(run_dir)]):
             echo(f"{prefix}: scoring on {', '.join(Path(p).name for p in unscored)}")
             score_elsewhere(run_dir, cfg.test_usage, [(p, None) for p in unscored])
         done.append(run_dir)

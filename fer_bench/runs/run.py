@@ -206,7 +206,7 @@ def execute(cfg: RunConfig, output: Path = Path("results"), force: bool = False,
 
 def score_elsewhere(run_dir: Path, test_usage: str, data: list[tuple[str, str | None]]) -> None:
     """Score a trained run on other labelled data sets, each (path, classes: a comma list, or None for
-    every class it shares with the run), into the run's evaluations/: each --also-train source's own
+    the run's classes), into the run's evaluations/: each --also-train source's own
     test part (its development part where it has none; a mixed test set would hide where it fails),
     an experiment's `evaluate` sets."""
     from ..reporting.scoring import evaluate_run
@@ -214,6 +214,7 @@ def score_elsewhere(run_dir: Path, test_usage: str, data: list[tuple[str, str | 
 
     loaded = load_trained(run_dir)
     for path, classes in data:
+        classes = classes or ",".join(loaded.class_names)  # the data's images of the run's classes
         _, metrics = evaluate_run(loaded, Path(path), run_dir / "evaluations", classes, "none", test_usage)
         log.info("%s on %s (%s): accuracy %.4f, balanced accuracy %.4f", run_dir.name, path,
                  metrics["layout"], metrics["accuracy"], metrics["balanced_accuracy"])
@@ -223,6 +224,39 @@ def scored_on(run_dir: Path) -> set[str]:
     """The data sets (resolved paths) a run has been scored on in its evaluations/."""
     return {str(Path(json.loads(f.read_text())["data"]).resolve())
             for f in (run_dir / "evaluations").glob("*/metrics.json")}
+
+
+def fit_uncertainty(run_dir: Path, data: list[str]) -> dict:
+    """Choose when a complete run's answers say they are unsure (reporting/uncertainty.py) on labelled
+    development sets `data` (each scored into evaluations/ first where it is not yet); writes
+    uncertainty.json and uncertainty.png into the run folder and returns the record."""
+    import numpy as np
+    import pandas as pd
+
+    from ..reporting.uncertainty import UNCERTAINTY_FILE, fit_thresholds, plot_confidence
+
+    if not is_complete(run_dir):
+        raise UserError(f"not a complete run folder: {run_dir}")
+    wanted = [str(Path(p).resolve()) for p in data]
+    for path in wanted:
+        if not Path(path).exists():
+            raise UserError(f"data path does not exist: {path}")
+    config = json.loads((run_dir / "config.json").read_text())
+    if missing := [p for p in wanted if p not in scored_on(run_dir)]:
+        score_elsewhere(run_dir, config.get("test_usage", "PrivateTest"), [(p, None) for p in missing])
+    sets = {}
+    for metrics_file in sorted((run_dir / "evaluations").glob("*/metrics.json")):
+        metrics = json.loads(metrics_file.read_text())
+        if (str(Path(metrics["data"]).resolve()) in wanted and metrics.get("tta") == "none"
+                and metrics.get("faces", "off") == "off"):
+            table = pd.read_csv(metrics_file.parent / "predictions.csv")
+            classes = list(metrics["classes"])
+            labels = np.array([classes.index(c) for c in table["true"]])
+            sets[Path(metrics["data"]).name] = (table[[f"p_{c}" for c in classes]].to_numpy(), labels)
+    record = {**fit_thresholds(sets), "fitted_on": sorted(sets)}
+    write_json(run_dir / UNCERTAINTY_FILE, record)
+    plot_confidence(sets, record, run_dir / "uncertainty.png")
+    return record
 
 
 def load_recorded_run(run_dir: Path, data: str | None = None) -> tuple[RunConfig, Dataset]:

@@ -52,8 +52,16 @@ class SearchSpace:
         return f"{self.name}-{hashlib.sha256(spec.encode()).hexdigest()[:8]}"
 
 
+# options that decide which images validate a trial: a search over them ranks trials on different images
+# (the seed too, unless val_seed fixes the validation split)
+VALIDATION_CHOOSERS = {"val_split", "val_fraction", "val_seed", "data", "classes", "test_usage", "dedupe", "also_train"}
+
+
 def load_space(path: Path, data: str | None = None) -> SearchSpace:
-    """Read and check a search-space TOML; `data` overrides its data path."""
+    """Read and check a search-space TOML (a path, or the name of one shipped with fer_bench, e.g.
+    vggnet_quick); `data` overrides its data path."""
+    shipped = Path(__file__).resolve().parents[1] / "experiments" / "spaces" / f"{path}.toml"
+    path = shipped if not Path(path).is_file() and shipped.is_file() else Path(path)
     try:
         spec = tomllib.loads(Path(path).read_text())
     except FileNotFoundError:
@@ -75,8 +83,12 @@ def load_space(path: Path, data: str | None = None) -> SearchSpace:
         if not ranged and not (isinstance(values, list) and values):
             raise UserError(f"{path}: search option {key!r} must be a non-empty list of choices or "
                             "{ low = ..., high = ... } (optionally log = true or step = ...)")
-    if defaults.get("val_split") == "test":
+    searched_splits = search.get("val_split", [])
+    if defaults.get("val_split") == "test" or (isinstance(searched_splits, list) and "test" in searched_splits):
         raise UserError(f"{path}: a search scores trials on validation only; val_split 'test' would choose on the test split")
+    if moved := sorted(set(search) & (VALIDATION_CHOOSERS | ({"seed"} if "val_seed" not in defaults else set()))):
+        raise UserError(f"{path}: searching {moved[0]!r} would validate trials on different images, so their scores "
+                        "could not be ranked; fix it in [defaults]")
     RunConfig.from_dict({**defaults, **{k: _example(v) for k, v in search.items()}})  # unknown options, wrong types
     return SearchSpace(Path(path).stem, spec.get("description", ""), defaults, search)
 

@@ -49,7 +49,7 @@ def run_workers(experiment_file: Path, jobs: int, data: Path | None, output: Pat
     processes = []
     for k in range(1, jobs + 1):
         command = [sys.executable, "-m", "fer_bench", "experiment", str(experiment_file), "--shard", f"{k}/{jobs}",
-                   "--output", str(output), "--no-compare"] + (["--data", str(data)] if data is not None else [])
+                   "--results", str(output), "--no-compare"] + (["--data", str(data)] if data is not None else [])
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                                    env=worker_environment(k, jobs, gpus))
         relay = threading.Thread(target=_relay, args=(k, process.stdout, echo), daemon=True)

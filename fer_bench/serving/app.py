@@ -45,6 +45,7 @@ def _face_card(answer: FaceAnswer):
                       style="image-rendering:pixelated;margin-right:1em"),
                ui.div(*bars, class_="bars"), style="display:flex;align-items:center;flex-wrap:wrap"),
         ui.p(ui.strong(answer.sentence, id=f"sentence-{n}")),
+        *[ui.p(ui.em(f"Note: {caution}"), class_="caution") for caution in answer.cautions],
         id=f"face-{n}", class_="face card", style="padding:0.5em;margin:0.5em 0",
     )
 

@@ -1,6 +1,7 @@
 """Classify ordinary photos with a finished run (by default the bundled model): every face in each
 photo is found and aligned (`data.faces.find_faces`), all crops go through the model in one batch, and
-the probabilities are calibrated with the run's temperature."""
+the probabilities are calibrated with the run's temperature. An answer says when it is unsure (the
+run's uncertainty.json thresholds, chosen on development data) and when the face is small or turned."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from ..data.faces import find_faces
 from ..data.photos import Photo, read_image
 from ..errors import UserError
 from ..reporting.calibration import CALIBRATION_FILE, apply_temperature
+from ..reporting.uncertainty import UNCERTAINTY_FILE, is_confident
 from ..run_folder import find_run_dirs, is_complete
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -32,15 +34,18 @@ class FaceAnswer:
     probabilities: dict[str, float]
     model: str
     pixels: np.ndarray = field(repr=False)  # the 48x48 gray crop the answer came from
+    uncertain: bool | None = None  # None: the run has no uncertainty thresholds
+    cautions: list[str] = field(default_factory=list)  # e.g. a small or turned face
 
     @property
     def sentence(self) -> str:
-        return sentence(self.probabilities)
+        return sentence(self.probabilities, bool(self.uncertain))
 
     def record(self) -> dict:
-        """The JSON / CSV form: file, box, label, probabilities, model."""
+        """The JSON / CSV form: file, box, label, probabilities, model, uncertain, cautions."""
         return {"file": self.file, "face": self.face, "box": self.box, "label": self.label,
-                "probabilities": self.probabilities, "model": self.model}
+                "probabilities": self.probabilities, "model": self.model, "uncertain": self.uncertain,
+                "note": self.sentence if self.uncertain else None, "cautions": self.cautions}
 
 
 @dataclass
@@ -53,6 +58,13 @@ class LoadedRun:
     model_name: str
     test_accuracy: float
     temperature: float | None  # None: the run has no calibration (older runs); probabilities are raw
+    uncertainty: dict | None = None  # uncertainty.json: when an answer says it is unsure (None: never)
+
+    def is_uncertain(self, probs: np.ndarray) -> np.ndarray | list[None]:
+        """Per row of calibrated probabilities: whether the answer is unsure (Nones without thresholds)."""
+        if self.uncertainty is None:
+            return [None] * len(probs)
+        return ~is_confident(probs, self.uncertainty["top"], self.uncertainty["margin"])
 
     @property
     def is_bundled(self) -> bool:
@@ -107,7 +119,9 @@ def load_trained(run_dir: Path) -> LoadedRun:
     model = saved.load_saved_model(run_dir / "best.keras")
     calibration = run_dir / CALIBRATION_FILE
     temperature = json.loads(calibration.read_text())["temperature"] if calibration.exists() else None
-    return LoadedRun(run_dir, model, tuple(metrics["classes"]), metrics["model"], metrics["accuracy"], temperature)
+    uncertainty = run_dir / UNCERTAINTY_FILE
+    return LoadedRun(run_dir, model, tuple(metrics["classes"]), metrics["model"], metrics["accuracy"], temperature,
+                     json.loads(uncertainty.read_text()) if uncertainty.exists() else None)
 
 
 def choose_run(run: str | None, results: Path) -> Path:
@@ -128,9 +142,12 @@ def choose_run(run: str | None, results: Path) -> Path:
     raise UserError(f"--run {run}: no such run folder or run id in {results}")
 
 
-def sentence(probabilities: dict[str, float]) -> str:
-    """The seed app's sentence for two classes; the most likely class for more."""
-    top = max(probabilities, key=probabilities.get)
+def sentence(probabilities: dict[str, float], uncertain: bool = False) -> str:
+    """The seed app's sentence for two classes; the most likely class for more; the two most likely
+    when the answer is unsure."""
+    top, second = sorted(probabilities, key=probabilities.get, reverse=True)[:2]
+    if uncertain:
+        return f"Uncertain: {top} {round(100 * probabilities[top])}% or {second} {round(100 * probabilities[second])}%."
     percent = round(100 * probabilities[top])
     if len(probabilities) == 2:
         return f"With an expression percentage of {percent}% ... the image expression is more {top}."
@@ -144,18 +161,18 @@ def answer_photos(run: LoadedRun, photos: list[Photo], detector: str = "mtcnn") 
     for photo in photos:
         faces = [] if detector == "none" else find_faces(photo.image, detector)
         if not faces:
-            found.append((photo, 1, None, to_native(photo.image)))
+            found.append((photo, 1, None, to_native(photo.image), []))
         for number, face in enumerate(faces, start=1):
             box = [int(round(v * photo.scale)) for v in face.box]
-            found.append((photo, number, box, face.pixels))
+            found.append((photo, number, box, face.pixels, face.cautions(photo.scale)))
     if not found:
         return []
-    probs = run.probabilities(np.stack([pixels for *_, pixels in found]))
+    probs = run.probabilities(np.stack([pixels for _, _, _, pixels, _ in found]))
     answers = []
-    for (photo, number, box, pixels), p in zip(found, probs):
+    for (photo, number, box, pixels, cautions), p, unsure in zip(found, probs, run.is_uncertain(probs)):
         probabilities = {c: float(v) for c, v in zip(run.class_names, p)}
         answers.append(FaceAnswer(photo.name, number, box, max(probabilities, key=probabilities.get), probabilities,
-                                  run.name, pixels))
+                                  run.name, pixels, None if unsure is None else bool(unsure), cautions))
     return answers
 
 
@@ -190,4 +207,5 @@ def answers_table(answers: list[FaceAnswer]):
     import pandas as pd
 
     return pd.DataFrame([{"file": a.file, "face": a.face, **dict(zip("xywh", a.box or [None] * 4)), "label": a.label,
-                          **{f"p_{c}": v for c, v in a.probabilities.items()}, "model": a.model} for a in answers])
+                          **{f"p_{c}": v for c, v in a.probabilities.items()}, "uncertain": a.uncertain,
+                          "cautions": "; ".join(a.cautions), "model": a.model} for a in answers])
