@@ -64,33 +64,38 @@ def _rebuilt(model, config: dict):
     return rebuilt
 
 
-def _with_float32_policy(config):
-    """A serialized Keras config with every layer's mixed dtype policy (mixed_bfloat16, ...) as float32."""
+def _each_object(config, change):
+    """A serialized Keras config with `change` applied to every object (dict) in it, innermost first."""
     if isinstance(config, list):
-        return [_with_float32_policy(item) for item in config]
+        return [_each_object(item, change) for item in config]
     if not isinstance(config, dict):
         return config
-    config = {key: _with_float32_policy(value) for key, value in config.items()}
-    if config.get("class_name") == "DTypePolicy" and str(config.get("config", {}).get("name", "")).startswith("mixed_"):
-        config["config"] = {**config["config"], "name": "float32"}
-    return config
+    return change({key: _each_object(value, change) for key, value in config.items()})
+
+
+def _with_float32_policy(config):
+    """A serialized Keras config with every layer's mixed dtype policy (mixed_bfloat16, ...) as float32."""
+    def change(item: dict) -> dict:
+        if item.get("class_name") == "DTypePolicy" and str(item.get("config", {}).get("name", "")).startswith("mixed_"):
+            item["config"] = {**item["config"], "name": "float32"}
+        return item
+
+    return _each_object(config, change)
 
 
 def _with_stock_layers(config):
     """A serialized Keras config with every fer_bench layer of STOCK_LAYERS named as its stock layer."""
-    if isinstance(config, list):
-        return [_with_stock_layers(item) for item in config]
-    if not isinstance(config, dict):
-        return config
-    config = {key: _with_stock_layers(value) for key, value in config.items()}
-    if config.get("class_name") in STOCK_LAYERS and str(config.get("registered_name", "")).startswith("fer_bench>"):
-        stock = STOCK_LAYERS[config["class_name"]]
-        config.update(module="keras.layers", class_name=stock, registered_name=None)
-        if stock == "Identity":  # it takes its input alone, not the BatchNormalization's call arguments
-            for node in config.get("inbound_nodes", []):
-                for argument in ("mask", "training"):
-                    node.get("kwargs", {}).pop(argument, None)
-    return config
+    def change(item: dict) -> dict:
+        if item.get("class_name") in STOCK_LAYERS and str(item.get("registered_name", "")).startswith("fer_bench>"):
+            stock = STOCK_LAYERS[item["class_name"]]
+            item.update(module="keras.layers", class_name=stock, registered_name=None)
+            if stock == "Identity":  # it takes its input alone, not the BatchNormalization's call arguments
+                for node in item.get("inbound_nodes", []):
+                    for argument in ("mask", "training"):
+                        node.get("kwargs", {}).pop(argument, None)
+        return item
+
+    return _each_object(config, change)
 
 
 def _computes_in_bfloat16(layer) -> bool:

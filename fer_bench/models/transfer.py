@@ -133,11 +133,19 @@ def width_of_weights_file(path: Path) -> float:
 
 
 def load_base_weights(base, path: Path) -> None:
-    """Load a Keras-3 `.weights.h5` or a legacy `.h5` (the ImageNet files) into the base."""
-    try:
-        base.load_weights(str(path))
-    except Exception as error:
-        raise UserError(f"cannot load weights from {path} into {base.name}: {str(error).splitlines()[0]}") from None
+    """Load a Keras-3 `.weights.h5` or a legacy `.h5` (the ImageNet files) into the base; a file that
+    does not fill every layer of it (Keras would only warn, leaving layers at random) is an error."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            base.load_weights(str(path))
+        except Exception as error:
+            raise UserError(f"cannot load weights from {path} into {base.name}: {str(error).splitlines()[0]}") from None
+    unfilled = [str(w.message) for w in caught if "freshly-initialized" in str(w.message)]
+    if unfilled:
+        raise UserError(f"cannot load weights from {path} into {base.name}: {unfilled[0].split('.')[0]}")
 
 
 def _preprocess(x, mode: str):
