@@ -65,6 +65,8 @@ def test_grid_runs_all_and_writes_comparison(finished_grid):
     assert summary["seeds"].tolist() == [2, 2]
     markdown = (out / "comparison.md").read_text()
     assert "Baseline: scratch (scratch-happy-sad-32px-s1-" in markdown and "200 images" in markdown
+    assert "of its images have a pixel-identical twin in train" in markdown  # from data.json's duplicates
+    assert not {"devices", "tensorboard", "precision_used", "strict"} & set(table.columns)  # machine/record roles
     assert "weights" in table.columns and set(table.loc[table["model"] == "scratch", "weights"]) == {"-"}
     assert "±" in (out / "comparison.md").read_text()
     assert "\\begin{tabular}" in (out / "comparison.tex").read_text()

@@ -51,6 +51,7 @@ def test_two_faces_keep_their_ids_and_the_csv_has_a_row_per_face_per_analysed_fr
     out, stdout = analysed_scene
     table = pd.read_csv(out / "frames.csv")
     assert sorted(table["face"].unique()) == [1, 2]
+    assert table["uncertain"].isin([True, False]).all()  # the bundled model's thresholds judge every answer
     analysed = np.arange(0, int(SECONDS * FPS), 2)
     assert sorted(table["frame"].unique()) == analysed.tolist()
     per_frame = table.groupby("frame").size()

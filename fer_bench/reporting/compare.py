@@ -304,7 +304,7 @@ def _caption(runs: list[Run], baselines: list[Run]) -> str:
         base = "none (no baseline run on this test set: no tests)"
     twins = first.data.get("duplicates", {}).get("test_images_with_a_twin_in_train")
     twins_text = "" if twins is None else (f" {twins} of its images have a pixel-identical twin in train (each run's "
-                                           "metrics.json scores it without them too: without_train_twins).")
+                                           "metrics.json also scores the test set without them: without_train_twins).")
     return (f"Test set: {Path(str(source)).name} ({first.data.get('layout', '?')}), {first.metrics['test_images']} "
             f"images, classes {', '.join(first.data['classes'])} (test fingerprint {first.data['test_sha256']}); "
             f"majority-class accuracy {majority:.4f}.{twins_text} Baseline: {base}.")

@@ -178,12 +178,12 @@ def faces_in_frame(run: LoadedRun, frame: np.ndarray, t: float, index: int, trac
     ids = tracker.update(t, [f.box for f in faces], looks)
     probs = run.probabilities(np.stack([f.pixels for f in faces]))
     rows = []
-    for face_id, face, p in zip(ids, faces, probs):
+    for face_id, face, p, unsure in zip(ids, faces, probs, run.is_uncertain(probs)):
         x, y, w, h = (int(round(v * scale)) for v in face.box)
         top = int(np.argmax(p))
         rows.append({"time": round(t, 4), "frame": index, "face": face_id, "x": x, "y": y, "w": w, "h": h,
                      "label": run.class_names[top], **{f"p_{c}": float(v) for c, v in zip(run.class_names, p)},
-                     "detector_confidence": face.confidence})
+                     "uncertain": None if unsure is None else bool(unsure), "detector_confidence": face.confidence})
     return rows
 
 
