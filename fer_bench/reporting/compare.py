@@ -35,7 +35,7 @@ DEFAULT_BASELINE = "scratch"  # the seed's CNN; under the seed recipe when there
 NEVER_COLUMNS = {"seed", "tta", "results_format", "finetune_from"}  # the variant column says it
 TRANSFER_ONLY = ("weights", "variant", "finetune_epochs", "finetune_learning_rate")
 CROSS_DATA_LABEL = ("variant", "weights", "image_size", "recipe", "epochs", "data", "also_train", "targets", "classes",
-                    "teacher", "width")  # what names a configuration in the cross-data-set view
+                    "class_weight", "augment", "teacher", "width")  # what names a configuration in the cross-data-set view
 ON_TEST_MARK = "†"
 LEGEND = (f"{ON_TEST_MARK} checkpoint chosen on the test split (the seed's protocol): optimistic, kept out of the "
           "tests. Accuracy is plain (no test-time augmentation) with a 95 % Wilson interval. p McNemar: exact "
