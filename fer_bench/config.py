@@ -90,7 +90,7 @@ class RunConfig:
                                "updated every step (e.g. 0.999); validation, the checkpoint and evaluation use the "
                                "averaged weights. 0 = off.", neutral=0.0)
     teacher: str | None = option(None, "Distillation: a complete run (a folder, or a run id in --results; an ensemble "
-                                 "too) validated on the same images; counted in the run id by its run id.",
+                                 "too) validated on the same images; counted in the run id by its model and temperature.",
                                  neutral=None)
     distill: float = option(0.0, "Distillation: weight of the teacher's calibrated probabilities in the training "
                             "targets (the rest is the labels); 0 = off.", neutral=0.0)

@@ -43,13 +43,18 @@ def carve_validation(dataset: Dataset, fraction: float, seed: int) -> tuple[np.n
     return split_validation(dataset.train.labels, fraction, seed, groups=image_hashes(dataset.train))
 
 
+def test_twins_of_train(dataset: Dataset) -> np.ndarray:
+    """Per test image: whether it is pixel-identical to some training image."""
+    train = set(image_hashes(dataset.train))
+    return np.array([h in train for h in image_hashes(dataset.test)], dtype=bool)
+
+
 def twin_counts(dataset: Dataset, fit_idx: np.ndarray | None, val_idx: np.ndarray | None) -> dict:
     """How many validation images have a pixel-identical twin in the fit set (None when validation is
     not carved from train), and how many test images have one in the training split."""
-    train = image_hashes(dataset.train)
-    seen = set(train)
-    counts = {"test_images_with_a_twin_in_train": sum(h in seen for h in image_hashes(dataset.test))}
+    counts = {"test_images_with_a_twin_in_train": int(test_twins_of_train(dataset).sum())}
     if val_idx is not None:
+        train = image_hashes(dataset.train)
         fit = {train[i] for i in fit_idx}
         counts["validation_images_with_a_twin_in_fit"] = sum(train[i] in fit for i in val_idx)
     return counts
@@ -57,8 +62,7 @@ def twin_counts(dataset: Dataset, fit_idx: np.ndarray | None, val_idx: np.ndarra
 
 def drop_test_duplicates(dataset: Dataset) -> Dataset:
     """The dataset without the test images that are pixel-identical to some training image."""
-    train = set(image_hashes(dataset.train))
-    keep = np.array([h not in train for h in image_hashes(dataset.test)], dtype=bool)
+    keep = ~test_twins_of_train(dataset)
     return replace(dataset, test=dataset.test.subset(np.flatnonzero(keep)), dropped_duplicates=int((~keep).sum()))
 
 

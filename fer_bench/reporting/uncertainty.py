@@ -80,8 +80,8 @@ def plot_confidence(sets: dict[str, tuple[np.ndarray, np.ndarray]], chosen: dict
     fig, ax = plt.subplots(figsize=(6, 4.2))
     for name, (p, y) in sets.items():
         ok = p.argmax(axis=1) == y
-        points = [(is_confident(p, chosen["top"], m).mean(), ok[is_confident(p, chosen["top"], m)].mean())
-                  for m in GRID if is_confident(p, chosen["top"], m).any()]
+        masks = [is_confident(p, chosen["top"], m) for m in GRID]
+        points = [(mask.mean(), ok[mask].mean()) for mask in masks if mask.any()]
         line, = ax.plot(*zip(*points), marker=".", label=name)
         mark = is_confident(p, chosen["top"], chosen["margin"])
         if mark.any():

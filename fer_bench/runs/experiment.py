@@ -299,7 +299,7 @@ def run_experiment(experiment: Experiment, output: Path, echo=print, shard: tupl
                 execute(cfg, output=output)
             except RunLocked:
                 echo(f"{prefix}: another worker is training it, skipped")
-        if is_complete(run_dir) and (unscored := [p for p in experiment.evaluate if p not in scored_on(run_dir)]):
+        if is_complete(run_dir) and (unscored := sorted(set(experiment.evaluate) - scored_on(run_dir))):
             echo(f"{prefix}: scoring on {', '.join(Path(p).name for p in unscored)}")
             score_elsewhere(run_dir, cfg.test_usage, [(p, None) for p in unscored])
         done.append(run_dir)

@@ -30,6 +30,7 @@ import keras
 from ..config import RunConfig
 from ..errors import UserError
 from ..files import atomic_path, save_figure, write_csv
+from .experiment import SHIPPED
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ VALIDATION_CHOOSERS = {"val_split", "val_fraction", "val_seed", "data", "classes
 def load_space(path: Path, data: str | None = None) -> SearchSpace:
     """Read and check a search-space TOML (a path, or the name of one shipped with fer_bench, e.g.
     vggnet_quick); `data` overrides its data path."""
-    shipped = Path(__file__).resolve().parents[1] / "experiments" / "spaces" / f"{path}.toml"
+    shipped = SHIPPED / "spaces" / f"{path}.toml"
     path = shipped if not Path(path).is_file() and shipped.is_file() else Path(path)
     try:
         spec = tomllib.loads(Path(path).read_text())

@@ -21,7 +21,7 @@ import pandas as pd
 from ..config import RunConfig, class_weights
 from ..data.batches import predict
 from ..data.dataset import Dataset, as_model_input
-from ..data.integrity import carve_validation, image_hashes
+from ..data.integrity import carve_validation, test_twins_of_train
 from ..files import save_model, write_csv, write_json
 from ..models import BuiltModel, create_model
 from ..models.augment import with_augmentation
@@ -215,13 +215,16 @@ def validation_description(cfg: RunConfig) -> str:
 def score_without_train_twins(dataset: Dataset, probs: np.ndarray) -> dict:
     """Accuracy and balanced accuracy on the test images that have no pixel-identical twin in the
     training split (what --dedupe would report), beside how many were left out."""
-    train = set(image_hashes(dataset.train))
-    keep = np.array([h not in train for h in image_hashes(dataset.test)], dtype=bool)
+    from sklearn.metrics import recall_score
+
+    keep = ~test_twins_of_train(dataset)
     labels, predicted = dataset.test.labels[keep], probs[keep].argmax(axis=1)
-    recalls = [np.mean(predicted[labels == c] == c) for c in np.unique(labels)]  # balanced: mean recall
+    # balanced accuracy: the mean recall of the classes present (passing them keeps sklearn from warning
+    # when only one is left)
+    balanced = recall_score(labels, predicted, labels=np.unique(labels), average="macro", zero_division=0)
     return {"left_out": int((~keep).sum()), "test_images": int(keep.sum()),
             "accuracy": float(np.mean(labels == predicted)) if keep.any() else None,
-            "balanced_accuracy": float(np.mean(recalls)) if keep.any() else None}
+            "balanced_accuracy": float(balanced) if keep.any() else None}
 
 
 def score_test_set(run_dir: Path, cfg: RunConfig, dataset: Dataset, model, probs: np.ndarray, val_probs: np.ndarray,
