@@ -218,13 +218,15 @@ def score_without_train_twins(dataset: Dataset, probs: np.ndarray) -> dict:
     from sklearn.metrics import recall_score
 
     keep = ~test_twins_of_train(dataset)
-    labels, predicted = dataset.test.labels[keep], probs[keep].argmax(axis=1)
-    # balanced accuracy: the mean recall of the classes present (passing them keeps sklearn from warning
-    # when only one is left)
-    balanced = recall_score(labels, predicted, labels=np.unique(labels), average="macro", zero_division=0)
-    return {"left_out": int((~keep).sum()), "test_images": int(keep.sum()),
-            "accuracy": float(np.mean(labels == predicted)) if keep.any() else None,
-            "balanced_accuracy": float(balanced) if keep.any() else None}
+    scores = {"left_out": int((~keep).sum()), "test_images": int(keep.sum()), "accuracy": None,
+              "balanced_accuracy": None}
+    if keep.any():  # (every test image may have a twin in train)
+        labels, predicted = dataset.test.labels[keep], probs[keep].argmax(axis=1)
+        # balanced accuracy: the mean recall of the classes present (passing them keeps sklearn from
+        # warning when only one is left)
+        scores.update(accuracy=float(np.mean(labels == predicted)), balanced_accuracy=float(
+            recall_score(labels, predicted, labels=np.unique(labels), average="macro", zero_division=0)))
+    return scores
 
 
 def score_test_set(run_dir: Path, cfg: RunConfig, dataset: Dataset, model, probs: np.ndarray, val_probs: np.ndarray,
