@@ -30,14 +30,53 @@ def _print_version(asked: bool) -> None:
         raise typer.Exit()
 
 
+_VERBOSE = [False]
+
+
 @app.callback()
 def global_options(verbose: bool = typer.Option(False, "--verbose", help="Also show TensorFlow's own log lines."),
                    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
                                                 help="Print the version and exit.")):
     """Frozen-base transfer learning vs. a scratch CNN on FER2013."""
-    from .quiet import import_tensorflow
+    from .quiet import quiet_native_logs
 
-    import_tensorflow(verbose)
+    _VERBOSE[0] = verbose
+    quiet_native_logs(verbose)
+
+
+def _needs_tensorflow(command: str, params: dict) -> bool:
+    """Whether a command computes with TensorFlow: not `data ...`, nor `experiment --list`."""
+    return not (command in ("synth", "inspect", "export") or params.get("list_shipped"))
+
+
+def _importing_tensorflow_first(name: str, callback):
+    """`callback`, after a quiet TensorFlow import when the command needs one: arguments (and --help,
+    usage errors) are read before TensorFlow's seconds of start-up are paid."""
+    import functools
+
+    @functools.wraps(callback)
+    def wrapped(*args, **params):
+        if _needs_tensorflow(name, params):
+            from .quiet import import_tensorflow
+
+            import_tensorflow(_VERBOSE[0])
+        return callback(*args, **params)
+
+    return wrapped
+
+
+def _command_line():
+    """The Click command behind `app`, each subcommand importing TensorFlow only once its arguments are read."""
+    root = typer.main.get_command(app)
+    groups = [root]
+    while groups:
+        group = groups.pop()
+        for name, command in group.commands.items():
+            if hasattr(command, "commands"):  # a group of commands (`data`)
+                groups.append(command)
+            elif command.callback is not None:
+                command.callback = _importing_tensorflow_first(name, command.callback)
+    return root
 
 
 def _run_command_signature() -> inspect.Signature:
@@ -323,10 +362,12 @@ def predict(
         for source in videos or [camera]:
             _predict_video(loaded, source, detector, every, seconds, smooth, annotate, out)
         return
+    if csv is None and (len(images) > 1 or any(Path(i).is_dir() for i in images)):
+        csv = _unused_name(Path("predictions.csv"))  # never over an earlier file (a run's own, say)
+    elif csv is not None:
+        _check_csv_target(csv)
     loaded = predictor.load_run(predictor.choose_run(run, results))
     answers = predictor.predict_files(loaded, images, detector)
-    if csv is None and (len(images) > 1 or any(Path(i).is_dir() for i in images)):
-        csv = Path("predictions.csv")
     if as_json:
         typer.echo(predictor.as_json(answers))
     else:
@@ -343,17 +384,35 @@ def predict(
         typer.echo(f"{len(answers)} answers written to {csv}", err=as_json)
 
 
+def _unused_name(path: Path) -> Path:
+    """`path`, or `stem-2.csv`, `stem-3.csv`, ... : the first that does not exist yet."""
+    n = 1
+    while path.exists() or path.is_symlink():
+        n += 1
+        path = path.with_name(f"{path.stem.rsplit('-', 1)[0] if n > 2 else path.stem}-{n}{path.suffix}")
+    return path
+
+
+def _check_csv_target(csv: Path) -> None:
+    """--csv must name a file that is not a record of a complete run."""
+    from .run_folder import is_complete
+
+    if csv.is_dir():
+        raise UserError(f"--csv {csv} is a folder; name a file, e.g. {csv / 'predictions.csv'}")
+    if is_complete(csv.resolve().parent):
+        raise UserError(f"--csv {csv} is inside a complete run folder, whose records never change; name a file "
+                        "elsewhere")
+
+
 def _predict_video(loaded, source, detector: str, every, seconds, smooth: float, annotate: bool, out) -> None:
     """One video (a path) or camera (an index) analysed into its output folder, with progress and time left."""
-    import tempfile
+    import math
 
     from .serving import video
 
-    if smooth < 0:
-        raise UserError(f"--smooth must not be negative, got {smooth}")
-    opened = video.open_camera(source) if isinstance(source, int) else video.open_video(source)
+    if not math.isfinite(smooth) or smooth < 0:
+        raise UserError(f"--smooth must be a number of seconds, 0 or more, got {smooth}")
     target = out or (Path(f"camera{source}.fer") if isinstance(source, int) else source.with_name(source.name + ".fer"))
-
     terminal, last = sys.stderr.isatty(), [0.0]
 
     def progress(done: int, total: int | None, rate: float) -> None:
@@ -365,21 +424,24 @@ def _predict_video(loaded, source, detector: str, every, seconds, smooth: float,
         line = f"frame {done}{f' of {total}' if total else ''}: {rate:.1f} frames/s{left}"
         typer.echo(f"\r{line}   " if terminal else line, err=True, nl=not terminal)
 
-    annotated = Path(tempfile.mkstemp(suffix=".mp4", dir=target.parent if target.parent.exists() else None)[1]) \
-        if annotate else None
-    annotator = video.Annotator(annotated, opened) if annotate else None
+    opened = video.open_camera(source) if isinstance(source, int) else video.open_video(source)
     try:
-        analysis = video.analyse(loaded, opened, every, detector, seconds, annotator, progress)
-        if annotator is not None:
-            annotator.close()
-        summary = video.write_outputs(analysis, loaded, opened, target, smooth, annotated)
+        with video.output_folder(target, "--out" if out else "the output folder") as work:
+            annotator = video.Annotator(work / "annotated.mp4", opened) if annotate else None
+            try:
+                analysis = video.analyse(loaded, opened, every, detector, seconds, annotator, progress)
+            finally:
+                if annotator is not None:
+                    annotator.close()
+            summary = video.write_outputs(analysis, loaded, opened, work, smooth, annotate)
     finally:
-        if annotated is not None and annotated.exists():
-            annotated.unlink()
+        opened.capture.release()
     if terminal:
         typer.echo("", err=True)  # end the progress line
     typer.echo(f"{opened.name}: {summary['frames_read']} frames, {summary['frames_analysed']} analysed "
                f"({summary['frames_per_second']:.1f} frames/s), model {loaded.name}")
+    if summary["truncated"]:
+        typer.echo(f"warning: {summary['truncated']}", err=True)
     if not summary["faces"]:
         typer.echo(summary["no_face"])
     for face in summary["faces"]:
@@ -387,8 +449,7 @@ def _predict_video(loaded, source, detector: str, every, seconds, smooth: float,
                            if v > 0)
         typer.echo(f"face {face['face']} ({face['first_seen']:.1f}-{face['last_seen']:.1f} s): mostly "
                    f"{face['dominant']} ({shares})")
-    typer.echo(f"written to {target}/ (frames.csv, video.json, timeline_face*.png"
-               f"{', annotated.mp4' if annotate else ''})")
+    typer.echo(f"written to {target}/ ({video.OUTPUT_FILES}{', annotated.mp4' if annotate else ''})")
 
 
 @app.command("evaluate")
@@ -498,7 +559,7 @@ def bundle_command(run: Path = typer.Argument(..., help="A complete run folder t
     """(Maintainers) Make a complete run the model shipped inside the package (fer_bench/bundled/).
 
     Example: fer-bench bundle results/vggnet-all-40px-s42-49e5d87e"""
-    from .models.saved import write_bundle
+    from .runs.bundle import write_bundle
 
     target = write_bundle(run)
     size = sum(f.stat().st_size for f in target.iterdir()) / 1e6
@@ -699,11 +760,30 @@ def _require_empty(out: Path) -> None:
         raise UserError(f"output folder is not empty: {out}")
 
 
+def _usage_errors() -> tuple[type, ...]:
+    """The exception types of a command line Typer could not parse (newer Typer carries its own Click)."""
+    import click
+
+    try:
+        from typer._click.exceptions import UsageError
+    except ImportError:
+        return (click.UsageError,)
+    return (click.UsageError, UsageError)
+
+
 def main() -> None:
-    """Console entry point: user errors become one line on stderr and exit code 2."""
+    """Console entry point: user errors (Typer's usage errors too) become one line on stderr and exit code 2."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
-        app()
+        code = _command_line().main(standalone_mode=False)
+    except _usage_errors() as error:
+        command = error.ctx.command_path if getattr(error, "ctx", None) is not None else "fer-bench"
+        if error.format_message():  # (none after the help a bare `fer-bench` prints)
+            typer.echo(f"error: {error.format_message()} (`{command} --help` lists the options)", err=True)
+        sys.exit(2)
+    except typer.Abort:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
     except UserError as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(2)
@@ -718,3 +798,4 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted; run the same command again to resume", err=True)
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -62,6 +62,59 @@ def folder_replacing(target: Path, prefix: str):
         shutil.rmtree(work, ignore_errors=True)
 
 
+OUTPUT_MARKER = ".fer-bench-output.json"  # marks a folder fer_bench made for a command's outputs
+
+
+@contextlib.contextmanager
+def filling_output_folder(target: Path, what: str, complete: str):
+    """Yield a hidden work folder inside `target` (a command's output folder) to fill; when the block
+    succeeds its files replace the outputs fer_bench wrote there before, `complete` (the file that says
+    the outputs are whole) last. `target` is created when new; an existing folder is used only when it
+    is empty or marked as ours, never otherwise: nothing a user made is removed. A kill leaves at most a
+    hidden work folder inside `target`, removed by the next command that writes there. `what` (e.g.
+    '--out') starts the errors."""
+    import shutil
+
+    from filelock import FileLock, Timeout
+
+    target = Path(target)
+    marker = target / OUTPUT_MARKER
+    if target.exists() and not target.is_dir():
+        raise UserError(f"{what} {target} is a file, not a folder")
+    if target.is_dir() and not marker.exists() and any(target.iterdir()):
+        raise UserError(f"{what} {target} is a folder fer-bench did not make and it is not empty; name a new or "
+                        "empty folder (nothing in it was touched)")
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        if not marker.exists():
+            write_json(marker, {"written_by": "fer-bench", "files": []})
+    except OSError as error:
+        raise (storage_error(error, target) or UserError(f"{what} {target}: cannot make the folder "
+                                                         f"({error.strerror or error})")) from None
+    lock = FileLock(target / ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise UserError(f"{what} {target} is being written by another fer-bench command right now") from None
+    try:
+        for stale in target.glob(".writing-*"):  # left by a killed command (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
+        work = make_work_dir(target, ".writing-")
+        try:
+            yield work
+            previous = json.loads(marker.read_text()).get("files", [])
+            for name in [complete] + [n for n in previous if n != complete]:  # 'complete' goes first
+                (target / Path(name).name).unlink(missing_ok=True)
+            new = sorted(p.name for p in work.iterdir())
+            write_json(marker, {"written_by": "fer-bench", "files": new})
+            for name in sorted(new, key=lambda n: n == complete):  # 'complete' arrives last
+                os.replace(work / name, target / name)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    finally:
+        lock.release()
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path):
     """Yield a temporary path beside `path` (same suffixes, e.g. `.weights.h5`); on success it is renamed to `path`."""

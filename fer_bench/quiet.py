@@ -25,6 +25,16 @@ def _stderr_to_devnull():
         os.close(devnull)
 
 
+def quiet_native_logs(verbose: bool = False) -> None:
+    """Before any native library loads: FFmpeg's and OpenCV's own console lines off (our errors say
+    what went wrong), TensorFlow's log level set; `verbose` keeps them all."""
+    if verbose:
+        return
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+
+
 def import_tensorflow(verbose: bool = False) -> None:
     """Import TensorFlow and Keras once, quietly unless `verbose`; later imports are free."""
     if "tensorflow" in sys.modules:

@@ -16,6 +16,7 @@ from .config import RunConfig
 from .errors import UserError
 
 COMPLETE_MARKER = "complete.json"
+START_RECORDS = ("data.json", "environment.json", "config.json")  # written in this order when a run starts
 # The layout and meaning of a run folder's files. It is part of every run id, so a run written in an
 # older format is never reused as complete; bump it when a fix changes what a run folder holds.
 RESULTS_FORMAT = 3  # 3: validation keeps identical images on one side; weight decay spares 1-D weights;
@@ -56,9 +57,15 @@ def content_key(run_dir: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def has_start_records(run_dir: Path) -> bool:
+    """Whether a run folder holds every start record (config.json is written last; a folder killed
+    before it has all of them is restarted, not resumed)."""
+    return all((Path(run_dir) / name).exists() for name in START_RECORDS)
+
+
 def is_complete(run_dir: Path) -> bool:
-    """A run folder counts only once its completion marker exists."""
-    return (run_dir / COMPLETE_MARKER).exists()
+    """A run folder counts only once its completion marker exists, beside its start records."""
+    return (Path(run_dir) / COMPLETE_MARKER).exists() and has_start_records(run_dir)
 
 
 def find_run_dirs(paths: list[Path]) -> tuple[list[Path], list[Path]]:

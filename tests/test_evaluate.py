@@ -12,6 +12,7 @@ from fer_bench.config import RunConfig
 from fer_bench.data.dataset import write_folder_layout
 from fer_bench.data.synthetic import synthetic_dataset
 from fer_bench.models import saved
+from fer_bench.runs import bundle
 from fer_bench.runs.run import execute
 
 
@@ -67,9 +68,9 @@ def test_evaluate_refuses_a_class_the_run_does_not_know(cli, three_class_run, se
 
 
 def test_bundle_is_used_when_results_is_empty(cli, three_class_run, tmp_path, monkeypatch):
-    bundle = saved.write_bundle(three_class_run, tmp_path / "bundled")
-    assert not list(bundle.glob(".*"))
-    monkeypatch.setattr(saved, "BUNDLED_DIR", bundle)
+    bundled = bundle.write_bundle(three_class_run, tmp_path / "bundled")
+    assert not list(bundled.glob(".*"))
+    monkeypatch.setattr(saved, "BUNDLED_DIR", bundled)
     photo = tmp_path / "face.png"
     from PIL import Image
 

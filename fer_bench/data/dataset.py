@@ -9,6 +9,7 @@ The folder's test/validation split is the test set that runs report.
 from __future__ import annotations
 
 import hashlib
+import stat
 import json
 import logging
 import os
@@ -178,6 +179,8 @@ def list_class_files(split_dir: Path) -> list[tuple[str, Path]]:
     """(canonical class, file) for every non-hidden file in each class sub-folder."""
     found = []
     for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if printable_name(class_dir.name) != class_dir.name:  # a class name is written into every record
+            raise UserError(f"class folder {printable_name(str(class_dir))!r}: its name is not UTF-8 text; rename it")
         label = canonical_class(class_dir.name)
         for f in sorted(class_dir.iterdir()):
             # broken or looping symlinks are listed too, so decoding counts them as unreadable
@@ -213,6 +216,8 @@ def decode_files(root: Path, files: list[tuple[str, Path]], class_names: tuple[s
             log.info("  decoded %d of %d", n, len(files))
         rel = printable_name(str(f.relative_to(root)))
         try:
+            if not stat.S_ISREG(f.stat().st_mode):  # a pipe or device (also behind a symlink) would block
+                raise ValueError("not a regular file")
             with Image.open(f) as im:
                 check_pixel_count(im)
                 formats[f"{im.format} {im.mode} {im.width}x{im.height}"] += 1
@@ -331,8 +336,9 @@ def write_folder_layout(dataset: Dataset, out: Path) -> int:
     shutil.rmtree(partial, ignore_errors=True)
     written = 0
     for split_name, split in dataset.splits().items():
+        taken: set[Path] = set()
         for image, label, file in zip(split.images, split.labels, split.files):
-            target = partial / split_name / dataset.class_names[label] / (Path(file).stem + ".png")
+            target = _free_png_name(partial / split_name / dataset.class_names[label], Path(file), taken)
             target.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(image).save(target)
             written += 1
@@ -340,6 +346,16 @@ def write_folder_layout(dataset: Dataset, out: Path) -> int:
         out.rmdir()  # callers ensure it is empty
     partial.rename(out)
     return written
+
+
+def _free_png_name(folder: Path, source: Path, taken: set[Path]) -> Path:
+    """`folder/<stem>.png`, or `<stem>_<suffix>.png` (then numbered) where another image of the folder
+    already took that name (a.png beside a.jpg): no image overwrites another."""
+    candidates = [source.stem, f"{source.stem}_{source.suffix.lstrip('.')}"]
+    candidates += [f"{candidates[1]}_{n}" for n in range(2, len(taken) + 3)]
+    target = next(folder / f"{stem}.png" for stem in candidates if folder / f"{stem}.png" not in taken)
+    taken.add(target)
+    return target
 
 
 def split_validation(labels: np.ndarray, fraction: float, seed: int,

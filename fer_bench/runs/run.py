@@ -31,6 +31,7 @@ from ..run_folder import (
     content_key,
     find_complete_run,
     finetune_record,
+    has_start_records,
     is_complete,
     run_config_record,
     run_lock,
@@ -123,6 +124,14 @@ def record_resume(run_dir: Path, cfg: RunConfig) -> None:
     write_json(path, resumes)
 
 
+def write_start_records(run_dir: Path, cfg: RunConfig, spec: "RunSpec") -> None:
+    """What a run is, recorded once when it starts: its data, its libraries, then its config (last, so
+    a folder with config.json has all three)."""
+    write_json(run_dir / "data.json", {**spec.fingerprint, "duplicates": duplicate_record(cfg, spec.dataset)})
+    write_json(run_dir / "environment.json", library_versions())
+    write_json(run_dir / "config.json", run_config_record(cfg))
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """A run as prepared, the one source of what it is: the resolved config (recipe and model defaults,
@@ -173,18 +182,16 @@ def execute(cfg: RunConfig, output: Path = Path("results"), force: bool = False,
     with run_lock(run_dir):
         if is_complete(run_dir) and not force:  # finished by another process while we looked
             return run_dir
-        if force:
+        resuming = not force and has_start_records(run_dir)
+        if not resuming:  # new, forced, or killed before its start records were whole: start afresh
             for item in run_dir.iterdir():
                 if item.name != ".lock":
                     shutil.rmtree(item) if item.is_dir() else item.unlink()
-        resuming = (run_dir / "config.json").exists()
         log.info("%s run folder %s", "resuming" if resuming else "new", run_dir)
         if resuming:  # what the run is was recorded when it started; a resume is added, never rewritten
             record_resume(run_dir, cfg)
         else:
-            write_json(run_dir / "config.json", run_config_record(cfg))
-            write_json(run_dir / "data.json", {**spec.fingerprint, "duplicates": duplicate_record(cfg, dataset)})
-            write_json(run_dir / "environment.json", library_versions())
+            write_start_records(run_dir, cfg, spec)
 
         from ..training.harness import train_and_evaluate
 

@@ -18,7 +18,7 @@ from ..data.photos import Photo, read_image
 from ..errors import UserError
 from ..reporting.calibration import CALIBRATION_FILE, apply_temperature
 from ..reporting.uncertainty import UNCERTAINTY_FILE, is_confident
-from ..run_folder import find_run_dirs, is_complete
+from ..run_folder import COMPLETE_MARKER, find_run_dirs, is_complete
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -107,7 +107,7 @@ def load_run(run_dir: Path | str) -> LoadedRun:
     if not run_dir.is_dir():
         raise UserError(f"run folder not found: {run_dir}")
     if not is_complete(run_dir):
-        raise UserError(f"run folder is incomplete (no complete.json): {run_dir}; finish it with the same `fer-bench run` command")
+        raise UserError(f"run folder is incomplete (no {COMPLETE_MARKER} beside its start records): {run_dir}; finish it with the same `fer-bench run` command")
     return load_trained(run_dir)
 
 
@@ -135,7 +135,7 @@ def choose_run(run: str | None, results: Path) -> Path:
         complete = find_run_dirs([Path(results)])[0] if Path(results).is_dir() else []
         if not complete:
             raise UserError(f"--run latest: no complete run in {results}")
-        return max(complete, key=lambda d: (d / "complete.json").stat().st_mtime)
+        return max(complete, key=lambda d: (d / COMPLETE_MARKER).stat().st_mtime)
     for candidate in (Path(run), Path(results) / run):
         if candidate.is_dir():
             return candidate
@@ -154,26 +154,29 @@ def sentence(probabilities: dict[str, float], uncertain: bool = False) -> str:
     return f"The image expression is most likely {top} ({percent}%)."
 
 
-def answer_photos(run: LoadedRun, photos: list[Photo], detector: str = "mtcnn") -> list[FaceAnswer]:
+def answer_photos(run: LoadedRun, photos, detector: str = "mtcnn") -> list[FaceAnswer]:
     """Every face of every photo (the whole photo where none is found, or with detector 'none'),
-    classified in one batch."""
-    found = []
-    for photo in photos:
-        faces = [] if detector == "none" else find_faces(photo.image, detector)
-        if not faces:
-            found.append((photo, 1, None, to_native(photo.image), []))
-        for number, face in enumerate(faces, start=1):
-            box = [int(round(v * photo.scale)) for v in face.box]
-            found.append((photo, number, box, face.pixels, face.cautions(photo.scale)))
+    classified in one batch. `photos` may be a generator: each photo is let go once its faces are
+    cropped, so memory does not grow with the number of photos."""
+    found = [face for photo in photos for face in _faces_of(photo, detector)]
     if not found:
         return []
     probs = run.probabilities(np.stack([pixels for _, _, _, pixels, _ in found]))
     answers = []
-    for (photo, number, box, pixels, cautions), p, unsure in zip(found, probs, run.is_uncertain(probs)):
+    for (name, number, box, pixels, cautions), p, unsure in zip(found, probs, run.is_uncertain(probs)):
         probabilities = {c: float(v) for c, v in zip(run.class_names, p)}
-        answers.append(FaceAnswer(photo.name, number, box, max(probabilities, key=probabilities.get), probabilities,
+        answers.append(FaceAnswer(name, number, box, max(probabilities, key=probabilities.get), probabilities,
                                   run.name, pixels, None if unsure is None else bool(unsure), cautions))
     return answers
+
+
+def _faces_of(photo: Photo, detector: str) -> list[tuple]:
+    """(photo name, face number, box in the original's pixels, 48x48 crop, cautions) of each face."""
+    faces = [] if detector == "none" else find_faces(photo.image, detector)
+    if not faces:
+        return [(photo.name, 1, None, to_native(photo.image), [])]
+    return [(photo.name, number, [int(round(v * photo.scale)) for v in face.box], face.pixels,
+             face.cautions(photo.scale)) for number, face in enumerate(faces, start=1)]
 
 
 def image_files(paths: list[Path]) -> list[Path]:
@@ -193,7 +196,7 @@ def image_files(paths: list[Path]) -> list[Path]:
 
 def predict_files(run: LoadedRun, paths: list[Path], detector: str = "mtcnn") -> list[FaceAnswer]:
     """Answers for every face in the photos named (files or folders); an unreadable file is a UserError naming it."""
-    photos = [read_image(path.read_bytes(), str(path)) for path in image_files(paths)]
+    photos = (read_image(path.read_bytes(), str(path)) for path in image_files(paths))  # one at a time
     return answer_photos(run, photos, detector)
 
 

@@ -22,7 +22,7 @@ from PIL import Image
 
 from ..data.faces import find_faces
 from ..errors import UserError
-from ..files import folder_replacing, save_figure, write_csv
+from ..files import filling_output_folder, save_figure, write_csv, write_json
 from ..memory import peak_resident_mb
 from .predict import LoadedRun
 from .tracking import FaceTracker, appearance
@@ -32,6 +32,7 @@ MAX_VIDEO_PIXELS = 8192 * 4320  # larger frames are refused (8K)
 DETECT_SIDE = 480  # frames are downscaled to this longer side for detection (faces of 27 px and up are found); boxes in the original's pixels
 UPDATES_PER_SECOND = 6  # default analysis rate: every face's answer renewed this often
 SMOOTH_SECONDS = 0.5
+TRUNCATED_SHARE = 0.95  # less read than this share of the duration a file announces: it is truncated
 
 
 def is_video(path: Path) -> bool:
@@ -93,6 +94,9 @@ class Analysis:
     rows: list[dict] = field(default_factory=list)
     frames_read: int = 0
     frames_analysed: int = 0
+    video_seconds: float = 0.0  # the time of the last frame read
+    analysed_times: list[float] = field(default_factory=list)  # each analysed frame's time (s)
+    truncated: str | None = None  # why fewer frames were read than the file announces
     seconds: float = 0.0
     settings: dict = field(default_factory=dict)
 
@@ -107,48 +111,61 @@ def analyse(run: LoadedRun, source: Source, every: int | None = None, detector: 
     """Stream `source`: detect, align and classify faces on every `every`-th frame, tracked by id.
     `on_frame(frame, faces)` sees every frame (for an annotated video) with the latest faces;
     `progress(done, total, fps)` is called about once a second."""
-    every = every or default_every(source.fps)
+    every = default_every(source.fps) if every is None else every
     if every < 1:
         raise UserError(f"--every must be at least 1, got {every}")
+    if max_seconds is not None and not max_seconds > 0:
+        raise UserError(f"--seconds must be positive, got {max_seconds}")
     tracker, analysis = FaceTracker(), Analysis()
     analysis.settings = {"every": every, "analysed_per_second": source.fps / every, "detector": detector,
                          "fps": source.fps, "width": source.width, "height": source.height,
-                         "detect_side": DETECT_SIDE, "reacquire_seconds": tracker.reacquire_seconds}
+                         "detect_side": DETECT_SIDE, "reacquire_seconds": tracker.reacquire_seconds,
+                         "times": "the container's timestamps" if source.frames is not None else "frame count / fps"}
     try:
         _stream(run, source, every, detector, max_seconds, on_frame, progress, tracker, analysis)
     except KeyboardInterrupt:
         if source.frames is not None:  # a file: an interrupted analysis is no analysis
             raise
         analysis.settings["stopped"] = "by the user (Ctrl-C)"  # a camera: what was seen so far is the answer
-    source.capture.release()
+    finally:
+        source.capture.release()
     if analysis.frames_read == 0:
         raise UserError(f"{source.name}: no frame could be decoded (truncated or not a video)")
+    announced = source.frames / source.fps if source.frames else None  # the container's duration
+    wanted = announced if max_seconds is None or announced is None else min(announced, max_seconds)
+    if wanted and analysis.video_seconds + 2 / source.fps < TRUNCATED_SHARE * wanted:
+        analysis.truncated = (f"only the first {analysis.video_seconds:.1f} s ({analysis.frames_read} frames) of the "
+                              f"{announced:.1f} s the file announces could be read: the video is truncated or "
+                              "damaged, and the answers cover what was read")
     return analysis
 
 
 def _stream(run, source, every, detector, max_seconds, on_frame, progress, tracker, analysis) -> None:
+    import cv2
+
     latest: list[dict] = []
     started = last_report = time.perf_counter()
-    index = -1
+    index, previous_t = -1, -1.0
     while True:
         index += 1
-        t = index / source.fps
-        if max_seconds is not None and t > max_seconds:
-            break
         analysed = index % every == 0
         if on_frame is None and not analysed:
-            if not source.capture.grab():  # demux and decode, but no colour conversion
-                break
-            analysis.frames_read += 1
-            continue
-        ok, frame = source.capture.read()
-        if not ok or frame is None:
+            ok, frame = source.capture.grab(), None  # demux and decode, but no colour conversion
+        else:
+            ok, frame = source.capture.read()
+            ok = ok and frame is not None
+        if not ok:
             break
+        t = frame_time(source, source.capture.get(cv2.CAP_PROP_POS_MSEC), index, previous_t)
+        if max_seconds is not None and t > max_seconds:
+            break
+        previous_t = t
         analysis.frames_read += 1
         if analysed:
             latest = faces_in_frame(run, frame, t, index, tracker, detector)
             analysis.rows += latest
             analysis.frames_analysed += 1
+            analysis.analysed_times.append(t)
         if on_frame is not None:
             on_frame(frame, latest)
         now = time.perf_counter()
@@ -156,6 +173,15 @@ def _stream(run, source, every, detector, max_seconds, on_frame, progress, track
             progress(analysis.frames_read, source.frames, analysis.frames_read / (now - started))
             last_report = now
         analysis.seconds = now - started
+    analysis.video_seconds = max(previous_t, 0.0)
+
+
+def frame_time(source: Source, position_ms: float, index: int, previous: float) -> float:
+    """A frame's time in seconds: the container's timestamp (right for variable-frame-rate video), or
+    index / fps for a camera or where the container gives none that moves forward."""
+    if source.frames is not None and position_ms is not None and position_ms / 1000 > previous:
+        return round(position_ms / 1000, 4)
+    return round(max(index / source.fps, previous + 1e-3), 4)
 
 
 def faces_in_frame(run: LoadedRun, frame: np.ndarray, t: float, index: int, tracker: FaceTracker,
@@ -199,20 +225,28 @@ def smoothed(table: pd.DataFrame, class_names: tuple[str, ...], half_life: float
     return pd.DataFrame(out, index=table.index, columns=[f"s_{c}" for c in class_names])
 
 
-def face_summaries(table: pd.DataFrame, class_names: tuple[str, ...], step: float) -> list[dict]:
+def face_summaries(table: pd.DataFrame, class_names: tuple[str, ...], analysed_times: np.ndarray) -> list[dict]:
     """Per face: seen from/to, analysed frames, share of time in each (smoothed) expression, the
-    dominant one, and its segments (runs of one smoothed label)."""
+    dominant one, and its segments (runs of one smoothed label). An answer holds until the next
+    analysed frame (`analysed_times`, from the container's timestamps), so shares are shares of time
+    also in variable-frame-rate video; a face missed in more than two analysed frames starts a new segment."""
+    analysed_times = np.asarray(analysed_times, dtype=float)
+    gaps = np.diff(analysed_times)
+    last_step = float(np.median(gaps)) if len(gaps) else 0.0
     summaries = []
     for face, rows in table.groupby("face", sort=True):
         labels = rows["smoothed_label"].tolist()
-        times = rows["time"].tolist()
-        shares = {c: labels.count(c) / len(labels) for c in class_names}
+        times = rows["time"].to_numpy(dtype=float)
+        position = np.searchsorted(analysed_times, times - 1e-6)  # each row's analysed frame
+        ends = np.append(analysed_times, analysed_times[-1] + last_step)[position + 1]
+        held = ends - times
+        shares = {c: float(held[[label == c for label in labels]].sum() / max(held.sum(), 1e-12)) for c in class_names}
         segments, start = [], 0
         for k in range(1, len(labels) + 1):
-            if k == len(labels) or labels[k] != labels[start] or times[k] - times[k - 1] > 2.5 * step:
-                segments.append({"label": labels[start], "start": times[start], "end": round(times[k - 1] + step, 4)})
+            if k == len(labels) or labels[k] != labels[start] or position[k] - position[k - 1] > 3:
+                segments.append({"label": labels[start], "start": float(times[start]), "end": round(float(ends[k - 1]), 4)})
                 start = k
-        summaries.append({"face": int(face), "first_seen": times[0], "last_seen": times[-1],
+        summaries.append({"face": int(face), "first_seen": float(times[0]), "last_seen": float(times[-1]),
                           "analysed_frames": len(rows), "dominant": max(shares, key=shares.get),
                           "share_of_time": shares, "segments": segments})
     return summaries
@@ -236,12 +270,27 @@ def plot_timeline(rows: pd.DataFrame, class_names: tuple[str, ...], path: Path, 
     plt.close(fig)
 
 
-def write_outputs(analysis: Analysis, run: LoadedRun, source: Source, out: Path, smooth_seconds: float,
-                  annotated: Path | None = None) -> dict:
-    """frames.csv, video.json and a timeline PNG per face into `out` (replaced whole, never half-written)."""
+OUTPUT_FILES = "frames.csv, video.json, timeline_face*.png"
+COMPLETE_FILE = "video.json"  # written last: a folder without it is not a finished analysis
+
+
+def output_folder(out: Path, what: str = "--out"):
+    """The context in which a video's outputs are written: a work folder inside `out`, whose files
+    replace fer_bench's earlier outputs there when the block succeeds (files.filling_output_folder:
+    a folder the user made is never emptied)."""
+    return filling_output_folder(out, what, COMPLETE_FILE)
+
+
+def write_outputs(analysis: Analysis, run: LoadedRun, source: Source, work: Path, smooth_seconds: float,
+                  annotated: bool = False) -> dict:
+    """frames.csv, timeline PNGs per face and video.json (last) into the work folder `work` (see
+    `output_folder`); `annotated`: the Annotator already wrote work/annotated.mp4."""
+    if not np.isfinite(smooth_seconds) or smooth_seconds < 0:
+        raise UserError(f"--smooth must be a number of seconds, 0 or more, got {smooth_seconds}")
     table = pd.DataFrame(analysis.rows)
     summary = {"video": source.name, "model": run.name, "calibration": run.calibration_note,
-               "frames_read": analysis.frames_read, "frames_analysed": analysis.frames_analysed,
+               "frames_read": analysis.frames_read, "frames_announced": source.frames,
+               "frames_analysed": analysis.frames_analysed, "truncated": analysis.truncated,
                "seconds": round(analysis.seconds, 3),
                "frames_per_second": analysis.frames_read / max(analysis.seconds, 1e-9),
                "answers_per_face_per_second": analysis.settings["analysed_per_second"],
@@ -249,24 +298,21 @@ def write_outputs(analysis: Analysis, run: LoadedRun, source: Source, out: Path,
                "settings": {**analysis.settings, "smoothing": {"kind": "exponential moving average",
                                                                "half_life_seconds": smooth_seconds}},
                "faces": []}
-    with folder_replacing(out, ".writing-") as work:
-        if len(table):
-            table = pd.concat([table, smoothed(table, run.class_names, smooth_seconds)], axis=1)
-            s_columns = [f"s_{c}" for c in run.class_names]
-            table["smoothed_label"] = [run.class_names[k] for k in table[s_columns].to_numpy().argmax(axis=1)]
-            step = analysis.settings["every"] / source.fps
-            summary["faces"] = face_summaries(table, run.class_names, step)
-            for face, rows in table.groupby("face"):
-                plot_timeline(rows, run.class_names, work / f"timeline_face{face}.png",
-                              f"{Path(source.name).name}: face {face} ({run.name})")
-        else:
-            summary["no_face"] = f"no face in {analysis.frames_analysed} analysed frames"
-        write_csv(work / "frames.csv", table if len(table) else pd.DataFrame(
-            columns=["time", "frame", "face", "x", "y", "w", "h", "label"]), index=False)
-        if annotated is not None:
-            annotated.replace(work / "annotated.mp4")
-            summary["annotated_video"] = "annotated.mp4"
-        (work / "video.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if len(table):
+        table = pd.concat([table, smoothed(table, run.class_names, smooth_seconds)], axis=1)
+        s_columns = [f"s_{c}" for c in run.class_names]
+        table["smoothed_label"] = [run.class_names[k] for k in table[s_columns].to_numpy().argmax(axis=1)]
+        summary["faces"] = face_summaries(table, run.class_names, analysis.analysed_times)
+        for face, rows in table.groupby("face"):
+            plot_timeline(rows, run.class_names, work / f"timeline_face{face}.png",
+                          f"{Path(source.name).name}: face {face} ({run.name})")
+    else:
+        summary["no_face"] = f"no face in {analysis.frames_analysed} analysed frames"
+    write_csv(work / "frames.csv", table if len(table) else pd.DataFrame(
+        columns=["time", "frame", "face", "x", "y", "w", "h", "label"]), index=False)
+    if annotated:
+        summary["annotated_video"] = "annotated.mp4"
+    write_json(work / COMPLETE_FILE, summary)
     return summary
 
 
