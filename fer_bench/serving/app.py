@@ -3,12 +3,22 @@ camera), see every face found with a numbered box, the 48x48 crop each answer ca
 calibrated class probabilities and the seed's sentence, and which model answered. Below it: a
 video upload answered with each face's timeline and summary (`video`), and a live browser camera
 (`www/camera.js` sends frames; each session keeps its own face tracker) with boxes and a rolling
-timeline."""
+timeline.
+
+One client cannot stall or bloat the server for the others: detection and inference run on a small
+pool of worker threads (Shiny's extended tasks), never on the event loop, so every session keeps
+being served while one video is analysed; an upload is cut off at its limit as its bytes arrive
+(whatever size the client declared), and a camera frame larger than a camera's is refused before
+it is decoded."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import binascii
 import io
+import math
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..data.photos import Photo, read_image
@@ -16,7 +26,10 @@ from ..errors import UserError
 from .predict import FaceAnswer, LoadedRun, answer_photos
 
 MAX_UPLOAD_BYTES = 15 * 1024 * 1024
-MAX_VIDEO_BYTES = 200 * 1024 * 1024
+MAX_VIDEO_BYTES = 200 * 1024 * 1024  # also what any upload request may carry (UploadLimit)
+MAX_CAMERA_MESSAGE = 2 * 1024 * 1024  # a camera frame's data URI
+MAX_CAMERA_PIXELS = 1920 * 1080  # the browser sends 320 px wide frames; anything above a camera's is refused
+HEAVY_WORKERS = 2  # photos, videos and camera frames analysed at once (the rest wait their turn)
 CAMERA_JS = Path(__file__).resolve().parent / "www" / "camera.js"
 BOX_COLOURS = ("lime", "orange", "magenta", "cyan", "yellow", "red")
 
@@ -51,9 +64,79 @@ def _face_card(answer: FaceAnswer):
 
 
 def _check_size(upload: dict, limit: int) -> None:
-    """An upload over `limit` bytes is a UserError naming it."""
-    if upload["size"] > limit:
+    """An upload whose received bytes (on disk, not the size the client declared) exceed `limit` is
+    a UserError naming it."""
+    if Path(upload["datapath"]).stat().st_size > limit:
         raise UserError(f"{upload['name']}: larger than {limit // 2**20} MB")
+
+
+def camera_frame_image(message) -> "np.ndarray":
+    """The BGR frame of a camera message ({"jpeg": data URI, "t": seconds}), or UserError: a malformed
+    message, a frame over MAX_CAMERA_PIXELS (read from its header, before decoding) or not a JPEG."""
+    import cv2
+    import numpy as np
+    from PIL import Image
+
+    if not (isinstance(message, dict) and isinstance(message.get("jpeg"), str)
+            and isinstance(message.get("t"), (int, float)) and math.isfinite(message["t"])):
+        raise UserError("a camera frame message must hold a JPEG data URI and a time")
+    if len(message["jpeg"]) > MAX_CAMERA_MESSAGE or "," not in message["jpeg"]:
+        raise UserError("a camera frame was not a JPEG data URI of at most 2 MB")
+    try:
+        data = base64.b64decode(message["jpeg"].split(",", 1)[1], validate=True)
+        with Image.open(io.BytesIO(data)) as header:  # reads the header only
+            width, height = header.size
+    except (binascii.Error, ValueError, OSError):
+        raise UserError("a camera frame could not be read") from None
+    if width * height > MAX_CAMERA_PIXELS:
+        raise UserError(f"a camera frame of {width}x{height} is larger than a camera's ({MAX_CAMERA_PIXELS:,} pixels)")
+    frame = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if frame is None:
+        raise UserError("a camera frame could not be read")
+    return frame
+
+
+class UploadLimit:
+    """ASGI middleware in front of Shiny: an upload request's body is cut off once it exceeds `limit`
+    bytes (at once when its Content-Length says so), answered 413, and never read further. The file
+    Shiny stored then holds limit + 1 bytes, which `_check_size` refuses."""
+
+    def __init__(self, app, limit: int = MAX_VIDEO_BYTES):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST" or "/upload/" not in scope["path"]:
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers", [])).get(b"content-length", b"0")
+        if declared.isdigit() and int(declared) > self.limit:
+            return await self._refuse(send)
+        received, over = 0, False
+
+        async def limited_receive():
+            nonlocal received, over
+            message = await receive() if not over else {"type": "http.request", "body": b"", "more_body": False}
+            if message["type"] == "http.request" and not over:
+                body = message.get("body", b"")
+                received += len(body)
+                if received > self.limit:  # keep one byte over the limit: the stored file shows it
+                    over = True
+                    message = {"type": "http.request", "body": body[:len(body) - (received - self.limit - 1)],
+                               "more_body": False}
+            return message
+
+        async def refusing_send(message):
+            if not over:
+                return await send(message)
+            if message["type"] == "http.response.start":
+                await self._refuse(send)
+
+        await self.app(scope, limited_receive, refusing_send)
+
+    async def _refuse(self, send):
+        text = f"upload larger than {self.limit // 2**20} MB".encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(text)).encode())]})
+        await send({"type": "http.response.body", "body": text})
 
 
 def _png_uri(path: Path) -> str:
@@ -64,8 +147,10 @@ def _video_answer(summary: dict, out: Path):
     """Per face: its dominant expression, share of time in each, segments, and its timeline."""
     from shiny import ui
 
+    warning = [ui.div(f"Warning: {summary['truncated']}.", id="video-truncated", class_="alert alert-warning")] \
+        if summary.get("truncated") else []
     if not summary["faces"]:
-        return ui.div(summary["no_face"], id="video-summary", class_="alert alert-warning")
+        return ui.div(*warning, ui.div(summary["no_face"], id="video-summary", class_="alert alert-warning"))
     cards = []
     for face in summary["faces"]:
         n = face["face"]
@@ -79,8 +164,8 @@ def _video_answer(summary: dict, out: Path):
     note = (f"{summary['frames_read']} frames, {summary['frames_analysed']} analysed "
             f"({summary['answers_per_face_per_second']:.1f} answers per face per second), smoothing half-life "
             f"{summary['settings']['smoothing']['half_life_seconds']} s.")
-    return ui.div(ui.div(f"{len(summary['faces'])} face(s) followed. {note}", id="video-summary",
-                         class_="alert alert-info"), *cards)
+    return ui.div(*warning, ui.div(f"{len(summary['faces'])} face(s) followed. {note}", id="video-summary",
+                                   class_="alert alert-info"), *cards)
 
 
 def build_app(run: LoadedRun):
@@ -117,74 +202,107 @@ def build_app(run: LoadedRun):
         title="fer_bench",
     )
 
+    pool = ThreadPoolExecutor(max_workers=HEAVY_WORKERS, thread_name_prefix="fer-bench-analysis")
+
+    async def off_the_loop(work, *args):
+        """Run `work(*args)` on the analysis pool: the event loop keeps serving every session."""
+        return await asyncio.get_running_loop().run_in_executor(pool, work, *args)
+
     def server(input, output, session):
         from .tracking import FaceTracker
-        from .video import SMOOTH_SECONDS, analyse, faces_in_frame, open_video, write_outputs
+        from .video import SMOOTH_SECONDS, analyse, faces_in_frame, open_video, output_folder, write_outputs
 
-        tracker, camera_text = FaceTracker(), reactive.value("")
+        tracker = FaceTracker()
 
-        @reactive.calc
-        def video_result():
-            if not (files := input.video()):
-                return None
-            upload = files[0]
+        def analyse_video(upload: dict, state: dict):
+            """(summary, output folder) of an uploaded video, or the error's text; `state` carries progress."""
             try:
                 _check_size(upload, MAX_VIDEO_BYTES)
-                source = open_video(Path(upload["datapath"]))
-                source.name = upload["name"]  # as the user knows it, not the upload's temporary name
-                with ui.Progress(min=0, max=source.frames or 1) as bar:
-                    analysis = analyse(run, source, progress=lambda done, total, rate: bar.set(
-                        done, message=f"frame {done} of {total or '?'}, {rate:.0f} frames/s"))
+                source = open_video(Path(upload["datapath"]), upload["name"])
+                analysis = analyse(run, source, progress=lambda done, total, rate: state.update(
+                    done=done, total=total, rate=rate))
                 out = Path(upload["datapath"]).with_name("answer.fer")
-                return write_outputs(analysis, run, source, out, SMOOTH_SECONDS), out
+                with output_folder(out) as work:
+                    summary = write_outputs(analysis, run, source, work, SMOOTH_SECONDS)
+                return summary, out
             except UserError as error:
                 return str(error)
 
+        @reactive.extended_task
+        async def video_task(upload: dict):
+            state = {"done": 0, "total": None, "rate": 0.0}
+            work = asyncio.ensure_future(off_the_loop(analyse_video, upload, state))
+            with ui.Progress(min=0, max=1) as bar:
+                while not work.done():
+                    total = state["total"] or 1
+                    bar.set(min(state["done"] / total, 1.0), message=f"frame {state['done']} of "
+                            f"{state['total'] or '?'}, {state['rate']:.0f} frames/s")
+                    await asyncio.wait([work], timeout=0.5)
+            return work.result()
+
+        @reactive.effect
+        @reactive.event(input.video)
+        def _start_video():
+            if files := input.video():
+                video_task.invoke(files[0])
+
         @render.ui
         def video_answer():
-            result = video_result()
-            if result is None:
+            if video_task.status() == "initial":
                 return None
+            result = video_task.result()
             if isinstance(result, str):
                 return ui.div(result, id="video-error", class_="alert alert-danger")
             return _video_answer(*result)
 
+        def answer_frame(message) -> tuple[list[dict], int, int, str]:
+            """The faces in one camera frame, the frame's size and the line shown under the camera."""
+            try:
+                frame = camera_frame_image(message)
+            except UserError as error:
+                return [], 1, 1, str(error)
+            rows = faces_in_frame(run, frame, float(message["t"]), 0, tracker)
+            faces = [{"face": r["face"], "x": r["x"], "y": r["y"], "w": r["w"], "h": r["h"], "label": r["label"],
+                      "p": r[f"p_{r['label']}"]} for r in rows]
+            text = "; ".join(f"face {f['face']}: {f['label']} {f['p']:.0%}" for f in faces) or "no face in view"
+            return faces, frame.shape[1], frame.shape[0], text
+
+        @reactive.extended_task
+        async def camera_task(message):
+            faces, width, height, text = await off_the_loop(answer_frame, message)
+            await session.send_custom_message("camera_faces", {"faces": faces, "width": width, "height": height})
+            return text
+
         @reactive.effect
         @reactive.event(input.camera_frame)
-        async def camera_frame():
-            import cv2
-            import numpy as np
-
-            message = input.camera_frame()
-            faces, width, height = [], 1, 1
-            try:
-                data = base64.b64decode(message["jpeg"].split(",", 1)[1])
-                frame = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-                height, width = frame.shape[:2]
-                rows = faces_in_frame(run, frame, float(message["t"]), 0, tracker)
-                faces = [{"face": r["face"], "x": r["x"], "y": r["y"], "w": r["w"], "h": r["h"], "label": r["label"],
-                          "p": r[f"p_{r['label']}"]} for r in rows]
-                camera_text.set("; ".join(f"face {f['face']}: {f['label']} {f['p']:.0%}" for f in faces)
-                                or "no face in view")
-            except Exception:  # a frame the browser garbled: skip it, keep the camera going
-                camera_text.set("a camera frame could not be read")
-            await session.send_custom_message("camera_faces", {"faces": faces, "width": width, "height": height})
+        def _camera_frame():
+            camera_task.invoke(input.camera_frame())
 
         @render.text
         def camera_answer():
-            return camera_text()
+            return "" if camera_task.status() == "initial" else camera_task.result()
 
-        @reactive.calc
-        def answer() -> tuple[Photo, list[FaceAnswer]] | str | None:
-            if not (files := input.image()):
-                return None
-            upload = files[0]
+        def answer_upload(upload: dict) -> tuple[Photo, list[FaceAnswer]] | str:
             try:
                 _check_size(upload, MAX_UPLOAD_BYTES)
                 photo = read_image(Path(upload["datapath"]).read_bytes(), upload["name"])
                 return photo, answer_photos(run, [photo])
             except UserError as error:
                 return str(error)
+
+        @reactive.extended_task
+        async def photo_task(upload: dict):
+            return await off_the_loop(answer_upload, upload)
+
+        @reactive.effect
+        @reactive.event(input.image)
+        def _start_photo():
+            if files := input.image():
+                photo_task.invoke(files[0])
+
+        @reactive.calc
+        def answer() -> tuple[Photo, list[FaceAnswer]] | str | None:
+            return None if photo_task.status() == "initial" else photo_task.result()
 
         def success() -> tuple[Photo, list[FaceAnswer]] | None:
             result = answer()
@@ -229,7 +347,7 @@ def build_app(run: LoadedRun):
 
 
 def serve(run: LoadedRun, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve the app until interrupted."""
-    from shiny import run_app
+    """Serve the app (behind its upload limit) until interrupted."""
+    import uvicorn
 
-    run_app(build_app(run), host=host, port=port, launch_browser=False)
+    uvicorn.run(UploadLimit(build_app(run)), host=host, port=port, log_level="warning")

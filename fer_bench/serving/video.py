@@ -51,19 +51,21 @@ class Source:
     height: int
 
 
-def open_video(path: Path) -> Source:
-    """Open a video file with OpenCV's FFmpeg, or raise one clear UserError."""
+def open_video(path: Path, name: str | None = None) -> Source:
+    """Open a video file with OpenCV's FFmpeg, or raise one clear UserError; `name` (default: the
+    path) is how the user knows the file, in errors and outputs (an upload's, not its temporary path)."""
     import cv2
 
     path = Path(path)
+    name = name or str(path)
     if not path.is_file():
-        raise UserError(f"video not found: {path}")
+        raise UserError(f"video not found: {name}")
     if path.stat().st_size == 0:
-        raise UserError(f"{path}: the file is empty")
+        raise UserError(f"{name}: the file is empty")
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
-        raise UserError(f"{path}: not a video OpenCV can read ({', '.join(sorted(VIDEO_SUFFIXES))})")
-    return _checked(str(path), capture, int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None)
+        raise UserError(f"{name}: not a video OpenCV can read ({', '.join(sorted(VIDEO_SUFFIXES))})")
+    return _checked(name, capture, int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None)
 
 
 def open_camera(index: int) -> Source:
