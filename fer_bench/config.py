@@ -111,7 +111,8 @@ class RunConfig:
     val_seed: int | None = option(None, "Seed of the validation split carved from train (--val-split train); default: "
                                   "--seed. Runs of different --seed with one --val-seed are validated on the same "
                                   "images (an ensemble's members, a teacher and its student).", neutral=None)
-    weights: str | None = option(None, "Transfer models: imagenet (default), none, or a weights file.")
+    weights: str | None = option(None, "Transfer models: their pretrained weights (default: imagenet; ms1m for "
+                                 "mobilefacenet, shipped), none (random initialisation), or a weights file.")
     variant: str = option("frozen", "Transfer models: frozen (head on the frozen base), finetune (then the base's "
                           "top blocks at --finetune-learning-rate) or full (the whole network end to end under "
                           "the recipe, from its weights: ImageNet, or none for random initialisation).")
@@ -231,7 +232,7 @@ def resolve(cfg: RunConfig) -> RunConfig:
     check_image_size(info, values["image_size"])
     if info.default_width is None:
         if cfg.width is not None:
-            raise UserError(f"{cfg.model} has no width setting (--width applies to: vggnet, mobilenet)")
+            raise UserError(f"{cfg.model} has no width setting (--width applies to: vggnet, mobilenet, mobilenetv2)")
     else:
         values["width"] = float(_width_of_weights(info, cfg) or cfg.width or info.default_width)
         if values["width"] <= 0:
@@ -239,8 +240,8 @@ def resolve(cfg: RunConfig) -> RunConfig:
     wanted = parse_classes(cfg.classes)
     values["classes"] = "all" if wanted is None else ",".join(wanted)
     if info.transfer:
-        values["weights"] = cfg.weights or "imagenet"
-        if values["weights"] not in ("imagenet", "none"):
+        values["weights"] = cfg.weights or info.pretrained
+        if values["weights"] not in (info.pretrained, "none"):
             if not Path(values["weights"]).is_file():
                 raise UserError(f"weights file not found: {values['weights']}")
             values["weights"] = str(Path(values["weights"]).resolve())
@@ -302,11 +303,11 @@ def _width_of_weights(info, cfg: RunConfig) -> float | None:
     """A transfer base's width as its weights file says (MobileNet), checked against --width."""
     from .models.transfer import has_width, width_of_weights_file
 
-    if not (info.transfer and has_width(info.name) and cfg.weights not in (None, "none", "imagenet")):
+    if not (info.transfer and has_width(info.name) and cfg.weights not in (None, "none", info.pretrained)):
         return None
     if not Path(cfg.weights).is_file():
         raise UserError(f"weights file not found: {cfg.weights}")
-    width = width_of_weights_file(Path(cfg.weights))
+    width = width_of_weights_file(info.name, Path(cfg.weights))
     if cfg.width is not None and float(cfg.width) != width:
         raise UserError(f"--width {cfg.width} does not match the weights file, whose width is {width}")
     return width

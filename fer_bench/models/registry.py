@@ -24,7 +24,8 @@ class ModelInfo:
     default_size: int
     min_size: int
     transfer: bool = False
-    keras_weights_file: str | None = None  # ImageNet no-top weights file name in ~/.keras/models
+    keras_weights_file: str | None = None  # ImageNet no-top weights file name in ~/.keras/models (or shipped)
+    pretrained: str = "imagenet"  # the name of a transfer base's own pretrained weights (--weights default)
     default_width: float | None = None  # channel multiplier of models that have a width setting
 
 

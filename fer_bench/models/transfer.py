@@ -1,8 +1,10 @@
-"""Frozen-base transfer models: VGG16, ResNet50, InceptionV3 and MobileNet from keras.applications.
+"""Transfer models: VGG16, ResNet50, InceptionV3, MobileNet and MobileNetV2 from keras.applications
+(ImageNet), and MobileFaceNet (face identity, MS-Celeb-1M; models/mobilefacenet.py).
 
 Each takes the same raw grayscale pixels 0-255 as `scratch` and does, as layers: resize to its
 input size (bilinear), grayscale → 3 channels, its own `preprocess_input` (VGG16/ResNet50 "caffe":
-BGR, ImageNet mean subtracted, 0-255 in; InceptionV3 and MobileNet "tf": scaled to -1..1), then the base called
+BGR, ImageNet mean subtracted, 0-255 in; InceptionV3 and the MobileNets "tf": scaled to -1..1;
+MobileFaceNet "torch": 0..1 standardised by ImageNet's mean and std), then the base called
 with `training=False` (its BatchNormalization folded into the convolutions, or computed by the
 fused kernel in the blocks fine-tuning may train), global average pooling. The head is the same
 for all three: feature standardisation (a Normalization layer adapted on the training features) →
@@ -16,38 +18,50 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import keras
 from keras import layers
 
 from ..data.dataset import NATIVE_SIZE
 from ..errors import UserError
+from . import mobilefacenet
 from .batchnorm import with_fast_batchnorm
 from .registry import BuiltModel, ModelInfo, register_model
 
 HEAD_DROPOUT = 0.3
 IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)  # keras.applications "caffe" preprocessing
+IMAGENET_MEAN_RGB, IMAGENET_STD_RGB = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # "torch" preprocessing, on 0..1
 _WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
 
 
 @dataclass(frozen=True)
 class BaseFacts:
-    """How to build one keras.applications base and where its ImageNet weights live."""
+    """How to build one base (random weights) and where its pretrained weights live."""
 
-    application: str  # attribute of keras.applications
-    preprocessing: str  # "caffe" or "tf"
-    weights_url_dir: str
+    build: Callable[..., keras.Model]  # (input_shape, **width) → the base, weights random
+    preprocessing: str  # "caffe", "tf" or "torch"
+    weights_url_dir: str | None  # under Keras' download address; None: shipped inside this package
     top_blocks_after: str  # the last layer below the block(s) the finetune variant unfreezes
-    has_width: bool = False  # MobileNet: a width multiplier (alpha), part of its weights file's name
+    width_argument: str | None = None  # the MobileNets: a width multiplier (alpha), part of their file names
+
+
+def _application(name: str) -> Callable[..., keras.Model]:
+    return lambda input_shape, **width: getattr(keras.applications, name)(include_top=False, weights=None,
+                                                                           input_shape=input_shape, **width)
 
 
 _BASES = {
-    "vgg16": BaseFacts("VGG16", "caffe", "vgg16/", "block4_pool"),  # block5
-    "resnet50": BaseFacts("ResNet50", "caffe", "resnet/", "conv4_block6_out"),  # conv5
-    "inceptionv3": BaseFacts("InceptionV3", "tf", "inception_v3/", "mixed8"),  # mixed9 and mixed10
-    "mobilenet": BaseFacts("MobileNet", "tf", "mobilenet/", "conv_pw_11_relu", True),  # blocks 12 and 13
+    "vgg16": BaseFacts(_application("VGG16"), "caffe", "vgg16/", "block4_pool"),  # block5
+    "resnet50": BaseFacts(_application("ResNet50"), "caffe", "resnet/", "conv4_block6_out"),  # conv5
+    "inceptionv3": BaseFacts(_application("InceptionV3"), "tf", "inception_v3/", "mixed8"),  # mixed9 and mixed10
+    "mobilenet": BaseFacts(_application("MobileNet"), "tf", "mobilenet/", "conv_pw_11_relu", "alpha"),  # blocks 12-13
+    "mobilenetv2": BaseFacts(_application("MobileNetV2"), "tf", "mobilenet_v2/", "block_15_add", "alpha"),  # 16, Conv_1
+    "mobilefacenet": BaseFacts(lambda input_shape: mobilefacenet.mobilefacenet(input_shape), "torch", None,
+                               "features_12_project_bn"),  # blocks 13-14, conv2
 }
-MOBILENET_WEIGHT_SIZES = (128, 160, 192, 224)  # the input sizes they were trained at
+# The input sizes Keras publishes ImageNet weights for (the weights fit every size; Keras loads 224's otherwise)
+_WEIGHT_SIZES = {"mobilenet": (128, 160, 192, 224), "mobilenetv2": (96, 128, 160, 192, 224)}
 
 _INFOS = [
     ModelInfo("vgg16", "VGG16 ImageNet base (frozen) + linear head", 224, 32, True,
@@ -58,29 +72,30 @@ _INFOS = [
               "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"),
     ModelInfo("mobilenet", "MobileNet v1 ImageNet base (frozen; width = alpha) + linear head", 224, 32, True,
               "mobilenet_{alpha}_{size}_tf_no_top.h5", default_width=0.25),
+    ModelInfo("mobilenetv2", "MobileNetV2 ImageNet base (frozen; width = alpha) + linear head", 224, 32, True,
+              "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_{size}_no_top.h5", default_width=1.0),
+    ModelInfo("mobilefacenet", "MobileFaceNet face-identity base (MS-Celeb-1M; frozen) + linear head", 112, 32, True,
+              mobilefacenet.SHIPPED_WEIGHTS.name, pretrained="ms1m"),
 ]
 
-
-def model_info_for(name: str) -> ModelInfo:
-    """The registered facts of one transfer model."""
-    return next(info for info in _INFOS if info.name == name)
-
-
-_ALPHA_TEXT = {0.25: "2_5", 0.5: "5_0", 0.75: "7_5", 1.0: "1_0"}  # how Keras writes a MobileNet width in file names
+# How Keras writes a width in file names
+_ALPHA_TEXT = {"mobilenet": {0.25: "2_5", 0.5: "5_0", 0.75: "7_5", 1.0: "1_0"},
+               "mobilenetv2": {a: str(a) for a in (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)}}
 
 
 def imagenet_file_names(info: ModelInfo, width: float | None = None, image_size: int | None = None) -> list[str]:
-    """The names Keras gives a base's ImageNet no-top weights, preferred first. MobileNet's name its width
-    and the size they were trained at: `image_size` where Keras publishes that size, then 224 (what Keras
-    itself loads for any other size; the weights fit every size)."""
-    if not _BASES[info.name].has_width:
+    """The names Keras gives a base's ImageNet no-top weights, preferred first. The MobileNets' name their
+    width and the size they were trained at: `image_size` where Keras publishes that size, then 224 (what
+    Keras itself loads for any other size; the weights fit every size)."""
+    if not _BASES[info.name].width_argument:
         return [info.keras_weights_file]
     width = info.default_width if width is None else width
-    if width not in _ALPHA_TEXT:
-        raise UserError(f"--width {width} has no ImageNet MobileNet weights (Keras publishes "
-                        f"{', '.join(map(str, _ALPHA_TEXT))}); use one of those, or --weights none/PATH")
-    sizes = [image_size] if image_size in MOBILENET_WEIGHT_SIZES and image_size != 224 else []
-    return [info.keras_weights_file.format(alpha=_ALPHA_TEXT[width], size=size) for size in sizes + [224]]
+    alphas = _ALPHA_TEXT[info.name]
+    if width not in alphas:
+        raise UserError(f"--width {width} has no ImageNet {info.name} weights (Keras publishes "
+                        f"{', '.join(map(str, alphas))}); use one of those, or --weights none/PATH")
+    sizes = [image_size] if image_size in _WEIGHT_SIZES[info.name] and image_size != 224 else []
+    return [info.keras_weights_file.format(alpha=alphas[width], size=size) for size in sizes + [224]]
 
 
 def keras_cache_dir() -> Path:
@@ -88,21 +103,25 @@ def keras_cache_dir() -> Path:
     return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
 
 
-def cached_imagenet_file(info: ModelInfo, width: float | None = None, image_size: int | None = None) -> Path | None:
-    """The ImageNet weights file in Keras' cache that a base would load, or None (no download tried)."""
+def cached_pretrained_file(info: ModelInfo, width: float | None = None, image_size: int | None = None) -> Path | None:
+    """The file a base's own pretrained weights come from: shipped in this package (MobileFaceNet), or
+    ImageNet's in Keras' cache; None when that is not there (no download tried)."""
+    if _BASES[info.name].weights_url_dir is None:
+        return mobilefacenet.SHIPPED_WEIGHTS
     return next((keras_cache_dir() / name for name in imagenet_file_names(info, width, image_size)
                  if (keras_cache_dir() / name).is_file()), None)
 
 
 def resolve_weights_file(info: ModelInfo, weights: str, width: float | None = None,
                          image_size: int | None = None) -> Path:
-    """The weights file for 'imagenet' (Keras cache, else Keras' own download) or an explicit path."""
-    if weights != "imagenet":
+    """The weights file for the base's own pretrained name (shipped, Keras cache, else Keras' own
+    download) or an explicit path."""
+    if weights != info.pretrained:
         path = Path(weights)
         if not path.is_file():
             raise UserError(f"weights file not found: {path}")
         return path
-    cached = cached_imagenet_file(info, width, image_size)
+    cached = cached_pretrained_file(info, width, image_size)
     if cached is not None:
         return cached
     cached = keras_cache_dir() / imagenet_file_names(info, width, image_size)[0]
@@ -118,24 +137,34 @@ def resolve_weights_file(info: ModelInfo, weights: str, width: float | None = No
         ) from None
 
 
-def width_of_weights_file(path: Path) -> float:
-    """A MobileNet weights file's width multiplier, read off its first convolution (32 x alpha filters)."""
+# The layer whose filters tell a MobileNet's width, and their number at width 1 (MobileNetV2's first
+# layers round their widths to multiples of 8, so widths 0.35 and 0.5 are told apart only by the last block)
+_WIDTH_LAYER = {"mobilenet": ("conv1", 32), "mobilenetv2": ("block_16_project", 320)}
+
+
+def width_of_weights_file(name: str, path: Path) -> float:
+    """A MobileNet weights file's width multiplier, read off the number of filters of one convolution."""
     import h5py
 
+    layer, filters = _WIDTH_LAYER[name]
     kernels = []
     try:
         with h5py.File(path, "r") as f:
-            group = f["conv1"] if "conv1" in f else f["layers/conv1/vars"]  # legacy .h5 / Keras-3 .weights.h5
+            group = f[layer] if layer in f else f[f"layers/{layer}/vars"]  # legacy .h5 / Keras-3 .weights.h5
             group.visititems(lambda _, item: kernels.append(item.shape) if len(getattr(item, "shape", ())) == 4 else None)
-            return kernels[0][-1] / 32
-    except (OSError, KeyError, IndexError):
-        raise UserError(f"{path} is not a MobileNet weights file (no first convolution 'conv1' in it)") from None
+            return round(kernels[0][-1] / filters, 2)
+    except (OSError, KeyError, IndexError, TypeError):
+        raise UserError(f"{path} is not a {name} weights file (no convolution '{layer}' in it)") from None
 
 
 def load_base_weights(base, path: Path) -> None:
-    """Load a Keras-3 `.weights.h5` or a legacy `.h5` (the ImageNet files) into the base; a file that
-    does not fill every layer of it (Keras would only warn, leaving layers at random) is an error."""
+    """Load a Keras-3 `.weights.h5` or a legacy `.h5` (the ImageNet files), or MobileFaceNet's state dict
+    (.npz), into the base; a file that does not fill every layer of it (Keras would only warn, leaving
+    layers at random) is an error."""
     import warnings
+
+    if Path(path).suffix == ".npz":
+        return mobilefacenet.load_state_dict(base, Path(path))
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -151,6 +180,9 @@ def load_base_weights(base, path: Path) -> None:
 def _preprocess(x, mode: str):
     if mode == "caffe":  # RGB→BGR is a no-op on replicated gray; subtract the BGR means
         return layers.Normalization(mean=IMAGENET_MEAN_BGR, variance=(1.0, 1.0, 1.0), name="caffe_preprocess")(x)
+    if mode == "torch":  # (x / 255 - mean) / std, as one standardisation of 0..255
+        return layers.Normalization(mean=[255 * m for m in IMAGENET_MEAN_RGB],
+                                    variance=[(255 * s) ** 2 for s in IMAGENET_STD_RGB], name="torch_preprocess")(x)
     return layers.Rescaling(1 / 127.5, offset=-1.0, name="tf_preprocess")(x)
 
 
@@ -171,8 +203,8 @@ def adapt_feature_norm(built: BuiltModel, features) -> None:
 
 
 def has_width(name: str) -> bool:
-    """Whether a transfer base has a width multiplier (MobileNet's alpha)."""
-    return _BASES[name].has_width
+    """Whether a transfer base has a width multiplier (the MobileNets' alpha)."""
+    return _BASES[name].width_argument is not None
 
 
 def top_blocks_after(name: str) -> str:
@@ -203,9 +235,8 @@ def build_transfer(info: ModelInfo, num_classes: int, image_size: int, weights: 
     Variant 'full' trains the whole network end to end instead (BatchNorm too), from the weights
     loaded (ImageNet: full fine-tuning; none: the architecture from random initialisation)."""
     facts = _BASES[info.name]
-    application = getattr(keras.applications, facts.application)
-    shape = {"alpha": width or info.default_width} if facts.has_width else {}
-    base = application(include_top=False, weights=None, input_shape=(image_size, image_size, 3), **shape)
+    shape = {facts.width_argument: width or info.default_width} if facts.width_argument else {}
+    base = facts.build((image_size, image_size, 3), **shape)
     if weights not in (None, "none"):
         load_base_weights(base, resolve_weights_file(info, weights, width, image_size))
     full_training = variant == "full"

@@ -95,14 +95,14 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def fetch_imagenet_weights(cfg: RunConfig) -> None:
-    """Make sure a transfer run's ImageNet weights are in Keras' cache (downloading them if they can
-    be), so the run id counts them by their content; one clear error if they cannot be had."""
+def fetch_pretrained_weights(cfg: RunConfig) -> None:
+    """Make sure a transfer run's pretrained weights are there (ImageNet's in Keras' cache, downloading them
+    if they can be), so the run id counts them by their content; one clear error if they cannot be had."""
     from ..models import model_info
     from ..models.transfer import resolve_weights_file
 
     info = model_info(cfg.model)
-    if info.transfer and cfg.weights == "imagenet":
+    if info.transfer and cfg.weights == info.pretrained:
         resolve_weights_file(info, cfg.weights, cfg.width, cfg.image_size)
 
 
@@ -150,7 +150,7 @@ def prepare_run(cfg: RunConfig, results: Path = Path("results"), load: Callable[
     every input by content. `fetch_weights=False` (planning) leaves ImageNet files as they are."""
     cfg = resolve(cfg)
     if fetch_weights:
-        fetch_imagenet_weights(cfg)
+        fetch_pretrained_weights(cfg)
     dataset = load(cfg)
     cfg = resolve_val_split(cfg, dataset.validation is not None)
     fingerprint = dataset.fingerprint()

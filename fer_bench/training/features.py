@@ -21,17 +21,17 @@ _CACHE_VERSION = "4"  # bump when the cache file's contents change
 
 def weights_key(cfg) -> str:
     """Identity of a resolved run config's base weights: a random base depends on the seed, a file
-    (ImageNet's too: whichever file sits in Keras' cache) on its content. ImageNet weights not in the
-    cache (yet) count as 'imagenet-missing': such a run cannot train until they are there."""
+    (ImageNet's too: whichever file sits in Keras' cache; a shipped one) on its content. ImageNet weights
+    not in the cache (yet) count as 'imagenet-missing': such a run cannot train until they are there."""
     from ..models import model_info
-    from ..models.transfer import cached_imagenet_file
+    from ..models.transfer import cached_pretrained_file
 
     if cfg.weights == "none":
         return f"random-seed{cfg.seed}"
-    path = cfg.weights if cfg.weights != "imagenet" else cached_imagenet_file(model_info(cfg.model), cfg.width,
-                                                                               cfg.image_size)
+    info = model_info(cfg.model)
+    path = cfg.weights if cfg.weights != info.pretrained else cached_pretrained_file(info, cfg.width, cfg.image_size)
     if path is None:
-        return "imagenet-missing"
+        return f"{cfg.weights}-missing"
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
