@@ -18,6 +18,8 @@ from .errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Frozen-base transfer learning vs. a scratch CNN on FER2013.")
+# How every command names a run (run_folder.find_run)
+RUN_HELP = "A run folder, a run id in --results, 'latest' (the run completed last) or 'bundled' (the model shipped with fer-bench)"
 data_app = typer.Typer(no_args_is_help=True, help="Make, look at and convert data sets.")
 app.add_typer(data_app, name="data")
 
@@ -108,10 +110,11 @@ def run(**options):
     Example: fer-bench run --model vggnet --recipe strong --classes all --data path/to/fer2013"""
     results, force = options.pop("results"), options.pop("force")
     from .config import RunConfig
+    from .run_folder import RunFolder
     from .runs.run import execute
 
     run_dir = execute(RunConfig(**options), output=results, force=force)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = RunFolder(run_dir).metrics
     typer.echo(f"run folder: {run_dir}")
     typer.echo(
         f"test accuracy {metrics['accuracy']:.4f} (95% CI {metrics['accuracy_ci95'][0]:.4f}-{metrics['accuracy_ci95'][1]:.4f}), "
@@ -221,8 +224,10 @@ def _write_comparison(run_dirs: list[Path], out: Path, baseline: str | None = No
     for run_dir in result.incomplete:
         typer.echo(f"skipped (incomplete): {run_dir}")
     for run_dir in result.stale:
-        typer.echo(f"skipped (stale: written in an older results format (now {RESULTS_FORMAT}), or a finetune run "
-                   f"from before the layers it trains were recorded; rerun its command): {run_dir}")
+        typer.echo(f"skipped (stale: written in another results format than this version's {RESULTS_FORMAT}, or a "
+                   f"finetune run from before the layers it trains were recorded; rerun its command): {run_dir}")
+    for run_dir, reason in result.unreadable:
+        typer.echo(f"skipped (unreadable: {reason}): {run_dir}")
     typer.echo(result.markdown)
     if result.previous is not None:
         typer.echo(f"the previous comparison there was kept as {result.previous}")
@@ -268,10 +273,11 @@ def ensemble_command(
     take like any run; its training cost is the sum of its members'.
 
     Example: fer-bench ensemble RUN_ID_1 RUN_ID_2 --results results"""
+    from .run_folder import RunFolder
     from .runs.ensemble import make_ensemble
 
     run_dir = make_ensemble(runs, results, tta, force)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = RunFolder(run_dir).metrics
     typer.echo(f"run folder: {run_dir}")
     for member in metrics["members"]:
         typer.echo(f"  member {member['run']}: test accuracy {member['accuracy']:.4f}, validation accuracy "
@@ -324,8 +330,7 @@ def compare_command(
 def predict(
     images: Optional[list[Path]] = typer.Argument(None, help="Photos (JPEG/PNG/BMP, colour or gray, any size) or "
                                                   "folders of them, or videos (mp4, avi, mov, mkv, webm)."),
-    run: Optional[str] = typer.Option(None, help="A run folder, a run id in --results, or 'latest'; default: the "
-                                      "model shipped with fer-bench."),
+    run: Optional[str] = typer.Option(None, help=f"{RUN_HELP}; default: bundled."),
     results: Path = typer.Option(Path("results"), help="Where --run looks for run ids."),
     detector: str = typer.Option("mtcnn", help="Face detector: mtcnn (aligned crops), haar (OpenCV's cascade), or "
                                  "none (the whole image is the face)."),
@@ -358,7 +363,7 @@ def predict(
     if videos or camera is not None:
         if detector == "none" or (videos and len(videos) != len(images)):
             raise UserError("videos need a face detector (mtcnn or haar) and are analysed apart from photos")
-        loaded = predictor.load_run(predictor.choose_run(run, results))
+        loaded = predictor.load_run(run, results)
         for source in videos or [camera]:
             _predict_video(loaded, source, detector, every, seconds, smooth, annotate, out)
         return
@@ -366,7 +371,7 @@ def predict(
         csv = _unused_name(Path("predictions.csv"))  # never over an earlier file (a run's own, say)
     elif csv is not None:
         _check_csv_target(csv)
-    loaded = predictor.load_run(predictor.choose_run(run, results))
+    loaded = predictor.load_run(run, results)
     answers = predictor.predict_files(loaded, images, detector)
     if as_json:
         typer.echo(predictor.as_json(answers))
@@ -395,11 +400,11 @@ def _unused_name(path: Path) -> Path:
 
 def _check_csv_target(csv: Path) -> None:
     """--csv must name a file that is not a record of a complete run."""
-    from .run_folder import is_complete
+    from .run_folder import RunFolder
 
     if csv.is_dir():
         raise UserError(f"--csv {csv} is a folder; name a file, e.g. {csv / 'predictions.csv'}")
-    if is_complete(csv.resolve().parent):
+    if RunFolder(csv.resolve().parent).is_complete():
         raise UserError(f"--csv {csv} is inside a complete run folder, whose records never change; name a file "
                         "elsewhere")
 
@@ -454,13 +459,13 @@ def _predict_video(loaded, source, detector: str, every, seconds, smooth: float,
 
 @app.command("evaluate")
 def evaluate_command(
-    run: str = typer.Argument(..., help="A complete run folder, or 'bundled' for the model shipped with fer-bench."),
+    run: str = typer.Argument(..., help=f"{RUN_HELP}."),
     data: Optional[list[Path]] = typer.Option(None, help="Labelled images: a data set folder or CSV (its test split; "
                                               "RAF-DB, SFEW and FER+ in their own layouts, their development part "
                                               "where the test part is absent), a folder with only test/, or one "
                                               "folder of class sub-folders; repeat it to score several (the model "
-                                              "is loaded once). Default: the run's own test set, re-scored with "
-                                              "--tta into its metrics.json."),
+                                              "is loaded once). Default: the run's own test set, re-scored (with "
+                                              "--tta) into its evaluations/."),
     classes: Optional[str] = typer.Option(None, help="Score only these of the run's classes (argmax among them)."),
     tta: str = typer.Option("none", help="Test-time augmentation: none, flip or crops."),
     test_usage: str = typer.Option("PrivateTest", help="fer2013.csv: which Usage is scored."),
@@ -469,33 +474,38 @@ def evaluate_command(
     out: Optional[Path] = typer.Option(None, help="Where evaluations go; default: <run>/evaluations "
                                           "(results/evaluations/bundled for the bundled model)."),
     as_json: bool = typer.Option(False, "--json", help="Print the headline metrics as JSON (a list with several --data)."),
+    results: Path = typer.Option(Path("results"), help="Where RUN is looked up as a run id."),
 ):
     """Score a finished run on other labelled data sets; writes metrics, per-class, confusion matrix, predictions.
 
     Example: fer-bench evaluate bundled --data path/to/rafdb --data path/to/sfew"""
     from .config import TTA_MODES
     from .reporting.scoring import evaluate_run
-    from .serving.predict import load_run
+    from .run_folder import find_run
+    from .serving.predict import load_trained
 
     if tta not in TTA_MODES:
         raise UserError(f"--tta must be one of {', '.join(TTA_MODES)}, got {tta!r}")
+    found = find_run(run, results, "RUN")
     if not data:
-        from .runs.run import rescore_run
+        from .runs.finished import rescore
 
-        if run == "bundled" or classes:
+        if found.is_bundled or classes:
             raise UserError("--data is needed for the bundled model and with --classes")
-        metrics = rescore_run(Path(run), tta)
-        typer.echo(json.dumps(metrics.get("tta"), indent=2) if as_json else
-                   f"{run} on its own test set: accuracy {metrics['accuracy']:.4f}" +
-                   (f", with {tta} test-time augmentation {metrics['tta']['accuracy']:.4f}" if "tta" in metrics else ""))
+        folder, metrics = rescore(found, tta)
+        ci = metrics["accuracy_ci95"]
+        typer.echo(json.dumps({**metrics, "folder": str(folder)}, indent=2) if as_json else
+                   f"{found.name} on its own test set ({metrics['test_images']} images, TTA {tta}): accuracy "
+                   f"{metrics['accuracy']:.4f} (95% CI {ci[0]:.4f}-{ci[1]:.4f}), balanced accuracy "
+                   f"{metrics['balanced_accuracy']:.4f}\nwritten to {folder}")
         return
     if faces not in ("off", "detect"):
         raise UserError(f"--faces must be off or detect, got {faces!r}")
     for path in data:
         if not path.exists():
             raise UserError(f"data path does not exist: {path}")
-    loaded = load_run(run)
-    out_root = out or (Path("results/evaluations/bundled") if run == "bundled" else loaded.run_dir / "evaluations")
+    loaded = load_trained(found)
+    out_root = out or (Path("results/evaluations/bundled") if found.is_bundled else found.file(found.EVALUATIONS))
     headlines = []
     for path in data:
         folder, metrics = evaluate_run(loaded, path, out_root, classes, tta, test_usage, faces)
@@ -526,50 +536,54 @@ def _echo_evaluation(source: str, tta: str, metrics: dict, folder: Path) -> None
 
 @app.command("calibrate")
 def calibrate_command(
-    run: str = typer.Argument(..., help="A complete run folder, or 'bundled' (maintainers)."),
+    run: str = typer.Argument(..., help=f"{RUN_HELP}."),
     data: Optional[Path] = typer.Option(None, help="Where the run's data is now, if not where it was trained."),
     uncertain_on: Optional[list[Path]] = typer.Option(None, help="Instead: choose when the run's answers say they are "
                                                       "unsure, on these labelled development sets (repeatable; their "
                                                       "test or development parts, never a test split you report)."),
+    results: Path = typer.Option(Path("results"), help="Where RUN is looked up as a run id."),
 ):
-    """Fit a run's temperature on its validation split again (runs train with one; this is for older
-    runs and the bundled model): writes calibration.json and reliability.png. With --uncertain-on:
+    """Fit the temperature of a run that has none on its validation split (runs train with one; this is
+    for older runs): writes calibration.json and reliability.png. With --uncertain-on:
     the thresholds below which `predict` answers "uncertain", into uncertainty.json and uncertainty.png.
 
     Example: fer-bench calibrate results/RUN --uncertain-on data/rafdb --uncertain-on data/sfew"""
-    from .models.saved import bundled_run_dir
-    from .runs.run import calibrate_run, fit_uncertainty
+    from .run_folder import find_run
+    from .runs.finished import calibrate_run, fit_uncertainty
 
-    run_dir = bundled_run_dir() if run == "bundled" else Path(run)
+    found = find_run(run, results, "RUN")
     if uncertain_on:
-        record = fit_uncertainty(run_dir, [str(p) for p in uncertain_on])
+        record = fit_uncertainty(found, [str(p) for p in uncertain_on])
         typer.echo(f"{record['rule']}; on {', '.join(record['fitted_on'])}:")
         for name, row in record["sets"].items():
             confident = "-" if row["accuracy_confident"] is None else f"{row['accuracy_confident']:.3f}"
             typer.echo(f"  {name}: {row['confident_share']:.0%} confident, right {confident} of the time "
                        f"(all answers {row['accuracy_all']:.3f})")
         return
-    summary = calibrate_run(run_dir, None if data is None else str(data))
+    summary = calibrate_run(found, None if data is None else str(data))
     typer.echo(f"temperature {summary['temperature']:.3f} (fitted on the {summary['fitted_on']}); expected "
                f"calibration error on test {summary['test_ece_before']:.4f} before, {summary['test_ece_after']:.4f} after")
 
 
 @app.command("bundle")
-def bundle_command(run: Path = typer.Argument(..., help="A complete run folder to ship as the bundled model.")):
+def bundle_command(run: str = typer.Argument(..., help="A run folder or a run id in --results, to ship as the "
+                                             "bundled model."),
+                   results: Path = typer.Option(Path("results"), help="Where RUN is looked up as a run id.")):
     """(Maintainers) Make a complete run the model shipped inside the package (fer_bench/bundled/).
 
     Example: fer-bench bundle results/vggnet-all-40px-s42-49e5d87e"""
-    from .runs.bundle import write_bundle
+    from .run_folder import find_run
+    from .runs.finished import write_bundle
 
-    target = write_bundle(run)
+    found = find_run(run, results, "RUN")
+    target = write_bundle(found)
     size = sum(f.stat().st_size for f in target.iterdir()) / 1e6
-    typer.echo(f"bundled {run.name} into {target} ({size:.1f} MB)")
+    typer.echo(f"bundled {found.name} into {target} ({size:.1f} MB)")
 
 
 @app.command("app")
 def app_command(
-    run: Optional[str] = typer.Option(None, help="A run folder, a run id in --results, or 'latest'; default: the "
-                                      "model shipped with fer-bench."),
+    run: Optional[str] = typer.Option(None, help=f"{RUN_HELP}; default: bundled."),
     results: Path = typer.Option(Path("results"), help="Where --run looks for run ids."),
     host: str = typer.Option("127.0.0.1", help="Interface to bind (local only by default)."),
     port: int = typer.Option(8000),
@@ -578,9 +592,9 @@ def app_command(
 
     Example: fer-bench app --port 8000"""
     from .serving.app import serve
-    from .serving.predict import choose_run, load_run
+    from .serving.predict import load_run
 
-    loaded = load_run(choose_run(run, results))
+    loaded = load_run(run, results)
     typer.echo(f"serving {loaded.source} on http://{host}:{port}")
     serve(loaded, host, port)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fer_bench.run_folder import COMPLETE_MARKER
+from fer_bench.run_folder import RunFolder
 
 EPOCHS = 4
 
@@ -42,7 +42,7 @@ def test_sigkill_after_first_epoch_then_rerun_completes_each_epoch_once(tmp_path
     process.send_signal(signal.SIGKILL)
     process.wait()
     (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
-    assert not (run_dir / COMPLETE_MARKER).exists()
+    assert not (run_dir / RunFolder.COMPLETE).exists()
 
     rerun = _start(out)
     stdout, stderr = rerun.communicate(timeout=300)
@@ -50,7 +50,7 @@ def test_sigkill_after_first_epoch_then_rerun_completes_each_epoch_once(tmp_path
     assert "resuming" in stderr
     history = pd.read_csv(run_dir / "history.csv")
     assert history["epoch"].tolist() == list(range(EPOCHS))
-    assert json.loads((run_dir / COMPLETE_MARKER).read_text())["resumed"] is True
+    assert json.loads((run_dir / RunFolder.COMPLETE).read_text())["resumed"] is True
     assert not list(run_dir.rglob(".*.tmp*")), "a temporary file was left behind"
 
 
@@ -71,16 +71,15 @@ def test_two_concurrent_starts_of_one_run_train_it_once(tmp_path):
 def test_a_run_locked_by_another_process_is_refused_with_one_line(tmp_path):
     """Deterministic form of the race: this process holds the run's lock while another starts the run."""
     from fer_bench.config import RunConfig
-    from fer_bench.run_folder import run_lock
     from fer_bench.runs.run import prepare_run
 
     out = tmp_path / "results"
     run_dir = out / prepare_run(RunConfig(epochs=EPOCHS), out).run_id
-    with run_lock(run_dir):
+    with RunFolder(run_dir).lock():
         stdout, stderr = _start(out).communicate(timeout=300)
     lines = stderr.strip().splitlines()
     assert lines[-1].startswith(f"error: run {run_dir.name} is being trained by another process"), stderr[-2000:]
-    assert not (run_dir / "history.csv").exists() and not (run_dir / COMPLETE_MARKER).exists()
+    assert not (run_dir / "history.csv").exists() and not (run_dir / RunFolder.COMPLETE).exists()
 
 
 def test_run_that_cannot_start_leaves_no_folder(tmp_path, cli, monkeypatch):
@@ -117,11 +116,11 @@ def test_full_disk_while_saving_a_checkpoint_is_one_error_line_and_resumes(tmp_p
     assert "No space left on device" in line and "run the same command again to resume" in line
     assert "best-epoch-2.keras" in line  # names the file it could not write
     (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
-    assert not (run_dir / COMPLETE_MARKER).exists()
+    assert not (run_dir / RunFolder.COMPLETE).exists()
     assert not list(run_dir.rglob(".*.tmp*")), "a temporary file was left behind"
     monkeypatch.setattr(keras.Model, "save", real_save)  # space freed: the same command finishes the run
     code, _, _ = cli("run", "--epochs", "3", "--seed", "7", "--results", out)
-    assert code == 0 and (run_dir / COMPLETE_MARKER).exists()
+    assert code == 0 and (run_dir / RunFolder.COMPLETE).exists()
 
 
 def test_results_folder_that_is_not_writable_is_one_error_line(tmp_path, cli, monkeypatch):
@@ -164,7 +163,7 @@ def test_resume_keeps_the_first_record_appends_itself_and_refuses_another_precis
     monkeypatch.setattr(precision, "resolve_precision", lambda asked: "bfloat16")
     with pytest.raises(UserError, match="started in float32 and this machine would resume it in bfloat16"):
         execute(cfg, output=tmp_path)
-    assert not (run_dir / "resumes.json").exists() and not (run_dir / COMPLETE_MARKER).exists()
+    assert not (run_dir / "resumes.json").exists() and not (run_dir / RunFolder.COMPLETE).exists()
     monkeypatch.setattr(precision, "resolve_precision", lambda asked: "float32")
     assert execute(cfg, output=tmp_path) == run_dir
     assert (run_dir / "config.json").read_text() == first  # never rewritten by the resume

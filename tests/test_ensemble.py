@@ -38,10 +38,11 @@ def test_members_of_other_seeds_validated_on_the_same_images_make_an_ensemble(cl
     assert ensemble_metrics["validation_images"] == first_metrics["validation_images"]
     assert ensemble_metrics["validation"] == first_metrics["validation"] == (
         "10% stratified of train (seed 3; identical images kept on one side)")
-    from fer_bench.runs.run import load_recorded_run
+    from fer_bench.run_folder import RunFolder
+    from fer_bench.runs.finished import load_recorded_run
     from fer_bench.training.harness import StageData, pixels_of
 
-    (cfg_3, data_3), (cfg_4, data_4) = load_recorded_run(first), load_recorded_run(seed_4)
+    (cfg_3, data_3), (cfg_4, data_4) = load_recorded_run(RunFolder(first)), load_recorded_run(RunFolder(seed_4))
     np.testing.assert_array_equal(StageData(cfg_3, data_3, pixels_of(data_3)).x_val,
                                   StageData(cfg_4, data_4, pixels_of(data_4)).x_val)
 
@@ -89,9 +90,10 @@ def test_ensemble_averages_calibrated_probabilities_into_a_complete_run(cli, res
     # the saved model (safe mode) gives the same answers, and the ensemble has its own temperature
     from fer_bench.data.batches import predict
     from fer_bench.models.saved import load_saved_model
-    from fer_bench.runs.run import load_recorded_run
+    from fer_bench.run_folder import RunFolder
+    from fer_bench.runs.finished import load_recorded_run
 
-    test = load_recorded_run(run_dir)[1].test
+    test = load_recorded_run(RunFolder(run_dir))[1].test
     saved = predict(load_saved_model(run_dir / "best.keras"), test.images[..., None])
     np.testing.assert_allclose(saved, _probabilities(run_dir), atol=1e-4)
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -119,7 +121,7 @@ def test_commands_take_an_ensemble_like_any_run(cli, results):
     assert first.name in ensemble_row and second.name in ensemble_row
     assert "devices" not in table.splitlines()[2]  # no column for options only single runs have, all equal there
     code, stdout, err = cli("evaluate", run_dir, "--tta", "flip")
-    assert code == 0 and "flip test-time augmentation" in stdout, err
+    assert code == 0 and "TTA flip): accuracy" in stdout, err
     code, stdout, err = cli("predict", ASTRONAUT, "--run", run_dir.name, "--results", out, "--json")
     assert code == 0, err
     answer = json.loads(stdout)[0]

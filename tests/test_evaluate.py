@@ -11,8 +11,10 @@ import pytest
 from fer_bench.config import RunConfig
 from fer_bench.data.dataset import write_folder_layout
 from fer_bench.data.synthetic import synthetic_dataset
+from fer_bench import run_folder
 from fer_bench.models import saved
-from fer_bench.runs import bundle
+from fer_bench.run_folder import RunFolder
+from fer_bench.runs import finished
 from fer_bench.runs.run import execute
 
 
@@ -68,9 +70,9 @@ def test_evaluate_refuses_a_class_the_run_does_not_know(cli, three_class_run, se
 
 
 def test_bundle_is_used_when_results_is_empty(cli, three_class_run, tmp_path, monkeypatch):
-    bundled = bundle.write_bundle(three_class_run, tmp_path / "bundled")
+    bundled = finished.write_bundle(RunFolder(three_class_run), tmp_path / "bundled")
     assert not list(bundled.glob(".*"))
-    monkeypatch.setattr(saved, "BUNDLED_DIR", bundled)
+    monkeypatch.setattr(run_folder, "BUNDLED_DIR", bundled)
     photo = tmp_path / "face.png"
     from PIL import Image
 
@@ -85,12 +87,12 @@ def test_bundle_is_used_when_results_is_empty(cli, three_class_run, tmp_path, mo
 def test_shipped_bundled_model_loads_and_predicts(cli, tmp_path):
     """The model inside the package: small, complete, it predicts from raw pixels, and `predict`
     uses it when results/ holds no complete run."""
-    files = {p.name for p in saved.BUNDLED_DIR.iterdir()}
+    files = {p.name for p in run_folder.BUNDLED_DIR.iterdir()}
     assert {"best.keras", "config.json", "data.json", "metrics.json", "complete.json"} <= files
-    assert sum(p.stat().st_size for p in saved.BUNDLED_DIR.iterdir()) < 12e6
-    metrics = json.loads((saved.BUNDLED_DIR / "metrics.json").read_text())
+    assert sum(p.stat().st_size for p in run_folder.BUNDLED_DIR.iterdir()) < 12e6
+    metrics = json.loads((run_folder.BUNDLED_DIR / "metrics.json").read_text())
     assert len(metrics["classes"]) == 7
-    model = saved.load_saved_model(saved.BUNDLED_DIR / "best.keras")
+    model = saved.load_saved_model(run_folder.BUNDLED_DIR / "best.keras")
     faces = synthetic_dataset(2, 2, seed=1).test.images[..., None].astype("float32")
     probs = model.predict(faces, verbose=0)
     assert probs.shape == (len(faces), 7) and np.allclose(probs.sum(1), 1, atol=1e-4)
@@ -131,7 +133,7 @@ def test_the_bundled_model_opens_with_plain_keras(tmp_path):
     np.save(tmp_path / "faces.npy", faces[..., None].astype("float32"))
     script = ("import sys; sys.modules['fer_bench'] = None\n"
               "import keras, numpy as np\n"
-              f"model = keras.models.load_model({str(saved.BUNDLED_DIR / 'best.keras')!r})\n"
+              f"model = keras.models.load_model({str(run_folder.BUNDLED_DIR / 'best.keras')!r})\n"
               f"np.save({str(tmp_path / 'probs.npy')!r}, model.predict(np.load({str(tmp_path / 'faces.npy')!r}), verbose=0))")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
                           cwd=tmp_path)
@@ -144,7 +146,7 @@ def test_shipped_bundled_model_gives_its_golden_predictions():
     from fer_bench.data.synthetic import draw_face
 
     faces = np.stack([draw_face(name, np.random.default_rng(i)) for i, name in enumerate(FER_CLASSES)])
-    model = saved.load_saved_model(saved.BUNDLED_DIR / "best.keras")
+    model = saved.load_saved_model(run_folder.BUNDLED_DIR / "best.keras")
     probs = model.predict(faces[..., None].astype("float32"), verbose=0)
     np.testing.assert_allclose(probs, GOLDEN_BUNDLED, atol=0.01)
     assert list(probs.argmax(1)) == [0, 4, 6, 3, 3, 5, 6]
@@ -168,7 +170,7 @@ def test_evaluate_faces_detect_scores_uncropped_photos_through_the_predict_path(
     (folder,) = [p for p in (tmp_path / "evals").iterdir() if p.is_dir()]
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["face_detection"] == {"detector": "mtcnn", "photos_without_a_face": 1}
-    bundled_temperature = json.loads((saved.BUNDLED_DIR / "calibration.json").read_text())["temperature"]
+    bundled_temperature = json.loads((run_folder.BUNDLED_DIR / "calibration.json").read_text())["temperature"]
     assert metrics["calibration"]["temperature"] == pytest.approx(bundled_temperature)
     predictions = pd.read_csv(folder / "predictions.csv")
     assert predictions.loc[predictions["file"].str.contains("astronaut"), "predicted"].item() == "happy"

@@ -177,9 +177,18 @@ def test_stale_runs_are_reported_not_compared(finished_grid, cli, tmp_path):
     (old / "vgg16-old" / "config.json").write_text(json.dumps({**config, "results_format": 1}))
     shutil.copytree(old / "vgg16-old", old / "vgg16-finetune-unrecorded")  # InceptionV3's trained no base layer
     (old / "vgg16-finetune-unrecorded" / "config.json").write_text(json.dumps({**config, "variant": "finetune"}))
+    for broken, damage in (("garbage-config", "config.json"), ("bad-metrics", "metrics.json"),
+                           ("no-predictions", "predictions.csv")):
+        shutil.copytree(old / "scratch-now", old / broken)
+        if damage == "predictions.csv":
+            (old / broken / damage).unlink()
+        else:
+            (old / broken / damage).write_text("{not json")
     code, out, _ = cli("compare", old, "--out", tmp_path / "cmp")
-    assert code == 0 and "skipped (stale: written in an older results format" in out and "vgg16-old" in out
+    assert code == 0 and "skipped (stale: written in another results format" in out and "vgg16-old" in out
     assert "vgg16-finetune-unrecorded" in out
+    for broken in ("garbage-config", "bad-metrics", "no-predictions"):  # skipped with their reason, as stale ones
+        assert any(line.startswith("skipped (unreadable") and line.endswith(broken) for line in out.splitlines()), broken
     assert list(pd.read_csv(tmp_path / "cmp" / "comparison.csv")["model"]) == ["scratch"]
 
 

@@ -11,9 +11,10 @@ import pytest
 
 from fer_bench import precision
 from fer_bench.config import EVALUATION, IDENTITY, MACHINE, RunConfig, resolve
-from fer_bench.runs import run as run_module
+from fer_bench import run_folder
 from fer_bench.runs.experiment import load_experiment
-from fer_bench.runs.run import execute, run_id
+from fer_bench.run_folder import RESULTS_FORMAT, RunFolder, run_id
+from fer_bench.runs.run import execute
 from fer_bench.training import harness
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,7 +64,7 @@ def test_roles_decide_what_the_id_hashes():
 def test_results_format_is_part_of_the_id(monkeypatch):
     cfg = resolve(RunConfig())
     before = run_id(cfg, FINGERPRINT)
-    monkeypatch.setattr(run_module, "RESULTS_FORMAT", run_module.RESULTS_FORMAT + 1)
+    monkeypatch.setattr(run_folder, "RESULTS_FORMAT", run_folder.RESULTS_FORMAT + 1)
     assert run_id(cfg, FINGERPRINT) != before
 
 
@@ -79,24 +80,38 @@ def test_run_command_options_are_the_config_fields(cli):
         assert (flag in out) == (f.metadata["role"] != RECORD), flag
 
 
-def test_other_tta_rescores_a_finished_run_without_training(tmp_path, monkeypatch):
+def record_hashes(run_dir: Path) -> dict[str, str]:
+    """sha256 of every file of a run folder outside evaluations/ (its records)."""
+    import hashlib
+
+    return {str(p.relative_to(run_dir)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(run_dir.rglob("*"))
+            if p.is_file() and "evaluations" not in p.parts and p.name != ".lock"}
+
+
+def test_other_tta_finds_the_finished_run_and_changes_none_of_its_records(tmp_path, monkeypatch):
     first = execute(RunConfig(epochs=2, seed=5), output=tmp_path)
+    before = record_hashes(first)
     monkeypatch.setattr(harness, "train_and_evaluate", lambda *a: pytest.fail("trained again"))
-    again = execute(RunConfig(epochs=2, seed=5, tta="crops"), output=tmp_path)
-    assert again == first
-    metrics = json.loads((first / "metrics.json").read_text())
-    assert metrics["tta"]["mode"] == "crops" and 0 <= metrics["tta"]["accuracy"] <= 1
-    assert json.loads((first / "config.json").read_text())["tta"] == "crops"
+    assert execute(RunConfig(epochs=2, seed=5, tta="crops"), output=tmp_path) == first
+    assert record_hashes(first) == before
 
 
-def test_evaluate_without_data_rescores_the_run_on_its_own_test_set(tmp_path, cli, monkeypatch):
-    run_dir = execute(RunConfig(epochs=2, seed=6), output=tmp_path)
+def test_evaluate_calibrate_and_ensemble_score_into_evaluations_and_never_change_records(tmp_path, cli, monkeypatch):
+    runs = [execute(RunConfig(epochs=2, seed=seed, val_seed=6), output=tmp_path) for seed in (6, 7)]
+    before = [record_hashes(run) for run in runs]
     monkeypatch.setattr(harness, "train_and_evaluate", lambda *a: pytest.fail("trained again"))
-    code, out, err = cli("evaluate", run_dir, "--tta", "flip")
+    code, out, err = cli("evaluate", runs[0], "--tta", "flip", "--json")
     assert code == 0, err
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["tta"]["mode"] == "flip" and f"{metrics['tta']['accuracy']:.4f}" in out
-
+    scored = json.loads(out)
+    written = json.loads((runs[0] / "evaluations" / "own-test-tta-flip" / "metrics.json").read_text())
+    assert scored["tta"] == written["tta"] == "flip" and scored["accuracy"] == written["accuracy"]
+    code, out, err = cli("evaluate", runs[0].name, "--results", tmp_path)  # a run named by its id
+    assert code == 0 and "on its own test set" in out, err
+    code, _, err = cli("calibrate", runs[0])
+    assert code == 2 and "calibrated already" in err
+    code, _, err = cli("ensemble", *runs, "--results", tmp_path)
+    assert code == 0, err
+    assert [record_hashes(run) for run in runs] == before
 
 def test_every_module_imports_without_fcntl():
     script = ("import sys, pkgutil, importlib; sys.modules['fcntl'] = None\n"
@@ -118,8 +133,9 @@ def lambda_run(tmp_path):
     probs = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
     keras.Model(pixels, probs).save(run_dir / "best.keras")
     (run_dir / "metrics.json").write_text(json.dumps({"classes": ["happy", "sad"], "model": "scratch", "accuracy": 0.9}))
-    (run_dir / "config.json").write_text(json.dumps({"model": "scratch", "results_format": run_module.RESULTS_FORMAT}))
-    (run_dir / "complete.json").write_text("{}")
+    RunFolder(run_dir).write_start_records({"data.json": {}, "environment.json": {},
+                                            "config.json": {"model": "scratch", "results_format": RESULTS_FORMAT}})
+    RunFolder(run_dir).mark_complete({})
     return run_dir
 
 

@@ -66,7 +66,7 @@ def test_imagenet_file_names_follow_keras():
     assert transfer.imagenet_file_names(info, 1.0, 128) == ["mobilenet_1_0_128_tf_no_top.h5",
                                                             "mobilenet_1_0_224_tf_no_top.h5"]
     assert transfer.imagenet_file_names(info, 0.75, 224) == ["mobilenet_7_5_224_tf_no_top.h5"]
-    with pytest.raises(UserError, match="--width 0.3 has no ImageNet MobileNet weights"):
+    with pytest.raises(UserError, match="--width 0.3 has no ImageNet mobilenet weights"):
         transfer.imagenet_file_names(info, 0.3, 224)
 
 
@@ -90,8 +90,9 @@ def _write_random_mobilenet(path: Path, seed: int) -> None:
 
 
 def test_the_file_in_keras_cache_is_part_of_run_id_and_feature_cache_key(tmp_path, monkeypatch):
-    from fer_bench.runs.run import run_id
-    from fer_bench.training.features import feature_cache_path, weights_key
+    from fer_bench.run_folder import run_id
+    from fer_bench.models.transfer import weights_key
+    from fer_bench.training.features import feature_cache_path
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     cached = tmp_path / "keras" / "models" / "mobilenet_2_5_224_tf_no_top.h5"

@@ -145,7 +145,7 @@ def test_truncated_image_and_incomplete_run(cli, trained_run, tmp_path, monkeypa
     half.mkdir()
     code, _, err = cli("predict", photo, "--run", half)
     assert code == 2 and "incomplete" in err
-    monkeypatch.setattr("fer_bench.models.saved.BUNDLED_DIR", tmp_path / "no-bundle")
+    monkeypatch.setattr("fer_bench.run_folder.BUNDLED_DIR", tmp_path / "no-bundle")
     code, _, err = cli("predict", photo, "--results", tmp_path / "empty")
     assert code == 2 and "no bundled model" in err
 

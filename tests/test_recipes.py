@@ -17,7 +17,8 @@ from fer_bench.precision import (
     resolve_precision,
 )
 from fer_bench.reporting.evaluation import predict_with_tta, tta_views
-from fer_bench.runs.run import execute, run_id
+from fer_bench.run_folder import run_id
+from fer_bench.runs.run import execute
 
 FINGERPRINT = {"train_sha256": "a", "test_sha256": "b"}
 

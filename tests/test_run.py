@@ -8,14 +8,14 @@ import pandas as pd
 import pytest
 
 from fer_bench.config import RunConfig
-from fer_bench.run_folder import COMPLETE_MARKER
+from fer_bench.run_folder import RunFolder
 from fer_bench.runs.run import execute
 from fer_bench.training import callbacks, harness
 
 RUN_FILES = {
     "config.json", "data.json", "environment.json", "history.csv", "best.keras", "metrics.json",
     "per_class.csv", "confusion_matrix.csv", "confusion_matrix.png", "predictions.csv", "curves.png",
-    COMPLETE_MARKER,
+    RunFolder.COMPLETE,
 }
 
 
@@ -82,7 +82,7 @@ def test_interrupted_run_resumes_from_last_epoch(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         execute(cfg, output=tmp_path)
     (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
-    assert not (run_dir / COMPLETE_MARKER).exists()
+    assert not (run_dir / RunFolder.COMPLETE).exists()
     assert len(pd.read_csv(run_dir / "history.csv")) == 2
 
     monkeypatch.setattr(callbacks.EpochTimer, "on_epoch_end", original)
@@ -92,7 +92,7 @@ def test_interrupted_run_resumes_from_last_epoch(tmp_path, monkeypatch):
     assert epochs_started == [2, 3]  # resumed, not restarted
     history = pd.read_csv(run_dir / "history.csv")
     assert history["epoch"].tolist() == [0, 1, 2, 3]
-    assert json.loads((run_dir / COMPLETE_MARKER).read_text())["resumed"] is True
+    assert json.loads((run_dir / RunFolder.COMPLETE).read_text())["resumed"] is True
 
 
 def test_diverging_stage_stops_and_keeps_last_good_checkpoint(tmp_path):
@@ -174,7 +174,7 @@ def test_each_epoch_logs_elapsed_time_and_an_estimate_of_the_time_left(tmp_path,
 def test_tensorboard_option_writes_logs_into_the_run_folder(tmp_path):
     """`--tensorboard` needs the tensorboard package, which is declared, not assumed."""
     run_dir = execute(RunConfig(epochs=1, seed=3, tensorboard=True), output=tmp_path)
-    assert (run_dir / COMPLETE_MARKER).exists()
+    assert (run_dir / RunFolder.COMPLETE).exists()
     assert list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
 
 
@@ -233,7 +233,7 @@ def test_weight_averaging_survives_a_resume(tmp_path, monkeypatch):
 
 def test_weight_averaging_is_part_of_the_run_id_only_when_on():
     from fer_bench.config import resolve
-    from fer_bench.runs.run import run_id
+    from fer_bench.run_folder import run_id
 
     fingerprint = {"train_sha256": "a", "test_sha256": "b"}
     plain = run_id(resolve(RunConfig()), fingerprint)

@@ -31,7 +31,7 @@ def _write_run(root: Path, model: str, seed: int, correct: np.ndarray) -> None:
     predictions = pd.DataFrame({"file": [f"f{i}.png" for i in range(N)], "true": truth,
                                 "predicted": np.where(correct, truth, 1 - truth)})
     for name, content in (("config.json", config), ("metrics.json", metrics), ("data.json", data),
-                          ("complete.json", {})):
+                          ("environment.json", {}), ("complete.json", {})):
         (run / name).write_text(json.dumps(content))
     predictions.to_csv(run / "predictions.csv", index=False)
     pd.DataFrame([[1, 0], [0, 1]], index=["happy", "sad"], columns=["happy", "sad"]).to_csv(run / "confusion_matrix.csv")

@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from fer_bench.run_folder import is_complete
+from fer_bench.run_folder import RunFolder
 from fer_bench.runs.run import RunConfig, execute
 
 SPACE = """description = "learning rate and momentum of the seed CNN"
@@ -38,7 +38,7 @@ def test_trials_are_runs_and_the_best_comes_out_as_an_experiment(cli, space, tmp
     runs = {row["user_attrs_run"]: row["validation_accuracy"] for _, row in complete.iterrows()}
     for run, value in runs.items():  # the score is the run's own validation accuracy, never a test number
         metrics = json.loads((out / run / "metrics.json").read_text())
-        assert value == pytest.approx(metrics["best_val_accuracy"]) and is_complete(out / run)
+        assert value == pytest.approx(metrics["best_val_accuracy"]) and RunFolder(out / run).is_complete()
     best_run = max(runs, key=runs.get)
     assert f"run {best_run}" in stdout
     # the printed experiment file plans exactly the best trial's run, already complete
@@ -86,11 +86,11 @@ def test_a_pruned_run_is_never_complete_and_resumes_later(tmp_path):
     with pytest.raises(optuna.TrialPruned):
         execute(cfg, output=tmp_path, callbacks=(PruneOnValidation(trial),))
     run_dir = next(tmp_path.iterdir())
-    assert not is_complete(run_dir) and trial.reported[1] == 0
+    assert not RunFolder(run_dir).is_complete() and trial.reported[1] == 0
     history = pd.read_csv(run_dir / "history.csv")
     assert len(history) == 1  # the epoch that was scored is kept
     execute(cfg, output=tmp_path)
-    assert is_complete(run_dir) and len(pd.read_csv(run_dir / "history.csv")) == 3
+    assert RunFolder(run_dir).is_complete() and len(pd.read_csv(run_dir / "history.csv")) == 3
 
 
 @pytest.mark.parametrize("text, fragment", [

@@ -1,5 +1,5 @@
 """Load a saved `.keras` model of any registered kind, turn a trained model into the plain Keras model a
-run folder keeps, and the model shipped inside the package."""
+run folder keeps."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ from pathlib import Path
 from ..errors import UserError
 from ..precision import bfloat16_unavailable
 from . import augment, averaging, batchnorm, dropout  # noqa: F401  (register the layers saved models may contain)
-
-BUNDLED_DIR = Path(__file__).resolve().parents[1] / "bundled"
 
 
 def load_saved_model(path: Path):
@@ -100,10 +98,3 @@ def _with_stock_layers(config):
 
 def _computes_in_bfloat16(layer) -> bool:
     return layer.compute_dtype == "bfloat16" or any(map(_computes_in_bfloat16, getattr(layer, "layers", ())))
-
-
-def bundled_run_dir() -> Path:
-    """The run folder shipped with the package (`fer-bench bundle` wrote it)."""
-    if not (BUNDLED_DIR / "best.keras").exists():  # a development checkout before `fer-bench bundle`
-        raise UserError("this installation has no bundled model; train one with `fer-bench run` or pass --run RUN_DIR")
-    return BUNDLED_DIR

@@ -112,6 +112,27 @@ def cached_pretrained_file(info: ModelInfo, width: float | None = None, image_si
                  if (keras_cache_dir() / name).is_file()), None)
 
 
+def weights_key(cfg) -> str:
+    """Identity of a resolved run config's base weights: a random base depends on the seed, a file
+    (ImageNet's too: whichever file sits in Keras' cache; a shipped one) on its content. ImageNet weights
+    not in the cache (yet) count as 'imagenet-missing': such a run cannot train until they are there."""
+    import hashlib
+
+    from .registry import model_info
+
+    if cfg.weights == "none":
+        return f"random-seed{cfg.seed}"
+    info = model_info(cfg.model)
+    path = cfg.weights if cfg.weights != info.pretrained else cached_pretrained_file(info, cfg.width, cfg.image_size)
+    if path is None:
+        return f"{cfg.weights}-missing"
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return f"file-{h.hexdigest()[:16]}"
+
+
 def resolve_weights_file(info: ModelInfo, weights: str, width: float | None = None,
                          image_size: int | None = None) -> Path:
     """The weights file for the base's own pretrained name (shipped, Keras cache, else Keras' own

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-CALIBRATION_FILE = "calibration.json"
 ECE_BINS = 15
 
 

@@ -27,7 +27,7 @@ from scipy.stats import binomtest, false_discovery_control
 from ..config import compared_options, neutral_values
 from ..errors import UserError
 from ..files import make_work_dir, save_figure, write_csv
-from ..run_folder import find_run_dirs, is_stale
+from ..run_folder import RunFolder, find_run_dirs
 from .cross_data import cross_data_frames, plot_heat_map, read_evaluations
 
 DEFAULT_BASELINE = "scratch"  # the seed's CNN; under the seed recipe when there is one
@@ -93,13 +93,29 @@ class Run:
         return " + ".join(map(str, value)) if isinstance(value, list) else value  # an ensemble's members' values
 
 
-def _load_run(run_dir: Path) -> Run:
-    predictions = pd.read_csv(run_dir / "predictions.csv")
-    config = {**neutral_values(), **json.loads((run_dir / "config.json").read_text())}  # older runs lack newer options
-    return Run(run_dir.name, config,
-               json.loads((run_dir / "metrics.json").read_text()), json.loads((run_dir / "data.json").read_text()),
-               predictions["file"].tolist(), (predictions["true"] == predictions["predicted"]).to_numpy(),
-               pd.read_csv(run_dir / "confusion_matrix.csv", index_col=0), read_evaluations(run_dir))
+def _load_run(run: RunFolder) -> Run:
+    predictions = pd.read_csv(run.file(RunFolder.PREDICTIONS))
+    config = {**neutral_values(), **run.config}  # older runs lack newer options
+    return Run(run.name, config, run.metrics, run.data, predictions["file"].tolist(),
+               (predictions["true"] == predictions["predicted"]).to_numpy(),
+               pd.read_csv(run.file(RunFolder.CONFUSION), index_col=0), read_evaluations(run))
+
+
+def _read_runs(complete: list[RunFolder]) -> tuple[list[Run], list[Path], list[tuple[Path, str]]]:
+    """(runs, stale folders, (unreadable folder, why)) of complete run folders: one whose records cannot be
+    read is skipped with its reason, as incomplete ones are."""
+    runs, stale, unreadable = [], [], []
+    for folder in complete:
+        try:
+            if folder.is_stale():
+                stale.append(folder.path)
+            else:
+                runs.append(_load_run(folder))
+        except UserError as error:
+            unreadable.append((folder.path, str(error)))
+        except (OSError, ValueError, KeyError, TypeError, pd.errors.ParserError) as error:
+            unreadable.append((folder.path, f"{type(error).__name__}: {error}"))
+    return runs, stale, unreadable
 
 
 def parse_where(conditions: list[str]) -> dict[str, set[str]]:
@@ -354,19 +370,21 @@ class Comparison:
     folder: Path
     incomplete: list[Path]
     stale: list[Path]
+    unreadable: list[tuple[Path, str]]  # complete run folders whose records could not be read, and why
     previous: Path | None  # where an earlier comparison in the same folder was moved
 
 
 def compare(run_dirs: list[Path], out: Path, baseline: str | None = None, where: list[str] = ()) -> Comparison:
     """Write comparison.{md,csv,tex}, summary.csv and figures for the selected complete runs to `out`."""
     complete, incomplete = find_run_dirs(run_dirs)
-    stale = [d for d in complete if is_stale(d)]
-    runs = [_load_run(d) for d in complete if d not in stale]
+    incomplete = [folder.path for folder in incomplete]
+    runs, stale, unreadable = _read_runs(complete)
     selected = parse_where(list(where))
     runs = [r for r in runs if _matches(r, selected)]
     if not runs:
         raise UserError("no complete run folders to compare" + (f" ({len(incomplete)} incomplete)" if incomplete else "")
                         + (f" ({len(stale)} stale, written in an older results format)" if stale else "")
+                        + (f" ({len(unreadable)} unreadable)" if unreadable else "")
                         + (" match --where" if selected else ""))
     if baseline is not None and not any(baseline in (r.name, r.config["model"]) for r in runs):
         raise UserError(f"--baseline {baseline}: no compared run has that run id or model")
@@ -413,7 +431,7 @@ def compare(run_dirs: list[Path], out: Path, baseline: str | None = None, where:
         work.rename(out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return Comparison(markdown, out, incomplete, stale, previous)
+    return Comparison(markdown, out, incomplete, stale, unreadable, previous)
 
 
 def _keep_previous(out: Path) -> Path | None:

@@ -10,7 +10,6 @@ and a data set a configuration was not scored on shows as missing, never as zero
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -18,19 +17,16 @@ import numpy as np
 import pandas as pd
 
 from ..files import save_figure
+from ..run_folder import RunFolder
 
 OWN_TEST = "own test set"
 METRICS = (("accuracy", "accuracy"), ("balanced_accuracy", "balanced"), ("macro_f1", "macro-F1"))
 MEAN_BALANCED = "mean balanced accuracy over the other data sets"  # the development protocol's choice rule
 
 
-def read_evaluations(run_dir: Path) -> dict[str, dict]:
-    """{evaluation folder name: its metrics} of one run (complete evaluations only)."""
-    root = Path(run_dir) / "evaluations"
-    if not root.is_dir():
-        return {}
-    return {d.name: json.loads((d / "metrics.json").read_text()) for d in sorted(root.iterdir())
-            if d.is_dir() and not d.name.startswith(".") and (d / "metrics.json").is_file()}
+def read_evaluations(run: RunFolder) -> dict[str, dict]:
+    """{evaluation folder name: its metrics} of one run on other data sets (complete evaluations only)."""
+    return {folder.name: metrics for folder, metrics in run.evaluations() if not metrics.get("own_test")}
 
 
 def data_label(name: str, metrics: dict) -> str:

@@ -8,6 +8,20 @@ import pandas as pd
 from sklearn import metrics as skm
 
 from ..data.batches import predict
+from ..files import write_csv
+from ..run_folder import RunFolder
+from .plots import plot_confusion
+
+
+def write_scores(folder, class_names, per_class: pd.DataFrame, cm: np.ndarray, predictions: pd.DataFrame,
+                 title: str) -> None:
+    """The score files of one scoring, a run's test set or an evaluation: per-class scores, the confusion
+    matrix (CSV and PNG) and the per-image predictions (metrics.json is written by the caller)."""
+    write_csv(folder / RunFolder.PER_CLASS, per_class, index=False)
+    write_csv(folder / RunFolder.CONFUSION, pd.DataFrame(cm, index=class_names, columns=class_names)
+              .rename_axis("true \\ predicted"))
+    write_csv(folder / RunFolder.PREDICTIONS, predictions, index=False)
+    plot_confusion(cm, class_names, folder / RunFolder.CONFUSION_PLOT, title)
 
 
 def accuracy_ci(correct: np.ndarray, level: float = 0.95) -> tuple[float, float]:

@@ -14,15 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from ..data.classes import parse_classes
 from ..data.dataset import Split, as_model_input, read_labelled_folder, to_native
 from ..errors import UserError
-from ..files import folder_replacing, write_csv, write_json
+from ..files import folder_replacing, write_json
+from ..run_folder import RunFolder
 from .calibration import apply_temperature, expected_calibration_error, plot_reliability
-from .evaluation import evaluate_predictions, predict_with_tta, predictions_table
-from .plots import plot_confusion
+from .evaluation import evaluate_predictions, predict_with_tta, predictions_table, write_scores
 
 
 @dataclass
@@ -145,13 +144,9 @@ def evaluate_run(loaded, data: Path, out_root: Path, classes: str | None = None,
                    classes=list(scored), tta=tta, faces=faces, skipped_unreadable=len(labelled.skipped),
                    restricted_to_classes=restricted)
     target = out_root / data_id(labelled, scored, tta, faces)
+    title = f"{loaded.model_name} on {Path(labelled.source).name}"
     with folder_replacing(target, ".evaluating-") as work:
-        write_json(work / "metrics.json", metrics)
-        write_csv(work / "per_class.csv", per_class, index=False)
-        write_csv(work / "confusion_matrix.csv", pd.DataFrame(cm, index=scored, columns=scored)
-                  .rename_axis("true \\ predicted"))
-        write_csv(work / "predictions.csv", predictions_table(files, labels, probs, scored), index=False)
-        plot_confusion(cm, scored, work / "confusion_matrix.png", f"{loaded.model_name} on {Path(labelled.source).name}")
-        plot_reliability(raw, labels, loaded.temperature or 1.0, work / "reliability.png",
-                         f"{loaded.model_name} on {Path(labelled.source).name}")
-    return target, json.loads((target / "metrics.json").read_text())
+        write_json(work / RunFolder.METRICS, metrics)
+        write_scores(work, scored, per_class, cm, predictions_table(files, labels, probs, scored), title)
+        plot_reliability(raw, labels, loaded.temperature or 1.0, work / RunFolder.RELIABILITY, title)
+    return target, json.loads((target / RunFolder.METRICS).read_text())

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 
-UNCERTAINTY_FILE = "uncertainty.json"
 TARGET_ACCURACY = 0.80
 GRID = np.round(np.arange(0.0, 0.81, 0.05), 2)
 

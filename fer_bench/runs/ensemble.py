@@ -10,28 +10,17 @@ time. `compare`, `evaluate`, `predict` and `app` take it like any run.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
 from ..config import TTA_MODES, validation_difference, validation_images
 from ..data.batches import predict
-from ..data.classes import classes_tag, parse_classes
 from ..errors import UserError
 from ..files import folder_replacing, save_model, write_json
-from ..reporting.calibration import CALIBRATION_FILE
-from ..run_folder import (
-    COMPLETE_MARKER,
-    RESULTS_FORMAT,
-    content_key,
-    find_complete_run,
-    is_complete,
-    is_stale,
-)
-from .run import library_versions, load_recorded_run
+from ..run_folder import RESULTS_FORMAT, RunFolder, ensemble_id, find_run
+from .finished import load_recorded_run
+from .run import library_versions
 
 log = logging.getLogger(__name__)
 
@@ -39,25 +28,21 @@ log = logging.getLogger(__name__)
 SHARED_DATA = ("train_sha256", "test_sha256")
 
 
-def _read(run_dir: Path, name: str) -> dict:
-    return json.loads((run_dir / name).read_text())
-
-
-def member_dirs(runs: list[str], results: Path) -> list[Path]:
-    """The complete run folders named (folders, or run ids in `results`), without repeats, in id order."""
+def member_dirs(runs: list[str], results: Path) -> list[RunFolder]:
+    """The complete run folders named (as every command names a run), without repeats, in id order."""
     found = []
     for run in runs:
-        run_dir = find_complete_run(run, results, "ensemble member")
-        if is_stale(run_dir):
-            raise UserError(f"run {run_dir.name} was written in an older results format; run it again first")
-        found.append(run_dir)
+        member = find_run(run, results, "ensemble member")
+        if member.is_stale():
+            raise UserError(f"run {member.name} was written in another results format; run it again first")
+        found.append(member)
     found = sorted(set(found), key=lambda d: d.name)
     if len(found) < 2:
         raise UserError("an ensemble needs at least two different runs")
     return found
 
 
-def check_compatible(members: list[Path], configs: list[dict], metrics: list[dict]) -> None:
+def check_compatible(members: list[RunFolder], configs: list[dict], metrics: list[dict]) -> None:
     """UserError unless no member is inside another and every member has the same classes, the same train
     and test images and the same validation images (so none of them trained on the images the ensemble
     is calibrated on)."""
@@ -66,12 +51,12 @@ def check_compatible(members: list[Path], configs: list[dict], metrics: list[dic
         inside = names & set(config.get("members", []))
         if inside:
             raise UserError(f"{sorted(inside)[0]} is already a member of {member.name}; name each run once")
-    first, first_data = members[0], _read(members[0], "data.json")
+    first, first_data = members[0], members[0].data
     for other, config, other_metrics in zip(members[1:], configs[1:], metrics[1:]):
         if other_metrics["classes"] != metrics[0]["classes"]:
             raise UserError(f"{other.name} has classes {other_metrics['classes']}, {first.name} {metrics[0]['classes']}: "
                             "an ensemble's members must answer the same question")
-        data = _read(other, "data.json")
+        data = other.data
         for key in SHARED_DATA:
             if data[key] != first_data[key]:
                 raise UserError(f"{other.name} and {first.name} were trained or tested on different images "
@@ -84,21 +69,12 @@ def check_compatible(members: list[Path], configs: list[dict], metrics: list[dic
                             "of different --seed with one --val-seed)")
 
 
-def ensemble_id(members: list[Path], classes: str, image_size: str, seed: int) -> str:
-    """Readable id (classes as the members name them, input size, validation seed) plus a hash of the
-    members by content (model and calibration: a recalibrated or retrained member makes a new ensemble)
-    and the results format."""
-    identity = {"members": sorted(content_key(m) for m in members), "results_format": RESULTS_FORMAT}
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
-    return f"ensemble-{classes_tag(parse_classes(classes))}-{image_size}px-s{seed}-{digest}"
-
-
 def _shared_or_each(values: list):
     """The one value all members share, else the list of each member's value (in member order)."""
     return values[0] if all(v == values[0] for v in values) else values
 
 
-def ensemble_config(configs: list[dict], members: list[Path], cfg) -> dict:
+def ensemble_config(configs: list[dict], members: list[RunFolder], cfg) -> dict:
     """config.json of an ensemble: each option its members share as that value, each other one as the list
     of the members' values (so `compare` shows how they differ), then what makes it an ensemble."""
     keys = sorted(set().union(*configs) - {"members", "results_format"})
@@ -127,13 +103,13 @@ def make_ensemble(runs: list[str], output: Path = Path("results"), tta: str | No
     if tta is not None and tta not in TTA_MODES:
         raise UserError(f"--tta must be one of {', '.join(TTA_MODES)}, got {tta!r}")
     members = member_dirs(runs, output)
-    configs = [_read(m, "config.json") for m in members]
-    member_metrics = [_read(m, "metrics.json") for m in members]
+    configs = [m.config for m in members]
+    member_metrics = [m.metrics for m in members]
     check_compatible(members, configs, member_metrics)
     image_size = "+".join(sorted({str(c["image_size"]) for c in configs}, key=int))
     validation_seed = validation_images(configs[0]).get("validation seed", configs[0]["seed"])
     run_dir = Path(output) / ensemble_id(members, configs[0]["classes"], image_size, validation_seed)
-    if is_complete(run_dir) and not force:
+    if RunFolder(run_dir).is_complete() and not force:
         log.info("already complete: %s (use --force to redo it)", run_dir)
         return run_dir
 
@@ -142,13 +118,11 @@ def make_ensemble(runs: list[str], output: Path = Path("results"), tta: str | No
     # (a global precision policy only shapes layers built anew; the members' layers keep their own)
     cfg = replace(cfg, model="ensemble", tta=tta or cfg.tta or "none",
                   precision_used=precisions[0] if len(set(precisions)) == 1 else "float32")
-    temperatures = []
-    for member in members:
-        calibration = member / CALIBRATION_FILE
-        temperatures.append(json.loads(calibration.read_text())["temperature"] if calibration.exists() else None)
-        if temperatures[-1] is None:
+    temperatures = [member.temperature for member in members]
+    for member, temperature in zip(members, temperatures):
+        if temperature is None:
             log.warning("warning: %s has no calibration; its raw probabilities enter the average", member.name)
-    model = average_of_calibrated([load_saved_model(m / "best.keras") for m in members], temperatures)
+    model = average_of_calibrated([load_saved_model(m.file(RunFolder.MODEL)) for m in members], temperatures)
     data = StageData(cfg, dataset, pixels_of(dataset))
     log.info("ensemble of %d runs: scoring %d validation and %d test images", len(members), len(data.y_val),
              len(dataset.test))
@@ -178,11 +152,11 @@ def make_ensemble(runs: list[str], output: Path = Path("results"), tta: str | No
             feature_extraction_seconds=sum(mm.get("feature_extraction_seconds", 0.0) for mm in member_metrics),
             total_train_seconds=sum(mm["total_train_seconds"] for mm in member_metrics),
         )
-        save_model(work / "best.keras", model)
-        write_json(work / "config.json", ensemble_config(configs, members, cfg))
-        shutil.copy2(members[0] / "data.json", work / "data.json")
-        write_json(work / "environment.json", library_versions())
-        write_json(work / "metrics.json", metrics)
-        write_json(work / COMPLETE_MARKER, {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1",
-                                                                     "majority_baseline_accuracy", "total_train_seconds")})
+        save_model(work / RunFolder.MODEL, model)
+        folder = RunFolder(work)
+        folder.write_start_records({RunFolder.DATA: members[0].data, RunFolder.ENVIRONMENT: library_versions(),
+                                    RunFolder.CONFIG: ensemble_config(configs, members, cfg)})
+        write_json(folder.file(RunFolder.METRICS), metrics)
+        folder.mark_complete({k: metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1",
+                                                      "majority_baseline_accuracy", "total_train_seconds")})
     return run_dir

@@ -19,7 +19,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 from ..config import RunConfig
 from ..errors import UserError
-from ..run_folder import is_complete
+from ..run_folder import RunFolder, RunLocked
 from ..data.dataset import Dataset
 from .run import execute, load_run_data, prepare_run, score_elsewhere, scored_on
 
@@ -112,7 +112,7 @@ def plan(experiment: Experiment, output: Path) -> list[tuple[RunConfig, Path, st
     for cfg in experiment.configs:
         spec = prepare_run(cfg, output, load=_loaded_once, fetch_weights=False)
         run_dir = Path(output) / spec.run_id
-        status = "complete" if is_complete(run_dir) else ("partial" if run_dir.exists() else "to do")
+        status = "complete" if RunFolder(run_dir).is_complete() else ("partial" if run_dir.exists() else "to do")
         planned.append((spec.cfg, run_dir, status))
     return planned
 
@@ -281,9 +281,8 @@ def run_experiment(experiment: Experiment, output: Path, echo=print, shard: tupl
     """Run every run of the grid (or of one shard of it) that is not complete yet.
 
     Returns (this part's run folders, the grid's run folders that are not complete yet). A run
-    another worker is training right now is skipped and left to it."""
-    from ..run_folder import RunLocked
-
+    another worker is training right now is skipped and left to it. A run's folder is the one
+    `execute` returns (its id counts pretrained weights by content, fetched only then), not the planned one."""
     planned = plan(experiment, output)
     mine = list(range(len(planned))) if shard is None else shard_plan(planned, shard[1])[shard[0] - 1]
     check_weights_available([planned[i][0] for i in mine if planned[i][2] != "complete"])
@@ -296,12 +295,14 @@ def run_experiment(experiment: Experiment, output: Path, echo=print, shard: tupl
         else:
             echo(f"{prefix}: {'resuming' if status == 'partial' else 'running'}")
             try:
-                execute(cfg, output=output)
+                run_dir = execute(cfg, output=output)
             except RunLocked:
                 echo(f"{prefix}: another worker is training it, skipped")
-        if is_complete(run_dir) and (unscored := sorted(set(experiment.evaluate) - scored_on(run_dir))):
+        run = RunFolder(run_dir)
+        if run.is_complete() and (unscored := sorted(set(experiment.evaluate) - scored_on(run))):
             echo(f"{prefix}: scoring on {', '.join(Path(p).name for p in unscored)}")
-            score_elsewhere(run_dir, cfg.test_usage, [(p, None) for p in unscored])
+            score_elsewhere(run, cfg.test_usage, [(p, None) for p in unscored])
         done.append(run_dir)
-    missing = [run_dir for _, run_dir, _ in planned if not is_complete(run_dir)]
+    missing = [d for d in done if not RunFolder(d).is_complete()] + [
+        run_dir for i, (_, run_dir, _) in enumerate(planned) if i not in mine and not RunFolder(run_dir).is_complete()]
     return done, missing

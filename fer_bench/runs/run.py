@@ -7,8 +7,6 @@ complete (`complete.json`, written last) → nothing to do; interrupted → resu
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import platform
 import shutil
@@ -19,23 +17,13 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import RunConfig, resolve, resolve_val_split
-from ..data.classes import classes_tag, parse_classes
+from ..data.classes import parse_classes
 from ..data.dataset import Dataset, select_classes
 from ..data.integrity import carve_validation, drop_test_duplicates, twin_counts
 from ..data.sources import open_dataset, parse_also_train, with_training_sources
 from ..errors import UserError
-from ..files import StorageError, write_json
-from ..run_folder import (
-    COMPLETE_MARKER,
-    RESULTS_FORMAT,
-    content_key,
-    find_complete_run,
-    finetune_record,
-    has_start_records,
-    is_complete,
-    run_config_record,
-    run_lock,
-)
+from ..files import StorageError
+from ..run_folder import RunFolder, find_run, run_config_record, run_id
 
 log = logging.getLogger(__name__)
 
@@ -57,24 +45,6 @@ def load_run_data(cfg: RunConfig) -> Dataset:
                   for path, weight in parse_also_train(cfg.also_train)]
         dataset = with_training_sources(dataset, extras)
     return dataset
-
-
-def run_id(cfg: RunConfig, fingerprint: dict) -> str:
-    """Readable id (model, classes, size, seed) plus a short hash of what the run is: the identity
-    options as asked for (not as this machine resolved them), the data by content and the results format."""
-    from ..models import model_info
-    from ..training.features import weights_key
-
-    identity = cfg.identity()
-    identity["weights"] = weights_key(cfg)  # a weights file counts by its content
-    if cfg.teacher is not None:
-        identity["teacher"] = content_key(Path(cfg.teacher))  # by its model and calibration, wherever it is
-    identity.update({k: v for k, v in fingerprint.items() if k.endswith("_sha256")})
-    identity.update(finetune_record(cfg), results_format=RESULTS_FORMAT)
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
-    variant = f"-{cfg.variant}" if model_info(cfg.model).transfer else ""
-    tag = classes_tag(parse_classes(cfg.classes))
-    return f"{cfg.model}{variant}-{tag}-{cfg.image_size}px-s{cfg.seed}-{digest}"
 
 
 def duplicate_record(cfg: RunConfig, dataset: Dataset) -> dict:
@@ -106,30 +76,22 @@ def fetch_pretrained_weights(cfg: RunConfig) -> None:
         resolve_weights_file(info, cfg.weights, cfg.width, cfg.image_size)
 
 
-RESUMES_FILE = "resumes.json"
-
-
-def record_resume(run_dir: Path, cfg: RunConfig) -> None:
+def record_resume(run: RunFolder, cfg: RunConfig) -> None:
     """Append this invocation (time, machine, precision, devices, libraries) to the run's resumes.json;
     refuse to resume in another precision than the run started in unless the config allows it."""
-    started_in = json.loads((run_dir / "config.json").read_text()).get("precision_used")
+    started_in = run.config.get("precision_used")
     if started_in is not None and started_in != cfg.precision_used and not cfg.allow_precision_change:
-        raise UserError(f"{run_dir.name} started in {started_in} and this machine would resume it in "
+        raise UserError(f"{run.name} started in {started_in} and this machine would resume it in "
                         f"{cfg.precision_used}; pass --precision {started_in}, or --allow-precision-change to "
-                        "resume it anyway (recorded in resumes.json)")
-    path = run_dir / RESUMES_FILE
-    resumes = json.loads(path.read_text()) if path.exists() else []
-    resumes.append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": platform.node(),
-                    "precision_used": cfg.precision_used, "devices": cfg.devices, "libraries": library_versions()})
-    write_json(path, resumes)
+                        f"resume it anyway (recorded in {RunFolder.RESUMES})")
+    run.record_resume({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": platform.node(),
+                       "precision_used": cfg.precision_used, "devices": cfg.devices, "libraries": library_versions()})
 
 
-def write_start_records(run_dir: Path, cfg: RunConfig, spec: "RunSpec") -> None:
-    """What a run is, recorded once when it starts: its data, its libraries, then its config (last, so
-    a folder with config.json has all three)."""
-    write_json(run_dir / "data.json", {**spec.fingerprint, "duplicates": duplicate_record(cfg, spec.dataset)})
-    write_json(run_dir / "environment.json", library_versions())
-    write_json(run_dir / "config.json", run_config_record(cfg))
+def start_records(spec: "RunSpec") -> dict[str, dict]:
+    """What a run is, recorded once when it starts: its data, its libraries, its config."""
+    return {RunFolder.DATA: {**spec.fingerprint, "duplicates": duplicate_record(spec.cfg, spec.dataset)},
+            RunFolder.ENVIRONMENT: library_versions(), RunFolder.CONFIG: run_config_record(spec.cfg)}
 
 
 @dataclass(frozen=True)
@@ -157,7 +119,7 @@ def prepare_run(cfg: RunConfig, results: Path = Path("results"), load: Callable[
     if cfg.teacher is not None:
         from ..training.distillation import check_teacher
 
-        cfg = replace(cfg, teacher=str(find_complete_run(cfg.teacher, results, "--teacher")))
+        cfg = replace(cfg, teacher=str(find_run(cfg.teacher, results, "--teacher").path))
         check_teacher(Path(cfg.teacher), cfg, dataset.class_names, fingerprint["train_sha256"])
     return RunSpec(cfg, dataset, fingerprint, run_id(cfg, fingerprint))
 
@@ -167,51 +129,45 @@ def execute(cfg: RunConfig, output: Path = Path("results"), force: bool = False,
 
     One process at a time trains a run (a file lock); a run that fails on the user's input
     before its first epoch leaves no folder behind. `callbacks` (Keras callbacks) watch every
-    training epoch; one that raises leaves the run resumable, never complete."""
+    training epoch; one that raises leaves the run resumable, never complete. A complete run is
+    never changed (its test-time augmentation scores are asked for with `fer-bench evaluate RUN`)."""
     spec = prepare_run(cfg, output)
     cfg, dataset = spec.cfg, spec.dataset
-    run_dir = Path(output) / spec.run_id
-    if is_complete(run_dir) and not force:
-        log.info("already complete: %s (use --force to redo it)", run_dir)
-        if json.loads((run_dir / "config.json").read_text()).get("tta") != cfg.tta:
-            from ..training.harness import rescore_tta
-
-            with run_lock(run_dir):
-                rescore_tta(cfg, dataset, run_dir)
-        return run_dir
-    with run_lock(run_dir):
-        if is_complete(run_dir) and not force:  # finished by another process while we looked
-            return run_dir
-        resuming = not force and has_start_records(run_dir)
+    run = RunFolder(Path(output) / spec.run_id)
+    if run.is_complete() and not force:
+        log.info("already complete: %s (use --force to redo it)", run.path)
+        return run.path
+    with run.lock():
+        if run.is_complete() and not force:  # finished by another process while we looked
+            return run.path
+        resuming = not force and run.has_start_records()
         if not resuming:  # new, forced, or killed before its start records were whole: start afresh
-            for item in run_dir.iterdir():
-                if item.name != ".lock":
-                    shutil.rmtree(item) if item.is_dir() else item.unlink()
-        log.info("%s run folder %s", "resuming" if resuming else "new", run_dir)
+            run.clear()
+        log.info("%s run folder %s", "resuming" if resuming else "new", run.path)
         if resuming:  # what the run is was recorded when it started; a resume is added, never rewritten
-            record_resume(run_dir, cfg)
+            record_resume(run, cfg)
         else:
-            write_start_records(run_dir, cfg, spec)
+            run.write_start_records(start_records(spec))
 
         from ..training.harness import train_and_evaluate
 
         started = time.perf_counter()
         try:
-            summary = train_and_evaluate(cfg, dataset, run_dir, callbacks)
+            summary = train_and_evaluate(cfg, dataset, run.path, callbacks)
         except UserError as error:
             if not resuming and not isinstance(error, StorageError):  # a bad input: nothing worth keeping
-                shutil.rmtree(run_dir, ignore_errors=True)
+                shutil.rmtree(run.path, ignore_errors=True)
             raise
         if dataset.training_sources:
-            score_elsewhere(run_dir, cfg.test_usage,
+            score_elsewhere(run, cfg.test_usage,
                             [(source["source"], ",".join(source["classes"])) for source in dataset.training_sources])
         summary["wall_seconds_this_invocation"] = time.perf_counter() - started
         summary["resumed"] = resuming
-        write_json(run_dir / COMPLETE_MARKER, summary)
-    return run_dir
+        run.mark_complete(summary)
+    return run.path
 
 
-def score_elsewhere(run_dir: Path, test_usage: str, data: list[tuple[str, str | None]]) -> None:
+def score_elsewhere(run: RunFolder, test_usage: str, data: list[tuple[str, str | None]]) -> None:
     """Score a trained run on other labelled data sets, each (path, classes: a comma list, or None for
     the run's classes), into the run's evaluations/: each --also-train source's own
     test part (its development part where it has none; a mixed test set would hide where it fails),
@@ -219,89 +175,14 @@ def score_elsewhere(run_dir: Path, test_usage: str, data: list[tuple[str, str | 
     from ..reporting.scoring import evaluate_run
     from ..serving.predict import load_trained
 
-    loaded = load_trained(run_dir)
+    loaded = load_trained(run)
     for path, classes in data:
         classes = classes or ",".join(loaded.class_names)  # the data's images of the run's classes
-        _, metrics = evaluate_run(loaded, Path(path), run_dir / "evaluations", classes, "none", test_usage)
-        log.info("%s on %s (%s): accuracy %.4f, balanced accuracy %.4f", run_dir.name, path,
+        _, metrics = evaluate_run(loaded, Path(path), run.file(RunFolder.EVALUATIONS), classes, "none", test_usage)
+        log.info("%s on %s (%s): accuracy %.4f, balanced accuracy %.4f", run.name, path,
                  metrics["layout"], metrics["accuracy"], metrics["balanced_accuracy"])
 
 
-def scored_on(run_dir: Path) -> set[str]:
+def scored_on(run: RunFolder) -> set[str]:
     """The data sets (resolved paths) a run has been scored on in its evaluations/."""
-    return {str(Path(json.loads(f.read_text())["data"]).resolve())
-            for f in (run_dir / "evaluations").glob("*/metrics.json")}
-
-
-def fit_uncertainty(run_dir: Path, data: list[str]) -> dict:
-    """Choose when a complete run's answers say they are unsure (reporting/uncertainty.py) on labelled
-    development sets `data` (each scored into evaluations/ first where it is not yet); writes
-    uncertainty.json and uncertainty.png into the run folder and returns the record."""
-    import numpy as np
-    import pandas as pd
-
-    from ..reporting.uncertainty import UNCERTAINTY_FILE, fit_thresholds, plot_confidence
-
-    if not is_complete(run_dir):
-        raise UserError(f"not a complete run folder: {run_dir}")
-    wanted = [str(Path(p).resolve()) for p in data]
-    for path in wanted:
-        if not Path(path).exists():
-            raise UserError(f"data path does not exist: {path}")
-    config = json.loads((run_dir / "config.json").read_text())
-    if missing := [p for p in wanted if p not in scored_on(run_dir)]:
-        score_elsewhere(run_dir, config.get("test_usage", "PrivateTest"), [(p, None) for p in missing])
-    sets = {}
-    for metrics_file in sorted((run_dir / "evaluations").glob("*/metrics.json")):
-        metrics = json.loads(metrics_file.read_text())
-        if (str(Path(metrics["data"]).resolve()) in wanted and metrics.get("tta") == "none"
-                and metrics.get("faces", "off") == "off"):
-            table = pd.read_csv(metrics_file.parent / "predictions.csv")
-            classes = list(metrics["classes"])
-            labels = np.array([classes.index(c) for c in table["true"]])
-            sets[Path(metrics["data"]).name] = (table[[f"p_{c}" for c in classes]].to_numpy(), labels)
-    record = {**fit_thresholds(sets), "fitted_on": sorted(sets)}
-    write_json(run_dir / UNCERTAINTY_FILE, record)
-    plot_confidence(sets, record, run_dir / "uncertainty.png")
-    return record
-
-
-def load_recorded_run(run_dir: Path, data: str | None = None) -> tuple[RunConfig, Dataset]:
-    """The config a complete run recorded and its data set (from `data` if given, else where it was
-    trained), checked to be the very images (and order) the run was trained, validated and scored on."""
-    from dataclasses import fields
-
-    if not is_complete(run_dir):
-        raise UserError(f"not a complete run folder: {run_dir}")
-    recorded = json.loads((run_dir / "config.json").read_text())
-    cfg = RunConfig(**{f.name: recorded.get(f.name, f.default) for f in fields(RunConfig)})
-    if data is not None:
-        cfg = replace(cfg, data=str(data))
-    dataset = load_run_data(cfg)
-    recorded_data, found = json.loads((run_dir / "data.json").read_text()), dataset.fingerprint()
-    for split in ("train", "validation", "test"):  # train too: its order decides the validation images
-        if recorded_data.get(f"{split}_sha256") != found.get(f"{split}_sha256"):
-            raise UserError(f"the {split} images at {cfg.data or 'the synthetic source'} are not those "
-                            f"{run_dir.name} was {'scored' if split == 'test' else 'trained and validated'} on "
-                            "(in content or order); pass --data with the run's own data")
-    return cfg, dataset
-
-
-def rescore_run(run_dir: Path, tta: str) -> dict:
-    """Score a complete run's checkpoint on its own test set under test-time augmentation `tta`
-    (no training); returns its updated metrics."""
-    from ..training.harness import rescore_tta
-
-    cfg, dataset = load_recorded_run(run_dir)
-    with run_lock(run_dir):
-        rescore_tta(replace(cfg, tta=tta), dataset, run_dir)
-    return json.loads((run_dir / "metrics.json").read_text())
-
-
-def calibrate_run(run_dir: Path, data: str | None = None) -> dict:
-    """Fit (again) a complete run's temperature on its validation split; returns the calibration record."""
-    from ..training.harness import calibrate
-
-    cfg, dataset = load_recorded_run(run_dir, data)
-    with run_lock(run_dir):
-        return calibrate(cfg, dataset, run_dir)
+    return {str(Path(metrics["data"]).resolve()) for _, metrics in run.evaluations() if not metrics.get("own_test")}

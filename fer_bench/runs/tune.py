@@ -150,6 +150,7 @@ def open_study(space: SearchSpace, output: Path):
 
 def run_trial(trial, space: SearchSpace, output: Path) -> float:
     """Train (or find, or resume) the run of one trial; its validation accuracy at the best checkpoint."""
+    from ..run_folder import RunFolder
     from .run import execute
 
     chosen = suggest(trial, space)
@@ -157,7 +158,7 @@ def run_trial(trial, space: SearchSpace, output: Path) -> float:
     run_dir = execute(RunConfig.from_dict({**space.defaults, **chosen}), output=output,
                       callbacks=(PruneOnValidation(trial),))
     trial.set_user_attr("run", run_dir.name)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = RunFolder(run_dir).metrics
     trial.set_user_attr("train_seconds", metrics["total_train_seconds"])
     return metrics["best_val_accuracy"]
 

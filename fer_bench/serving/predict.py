@@ -16,9 +16,9 @@ from ..data.dataset import to_native
 from ..data.faces import find_faces
 from ..data.photos import Photo, read_image
 from ..errors import UserError
-from ..reporting.calibration import CALIBRATION_FILE, apply_temperature
-from ..reporting.uncertainty import UNCERTAINTY_FILE, is_confident
-from ..run_folder import COMPLETE_MARKER, find_run_dirs, is_complete
+from ..reporting.calibration import apply_temperature
+from ..reporting.uncertainty import is_confident
+from ..run_folder import RunFolder, find_run
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -68,9 +68,7 @@ class LoadedRun:
 
     @property
     def is_bundled(self) -> bool:
-        from ..models import saved
-
-        return self.run_dir == saved.BUNDLED_DIR
+        return RunFolder(self.run_dir).is_bundled
 
     @property
     def source(self) -> str:
@@ -87,7 +85,7 @@ class LoadedRun:
     @property
     def calibration_note(self) -> str:
         if self.temperature is None:
-            return (f"probabilities NOT calibrated (no {CALIBRATION_FILE}; `fer-bench calibrate {self.run_dir}` "
+            return (f"probabilities NOT calibrated (no {RunFolder.CALIBRATION}; `fer-bench calibrate {self.run_dir}` "
                     "fits one)")
         return f"probabilities calibrated on its validation split (temperature {self.temperature:.2f})"
 
@@ -99,47 +97,20 @@ class LoadedRun:
         return probs if self.temperature is None else apply_temperature(probs, self.temperature)
 
 
-def load_run(run_dir: Path | str) -> LoadedRun:
-    """Load a complete run folder's best model (`bundled`: the model shipped with the package), or raise UserError."""
-    from ..models import saved
-
-    run_dir = saved.bundled_run_dir() if str(run_dir) == "bundled" else Path(run_dir)
-    if not run_dir.is_dir():
-        raise UserError(f"run folder not found: {run_dir}")
-    if not is_complete(run_dir):
-        raise UserError(f"run folder is incomplete (no {COMPLETE_MARKER} beside its start records): {run_dir}; finish it with the same `fer-bench run` command")
-    return load_trained(run_dir)
+def load_run(run: str | Path | None, results: Path = Path("results")) -> LoadedRun:
+    """Load the complete run a user names (`find_run`: a folder, a run id in `results`, `latest`,
+    `bundled`; None: the bundled model) with its best model, or raise UserError. Never chosen by test accuracy."""
+    return load_trained(find_run("bundled" if run is None else run, results, "--run"))
 
 
-def load_trained(run_dir: Path) -> LoadedRun:
+def load_trained(run: RunFolder) -> LoadedRun:
     """A run folder's best model once training and evaluation wrote it (complete or about to be)."""
     from ..models import saved
 
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    model = saved.load_saved_model(run_dir / "best.keras")
-    calibration = run_dir / CALIBRATION_FILE
-    temperature = json.loads(calibration.read_text())["temperature"] if calibration.exists() else None
-    uncertainty = run_dir / UNCERTAINTY_FILE
-    return LoadedRun(run_dir, model, tuple(metrics["classes"]), metrics["model"], metrics["accuracy"], temperature,
-                     json.loads(uncertainty.read_text()) if uncertainty.exists() else None)
-
-
-def choose_run(run: str | None, results: Path) -> Path:
-    """The run that answers: the bundled model unless `run` names a run folder, a run id in `results`,
-    or 'latest' (the run in `results` completed last). Never chosen by test accuracy."""
-    from ..models import saved
-
-    if run in (None, "bundled"):
-        return saved.bundled_run_dir()
-    if run == "latest":
-        complete = find_run_dirs([Path(results)])[0] if Path(results).is_dir() else []
-        if not complete:
-            raise UserError(f"--run latest: no complete run in {results}")
-        return max(complete, key=lambda d: (d / COMPLETE_MARKER).stat().st_mtime)
-    for candidate in (Path(run), Path(results) / run):
-        if candidate.is_dir():
-            return candidate
-    raise UserError(f"--run {run}: no such run folder or run id in {results}")
+    metrics = run.metrics
+    model = saved.load_saved_model(run.file(RunFolder.MODEL))
+    return LoadedRun(run.path, model, tuple(metrics["classes"]), metrics["model"], metrics["accuracy"],
+                     run.temperature, run.uncertainty)
 
 
 def sentence(probabilities: dict[str, float], uncertain: bool = False) -> str:

@@ -11,7 +11,6 @@ validation keeps the plain labels, so checkpoint choice and every score stay as 
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict
 from pathlib import Path
@@ -23,8 +22,8 @@ from ..data.batches import predict
 from ..data.dataset import Dataset, cache_dir
 from ..errors import UserError
 from ..files import save_npz
-from ..reporting.calibration import CALIBRATION_FILE, apply_temperature
-from ..run_folder import content_key
+from ..reporting.calibration import apply_temperature
+from ..run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +31,8 @@ log = logging.getLogger(__name__)
 def check_teacher(teacher_dir: Path, cfg, class_names: tuple[str, ...], train_sha256: str) -> None:
     """UserError unless the teacher knows the run's classes, trained on its training images (by
     fingerprint) and was validated on the run's validation images (not on the test split)."""
-    config, data, metrics = (json.loads((teacher_dir / n).read_text()) for n in ("config.json", "data.json", "metrics.json"))
+    teacher = RunFolder(teacher_dir)
+    config, data, metrics = teacher.config, teacher.data, teacher.metrics
     name = teacher_dir.name
     if tuple(metrics["classes"]) != tuple(class_names):
         raise UserError(f"teacher {name} knows {', '.join(metrics['classes'])}, the run {', '.join(class_names)}")
@@ -53,16 +53,16 @@ def teacher_probabilities(teacher_dir: Path, dataset: Dataset) -> np.ndarray:
     from ..data.dataset import as_model_input
     from ..models.saved import load_saved_model
 
-    key = f"{content_key(teacher_dir)}-{dataset.fingerprint()['train_sha256'][:16]}"
+    key = f"{RunFolder(teacher_dir).content_key()}-{dataset.fingerprint()['train_sha256'][:16]}"
     path = cache_dir() / "teachers" / f"{teacher_dir.name}-{key}.npz"
     if path.exists():
         return np.load(path)["probabilities"]
     log.info("distillation: teacher %s predicts %d training images (cached for later runs)", teacher_dir.name,
              len(dataset.train))
-    probs = predict(load_saved_model(teacher_dir / "best.keras"), as_model_input(dataset.train.images))
-    calibration = teacher_dir / CALIBRATION_FILE
-    if calibration.exists():
-        probs = apply_temperature(probs, json.loads(calibration.read_text())["temperature"])
+    teacher = RunFolder(teacher_dir)
+    probs = predict(load_saved_model(teacher.file(RunFolder.MODEL)), as_model_input(dataset.train.images))
+    if teacher.temperature is not None:
+        probs = apply_temperature(probs, teacher.temperature)
     save_npz(path, probabilities=probs.astype(np.float32))
     return probs.astype(np.float32)
 

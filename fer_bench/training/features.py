@@ -19,26 +19,6 @@ log = logging.getLogger(__name__)
 _CACHE_VERSION = "4"  # bump when the cache file's contents change
 
 
-def weights_key(cfg) -> str:
-    """Identity of a resolved run config's base weights: a random base depends on the seed, a file
-    (ImageNet's too: whichever file sits in Keras' cache; a shipped one) on its content. ImageNet weights
-    not in the cache (yet) count as 'imagenet-missing': such a run cannot train until they are there."""
-    from ..models import model_info
-    from ..models.transfer import cached_pretrained_file
-
-    if cfg.weights == "none":
-        return f"random-seed{cfg.seed}"
-    info = model_info(cfg.model)
-    path = cfg.weights if cfg.weights != info.pretrained else cached_pretrained_file(info, cfg.width, cfg.image_size)
-    if path is None:
-        return f"{cfg.weights}-missing"
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return f"file-{h.hexdigest()[:16]}"
-
-
 def feature_cache_path(model: str, weights_id: str, image_size: int, images_sha: str, precision: str) -> Path:
     """Cache file of one (model, weights, size, image set, precision) combination."""
     key = f"{_CACHE_VERSION}|{model}|{weights_id}|{image_size}|{images_sha}|{precision}"

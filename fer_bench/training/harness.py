@@ -8,7 +8,6 @@ the cost); the finetune variant then unfreezes the base's top block(s) and conti
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -22,27 +21,25 @@ from ..config import RunConfig, class_weights
 from ..data.batches import predict
 from ..data.dataset import Dataset, as_model_input
 from ..data.integrity import carve_validation, test_twins_of_train
-from ..files import save_model, write_csv, write_json
+from ..files import save_model, write_json
 from ..models import BuiltModel, create_model
 from ..models.augment import with_augmentation
 from ..models.saved import inference_model, load_saved_model
-from ..models.transfer import adapt_feature_norm, unfreeze_top
+from ..models.transfer import adapt_feature_norm, unfreeze_top, weights_key
 from ..precision import precision_policy
-from ..reporting.calibration import (
-    CALIBRATION_FILE,
-    calibration_summary,
-    plot_reliability,
-)
+from ..reporting.calibration import calibration_summary, plot_reliability
 from ..reporting.evaluation import (
     evaluate_predictions,
     predict_with_tta,
     predictions_table,
+    write_scores,
 )
-from ..reporting.plots import plot_confusion, plot_curves
+from ..reporting.plots import plot_curves
+from ..run_folder import RunFolder
 from .devices import device_scope
 from .crowd_targets import fit_targets
 from .distillation import distilled_targets, teacher_probabilities
-from .features import cached_features, feature_cache_path, weights_key
+from .features import cached_features, feature_cache_path
 from .fit import TrainSettings, fit_stage
 
 log = logging.getLogger(__name__)
@@ -108,8 +105,8 @@ def teacher_of(cfg: RunConfig, dataset: Dataset) -> np.ndarray | None:
 
 def _train_scratch(built: BuiltModel, cfg, dataset, settings, run_dir):
     data = StageData(cfg, dataset, pixels_of(dataset), teacher_of(cfg, dataset))
-    history = data.fit(with_augmentation(built.full, cfg.augment, cfg.seed), settings, run_dir, run_dir / "best.keras")
-    best = load_saved_model(run_dir / "best.keras")
+    history = data.fit(with_augmentation(built.full, cfg.augment, cfg.seed), settings, run_dir, run_dir / RunFolder.MODEL)
+    best = load_saved_model(run_dir / RunFolder.MODEL)
     probs = [predict(best, x) for x in (data.x_test, data.x_val)]
     return *probs, history, data, count_params(built.full), best
 
@@ -128,28 +125,28 @@ def _train_transfer(built: BuiltModel, cfg, dataset, settings, run_dir):
     teacher = teacher_of(cfg, dataset)
     data = StageData(cfg, dataset, features_of, teacher)
     adapt_feature_norm(built, data.x_fit)
-    history = data.fit(built.head, settings, run_dir, run_dir / "head.keras")
-    built.head.set_weights(load_saved_model(run_dir / "head.keras").get_weights())
+    history = data.fit(built.head, settings, run_dir, run_dir / RunFolder.HEAD)
+    built.head.set_weights(load_saved_model(run_dir / RunFolder.HEAD).get_weights())
     built.head.compiled = False  # saved inside best.keras, its optimizer would need fer_bench to load
     params.update(count_params(built.full))
     if cfg.variant == "frozen":
-        save_model(run_dir / "best.keras", built.full)
+        save_model(run_dir / RunFolder.MODEL, built.full)
         probs = [predict(built.head, x, 1024) for x in (data.x_test, data.x_val)]
         return *probs, history, data, params, built.full
 
     finetune_dir = run_dir / "finetune"
     if not finetune_dir.exists():  # fine-tuning has not started: stage 1's model is the one to beat
-        save_model(run_dir / "best.keras", built.full)
+        save_model(run_dir / RunFolder.MODEL, built.full)
     log.info("finetune: unfroze %d layers of %s's top block(s)", unfreeze_top(built), cfg.model)
     params.update(count_params(built.full))
     pixels = StageData(cfg, dataset, pixels_of(dataset), teacher)
     tuned = pixels.fit(with_augmentation(built.full, cfg.augment, cfg.seed),
                        replace(settings, epochs=cfg.finetune_epochs, learning_rate=cfg.finetune_learning_rate, warmup_epochs=0,
                                clipnorm=FINETUNE_CLIPNORM),
-                       finetune_dir, run_dir / "best.keras", beat_val_loss=float(history["val_loss"].min()))
+                       finetune_dir, run_dir / RunFolder.MODEL, beat_val_loss=float(history["val_loss"].min()))
     tuned = tuned.assign(epoch=tuned["epoch"] + len(history), stage="finetune")
     history = pd.concat([history.assign(stage="head"), tuned], ignore_index=True)
-    best = load_saved_model(run_dir / "best.keras")
+    best = load_saved_model(run_dir / RunFolder.MODEL)
     probs = [predict(best, x, 64) for x in (pixels.x_test, pixels.x_val)]
     return *probs, history, pixels, params, best
 
@@ -168,37 +165,23 @@ def tta_metrics(model, dataset: Dataset, mode: str) -> dict:
     return {"mode": mode, **{k: scored[k] for k in ("accuracy", "accuracy_ci95", "balanced_accuracy", "macro_f1")}}
 
 
-def rescore_tta(cfg: RunConfig, dataset: Dataset, run_dir: Path) -> None:
-    """Score a complete run's best checkpoint under another test-time augmentation, without training:
-    metrics.json's `tta` entry and config.json's `tta` are replaced (TTA is not part of the run id)."""
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    metrics.pop("tta", None)
-    if cfg.tta != "none":
-        log.info("scoring %s with %s test-time augmentation (no training)", run_dir.name, cfg.tta)
-        with precision_policy(cfg.precision_used):
-            metrics["tta"] = tta_metrics(load_saved_model(run_dir / "best.keras"), dataset, cfg.tta)
-    config = json.loads((run_dir / "config.json").read_text())
-    write_json(run_dir / "metrics.json", metrics)
-    write_json(run_dir / "config.json", {**config, "tta": cfg.tta})
-
-
 def calibrate(cfg: RunConfig, dataset: Dataset, run_dir: Path) -> dict:
     """Fit a complete run's temperature on its validation split from its best checkpoint; writes
     calibration.json, reliability.png and metrics.json's `calibration` entry."""
     data = StageData(cfg, dataset, pixels_of(dataset))
     with precision_policy(cfg.precision_used or "float32"):
-        best = load_saved_model(run_dir / "best.keras")
+        best = load_saved_model(run_dir / RunFolder.MODEL)
         val_probs, test_probs = (predict(best, x) for x in (data.x_val, data.x_test))
     summary = _write_calibration(run_dir, val_probs, data.y_val.argmax(axis=1), test_probs, dataset.test.labels)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    write_json(run_dir / "metrics.json", {**metrics, "calibration": summary})
+    run = RunFolder(run_dir)
+    write_json(run.file(RunFolder.METRICS), {**run.metrics, "calibration": summary})
     return summary
 
 
 def _write_calibration(run_dir: Path, val_probs, val_labels, test_probs, test_labels, name: str | None = None) -> dict:
     summary = calibration_summary(val_probs, val_labels, test_probs, test_labels)
-    write_json(run_dir / CALIBRATION_FILE, summary)
-    plot_reliability(test_probs, test_labels, summary["temperature"], run_dir / "reliability.png",
+    write_json(run_dir / RunFolder.CALIBRATION, summary)
+    plot_reliability(test_probs, test_labels, summary["temperature"], run_dir / RunFolder.RELIABILITY,
                      f"{name or run_dir.name}: test split, temperature fitted on validation")
     return summary
 
@@ -242,12 +225,8 @@ def score_test_set(run_dir: Path, cfg: RunConfig, dataset: Dataset, model, probs
     metrics["calibration"] = _write_calibration(run_dir, val_probs, val_labels, probs, dataset.test.labels, name)
     if cfg.tta != "none":
         metrics["tta"] = tta_metrics(model, dataset, cfg.tta)
-    write_csv(run_dir / "per_class.csv", per_class, index=False)
-    write_csv(run_dir / "confusion_matrix.csv", pd.DataFrame(cm, index=dataset.class_names, columns=dataset.class_names)
-              .rename_axis("true \\ predicted"))
-    write_csv(run_dir / "predictions.csv", predictions_table(dataset.test.files, dataset.test.labels, probs,
-                                                            dataset.class_names), index=False)
-    plot_confusion(cm, dataset.class_names, run_dir / "confusion_matrix.png", name)
+    write_scores(run_dir, dataset.class_names, per_class, cm,
+                 predictions_table(dataset.test.files, dataset.test.labels, probs, dataset.class_names), name)
     return metrics
 
 
@@ -266,7 +245,7 @@ def train_and_evaluate(cfg: RunConfig, dataset: Dataset, run_dir: Path, callback
         train = _train_scratch if built.extractor is None else _train_transfer
         probs, val_probs, history, data, params, best = train(built, cfg, dataset, settings, run_dir)
         best = inference_model(best)  # stock Keras layers only: loadable without fer_bench
-        save_model(run_dir / "best.keras", best)
+        save_model(run_dir / RunFolder.MODEL, best)
 
     metrics = score_test_set(run_dir, cfg, dataset, best, probs, val_probs, data.y_val.argmax(axis=1), data.fit_labels)
     frozen = built.info.transfer and cfg.variant == "frozen"
@@ -294,10 +273,10 @@ def train_and_evaluate(cfg: RunConfig, dataset: Dataset, run_dir: Path, callback
     metrics.setdefault("feature_extraction_seconds", 0.0)
     metrics["total_train_seconds"] = metrics["train_seconds"] + metrics["feature_extraction_seconds"]
     if cfg.teacher is not None:  # what the student's knowledge cost before it started
-        teacher = json.loads((Path(cfg.teacher) / "metrics.json").read_text())
+        teacher = RunFolder(cfg.teacher).metrics
         metrics["teacher"] = {"run": Path(cfg.teacher).name, "weight": cfg.distill,
                               "total_train_seconds": teacher["total_train_seconds"]}
-    write_json(run_dir / "metrics.json", metrics)
-    plot_curves(history, run_dir / "curves.png", run_dir.name)
+    write_json(run_dir / RunFolder.METRICS, metrics)
+    plot_curves(history, run_dir / RunFolder.CURVES, run_dir.name)
     return {key: metrics[key] for key in ("accuracy", "balanced_accuracy", "macro_f1", "majority_baseline_accuracy",
                                           "total_train_seconds")}

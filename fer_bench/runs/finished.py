@@ -1,0 +1,137 @@
+"""What is done with a finished run, never changing its records: scoring it on its own test set under
+test-time augmentation (into evaluations/; on other data sets: runs.run.score_elsewhere), fitting the temperature of a run that
+has none, choosing when its answers say they are unsure, and shipping it as the bundled model."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import fields, replace
+from pathlib import Path
+
+from ..config import RunConfig
+from ..data.dataset import Dataset
+from ..errors import UserError
+from ..files import folder_replacing, write_json
+from ..run_folder import BUNDLED_DIR, RunFolder
+from .run import load_run_data, score_elsewhere, scored_on
+
+log = logging.getLogger(__name__)
+
+
+def fit_uncertainty(run: RunFolder, data: list[str]) -> dict:
+    """Choose when a complete run's answers say they are unsure (reporting/uncertainty.py) on labelled
+    development sets `data` (each scored into evaluations/ first where it is not yet); writes
+    uncertainty.json and uncertainty.png into the run folder and returns the record."""
+    import numpy as np
+    import pandas as pd
+
+    from ..reporting.uncertainty import fit_thresholds, plot_confidence
+
+    wanted = [str(Path(p).resolve()) for p in data]
+    for path in wanted:
+        if not Path(path).exists():
+            raise UserError(f"data path does not exist: {path}")
+    if missing := [p for p in wanted if p not in scored_on(run)]:
+        score_elsewhere(run, run.config.get("test_usage", "PrivateTest"), [(p, None) for p in missing])
+    sets = {}
+    for folder, metrics in run.evaluations():
+        if (not metrics.get("own_test") and str(Path(metrics["data"]).resolve()) in wanted and metrics.get("tta") == "none"
+                and metrics.get("faces", "off") == "off"):
+            table = pd.read_csv(folder / RunFolder.PREDICTIONS)
+            classes = list(metrics["classes"])
+            labels = np.array([classes.index(c) for c in table["true"]])
+            sets[Path(metrics["data"]).name] = (table[[f"p_{c}" for c in classes]].to_numpy(), labels)
+    record = {**fit_thresholds(sets), "fitted_on": sorted(sets)}
+    write_json(run.file(RunFolder.UNCERTAINTY), record)
+    plot_confidence(sets, record, run.file(RunFolder.UNCERTAINTY_PLOT))
+    return record
+
+
+def load_recorded_run(run: RunFolder, data: str | None = None) -> tuple[RunConfig, Dataset]:
+    """The config a complete run recorded and its data set (from `data` if given, else where it was
+    trained), checked to be the very images (and order) the run was trained, validated and scored on."""
+    recorded = run.config
+    cfg = RunConfig(**{f.name: recorded.get(f.name, f.default) for f in fields(RunConfig)})
+    if data is not None:
+        cfg = replace(cfg, data=str(data))
+    dataset = load_run_data(cfg)
+    recorded_data, found = run.data, dataset.fingerprint()
+    for split in ("train", "validation", "test"):  # train too: its order decides the validation images
+        if recorded_data.get(f"{split}_sha256") != found.get(f"{split}_sha256"):
+            raise UserError(f"the {split} images at {cfg.data or 'the synthetic source'} are not those "
+                            f"{run.name} was {'scored' if split == 'test' else 'trained and validated'} on "
+                            "(in content or order); pass --data with the run's own data")
+    return cfg, dataset
+
+
+def rescore(run: RunFolder, tta: str, data: str | None = None) -> tuple[Path, dict]:
+    """Score a complete run's checkpoint on its own test set under test-time augmentation `tta`, into
+    evaluations/own-test-tta-<tta>/ (the run's records are left as they are); returns (folder, metrics)."""
+    from ..models.saved import load_saved_model
+    from ..precision import precision_policy
+    from ..training.harness import tta_metrics
+
+    cfg, dataset = load_recorded_run(run, data)
+    target = run.file(RunFolder.EVALUATIONS) / f"own-test-tta-{tta}"
+    with precision_policy(cfg.precision_used or "float32"):
+        metrics = {"run": run.name, "own_test": True, "data": cfg.data or "synthetic faces", "tta": tta,
+                   "test_images": len(dataset.test),
+                   **tta_metrics(load_saved_model(run.file(RunFolder.MODEL)), dataset, tta)}
+    with folder_replacing(target, ".evaluation-") as work:
+        write_json(work / RunFolder.METRICS, metrics)
+    return target, metrics
+
+
+def calibrate_run(run: RunFolder, data: str | None = None) -> dict:
+    """Fit the temperature of a complete run that has none (runs from before calibration existed) on its
+    validation split; returns the calibration record. A run that has one keeps it: records are written once."""
+    from ..training.harness import calibrate
+
+    if run.file(RunFolder.CALIBRATION).exists():
+        raise UserError(f"{run.name} is calibrated already (temperature {run.temperature:.3f}, fitted on its "
+                        f"validation split when it was trained); a run's records are written once")
+    cfg, dataset = load_recorded_run(run, data)
+    with run.lock():
+        return calibrate(cfg, dataset, run.path)
+
+
+# What the bundled model ships of its run: every record but the per-image predictions and the feature head
+BUNDLE_FILES = (RunFolder.CONFIG, RunFolder.DATA, RunFolder.ENVIRONMENT, RunFolder.METRICS, RunFolder.PER_CLASS,
+                RunFolder.CONFUSION, RunFolder.CONFUSION_PLOT, RunFolder.HISTORY, RunFolder.CURVES,
+                RunFolder.CALIBRATION, RunFolder.RELIABILITY, RunFolder.UNCERTAINTY, RunFolder.UNCERTAINTY_PLOT,
+                "MODEL_CARD.md", RunFolder.COMPLETE)
+
+
+def name_data_by_fingerprint(folder: Path) -> None:
+    """Replace the training machine's data paths in a shipped run's config.json and data.json by the
+    data's folder names and content fingerprints, which mean the same on every machine."""
+    shipped = RunFolder(folder)
+    config, data = shipped.config, shipped.data
+    if config.get("data"):
+        name = Path(config["data"]).name
+        config["data"] = f"{name} (fingerprint: train {data['train_sha256']}, test {data['test_sha256']})"
+        data["source"] = name
+    for source in data.get("also_trained_on", []):  # --also-train sources: by folder name and content too
+        source["source"] = Path(source["source"]).name
+    if config.get("also_train"):
+        config["also_train"] = ",".join(f"{Path(item.rsplit(':', 1)[0]).name}:{item.rsplit(':', 1)[1]}"
+                                        for item in config["also_train"].split(","))
+    write_json(shipped.file(RunFolder.CONFIG), config)
+    write_json(shipped.file(RunFolder.DATA), data)
+
+
+def write_bundle(run: RunFolder, target: Path = BUNDLED_DIR) -> Path:
+    """Copy a complete run into `target` as the bundled model: its record files and its best model
+    without optimizer state (a third of the size), computing in float32 (runs on every CPU). Written
+    beside and renamed into place."""
+    from ..models.saved import in_float32, load_saved_model
+
+    with folder_replacing(target, ".bundle-") as work:
+        in_float32(load_saved_model(run.file(RunFolder.MODEL))).save(work / RunFolder.MODEL)
+        for name in BUNDLE_FILES:
+            if run.file(name).exists():
+                shutil.copy2(run.file(name), work / name)
+        name_data_by_fingerprint(work)
+        (work / "SOURCE").write_text(f"{run.name}\n")
+    return target
