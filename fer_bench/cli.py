@@ -140,8 +140,11 @@ def experiment(
                                         "K/N from the Slurm job array."),
     jobs: int = typer.Option(1, help="Local worker processes, each with its share of the cores (or one GPU)."),
     no_compare: bool = typer.Option(False, "--no-compare", help="Do not write the comparison at the end."),
+    weights: Optional[list[str]] = typer.Option(None, help="MODEL=PATH: the weights file of every run of a transfer "
+                                                "model (repeatable; over the file's [weights])."),
 ):
-    """Run a grid of runs (skipping complete ones), then write its comparison.
+    """Run a grid of runs (skipping complete ones; runs whose weights are missing are reported and
+    skipped), then write its comparison.
 
     Example: fer-bench experiment original_attempt --data path/to/fer2013 --dry-run"""
     from .runs.experiment import (
@@ -163,7 +166,13 @@ def experiment(
     if file is None:
         raise UserError("name an experiment (a TOML file or a shipped name; `fer-bench experiment --list` shows them)")
     path = find_experiment_file(str(file))
-    spec = load_experiment(path, None if data is None else str(data))
+    files = {}
+    for item in weights or []:
+        model, sep, weights_file = item.partition("=")
+        if not sep or not model or not weights_file:
+            raise UserError(f"--weights takes MODEL=PATH (e.g. vgg16=path/to/vgg16_notop.h5), got {item!r}")
+        files[model.strip()] = weights_file.strip()
+    spec = load_experiment(path, None if data is None else str(data), files)
     part = parse_shard(shard)
     if jobs < 1 or (jobs > 1 and part is not None):
         raise UserError("--jobs must be at least 1, and cannot be combined with --shard")
@@ -198,7 +207,7 @@ def experiment(
     if jobs > 1:
         from .runs.workers import run_workers
 
-        codes = run_workers(path, jobs, data, results, echo=typer.echo)
+        codes = run_workers(path, jobs, data, results, echo=typer.echo, weights=files)
         if any(codes):
             raise UserError(f"{sum(c != 0 for c in codes)} of {jobs} workers failed (exit codes {codes})")
         missing = [run_dir for _, run_dir, status in plan(spec, results) if status != "complete"]
@@ -731,9 +740,13 @@ def data_synth(
     """Write the embedded synthetic faces in the folder layout.
 
     Example: fer-bench data synth synthetic_faces"""
+    from .config import SEEDS, Bounds
     from .data.dataset import write_folder_layout
     from .data.synthetic import synthetic_dataset
 
+    for key, value in (("train_per_class", train_per_class), ("test_per_class", test_per_class)):
+        Bounds(1, 100_000).check(key, value)
+    SEEDS.check("seed", seed)
     _require_empty(out)
     n = write_folder_layout(synthetic_dataset(train_per_class, test_per_class, seed), out)
     typer.echo(f"wrote {n} images to {out}")

@@ -8,6 +8,7 @@ value filled in, is what `config.json` records and what the run id hashes.
 
 from __future__ import annotations
 
+import math
 import typing
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -34,7 +35,6 @@ RECIPES: dict[str, dict] = {
                    label_smoothing=0.1, warmup_epochs=2, schedule="cosine", patience=10, ema=0.0,
                    augment="flip,shift,rotation,zoom,erasing", precision="auto", tta="flip"),
 }
-RECIPE_KEYS = tuple(RECIPES["seed"])
 
 
 IDENTITY = "identity"  # part of what the run is: hashed into the run id
@@ -188,6 +188,53 @@ def _has_type(value, expected) -> bool:
     return isinstance(value, bool) == (expected is bool) and isinstance(value, expected)
 
 
+@dataclass(frozen=True)
+class Bounds:
+    """The numbers an option accepts: finite, from `low` to `high`, each end included unless said."""
+
+    low: float
+    high: float
+    low_open: bool = False
+    high_open: bool = False
+    why: str = ""  # said when the value is refused, e.g. what the limit protects
+
+    def check(self, key: str, value) -> None:
+        if value is None:
+            return
+        low_ok = value > self.low if self.low_open else value >= self.low
+        high_ok = value < self.high if self.high_open else value <= self.high
+        if not (math.isfinite(value) and low_ok and high_ok):
+            span = f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+            raise UserError(f"--{key.replace('_', '-')} must be a number in {span}, got {value!r}"
+                            + (f" ({self.why})" if self.why else ""))
+
+
+MAX_EPOCHS = 10_000
+SEEDS = Bounds(0, 2**32 - 1, why="NumPy's seeds")
+# What every numeric run option accepts, in one table (scikit-learn's parameter constraints, as data);
+# image_size's lower end is the model's own (registry.check_image_size)
+BOUNDS = {
+    "width": Bounds(0, 4, low_open=True),
+    "epochs": Bounds(1, MAX_EPOCHS),
+    "batch_size": Bounds(1, 8192),
+    "learning_rate": Bounds(0, 10, low_open=True),
+    "finetune_learning_rate": Bounds(0, 10, low_open=True),
+    "momentum": Bounds(0, 1, high_open=True),
+    "weight_decay": Bounds(0, 1),
+    "label_smoothing": Bounds(0, 1, high_open=True, why="1 would make every target uniform"),
+    "warmup_epochs": Bounds(0, MAX_EPOCHS),
+    "patience": Bounds(0, MAX_EPOCHS),
+    "ema": Bounds(0, 1, high_open=True),
+    "distill": Bounds(0, 1),
+    "finetune_epochs": Bounds(1, MAX_EPOCHS),
+    "seed": SEEDS,
+    "val_seed": SEEDS,
+    "val_fraction": Bounds(0, 1, low_open=True, high_open=True),
+}
+BOUNDS_OF_SIZE = Bounds(1, 1024, why="a batch of larger inputs does not fit in memory on a CPU machine; FER2013 faces "
+                                    "are 48 px and ImageNet bases were trained at 224-299 px")
+
+
 def _check_choice(key: str, value, allowed) -> None:
     if value not in allowed:
         raise UserError(f"--{key.replace('_', '-')} must be one of {', '.join(allowed)}, got {value!r}")
@@ -228,15 +275,14 @@ def resolve(cfg: RunConfig) -> RunConfig:
     for key, default in RECIPES[cfg.recipe].items():
         if values[key] is None:
             values[key] = default
-    values["image_size"] = cfg.image_size or info.default_size
+    values["image_size"] = info.default_size if cfg.image_size is None else cfg.image_size
+    BOUNDS_OF_SIZE.check("image_size", values["image_size"])
     check_image_size(info, values["image_size"])
     if info.default_width is None:
         if cfg.width is not None:
             raise UserError(f"{cfg.model} has no width setting (--width applies to: vggnet, mobilenet, mobilenetv2)")
     else:
         values["width"] = float(_width_of_weights(info, cfg) or cfg.width or info.default_width)
-        if values["width"] <= 0:
-            raise UserError("--width must be positive")
     wanted = parse_classes(cfg.classes)
     values["classes"] = "all" if wanted is None else ",".join(wanted)
     if info.transfer:
@@ -259,23 +305,10 @@ def resolve(cfg: RunConfig) -> RunConfig:
         _check_choice(key, values[key], allowed)
     values["augment"] = _resolve_augment(values["augment"])
     values["precision_used"] = resolve_precision(values["precision"])
-    if not 0 <= values["distill"] <= 1:
-        raise UserError(f"--distill must be between 0 and 1, got {values['distill']}")
     if (values["distill"] > 0) != (cfg.teacher is not None):
         raise UserError("--distill WEIGHT and --teacher RUN go together")
-    if not 0 <= values["ema"] < 1:
-        raise UserError(f"--ema must be at least 0 and below 1, got {values['ema']}")
-    for key in ("epochs", "batch_size"):
-        if values[key] < 1:
-            raise UserError(f"--{key.replace('_', '-')} must be at least 1")
-    for key in ("learning_rate", "finetune_learning_rate"):
-        if values[key] is not None and not values[key] > 0:
-            raise UserError(f"--{key.replace('_', '-')} must be positive")
-    for key in ("momentum", "weight_decay", "label_smoothing", "warmup_epochs", "patience"):
-        if values[key] is not None and values[key] < 0:
-            raise UserError(f"--{key.replace('_', '-')} must not be negative")
-    if values["val_fraction"] is not None and not 0 < values["val_fraction"] < 1:
-        raise UserError("--val-fraction must be between 0 and 1")
+    for key, bounds in BOUNDS.items():
+        bounds.check(key, values[key])
     if cfg.data is not None:
         values["data"] = str(Path(cfg.data).resolve())
     if cfg.also_train is not None:

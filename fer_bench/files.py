@@ -28,6 +28,9 @@ def storage_error(error: OSError, path) -> StorageError | None:
     if error.errno not in STORAGE_ERRNOS and "No space left" not in str(error):
         return None
     reason = error.strerror or str(error).splitlines()[0]
+    if error.errno in (errno.EACCES, errno.EPERM):  # reading or writing: a permission, not the disk
+        return StorageError(f"{path}: {reason}; give yourself access to it (read for data, write for outputs) and "
+                            "run the same command again")
     return StorageError(f"cannot write {path}: {reason}; nothing finished is lost - free some space (or make the "
                         "folder writable) and run the same command again to resume")
 

@@ -122,7 +122,7 @@ class RunFolder:
         return self.file(self.COMPLETE).exists() and self.has_start_records()
 
     def is_stale(self) -> bool:
-        """Written in an older results format, or a finetune run from before finetune runs recorded the
+        """Written in another results format (older or newer), or a finetune run from before finetune runs recorded the
         layer they train above (InceptionV3's trained nothing): its id matches no new run."""
         config = self.config
         return (config.get("results_format", 1) != RESULTS_FORMAT

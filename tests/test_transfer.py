@@ -14,7 +14,7 @@ from conftest import script_report
 from fer_bench.config import RunConfig, resolve
 from fer_bench.data.dataset import as_model_input
 from fer_bench.data.synthetic import synthetic_split
-from fer_bench.models import create_model, transfer
+from fer_bench.models import create_model, model_info, transfer
 from fer_bench.runs.run import execute, load_run_data
 from fer_bench.training import features
 
@@ -102,7 +102,7 @@ def test_imagenet_weights_from_keras_cache(tmp_path, monkeypatch):
     )
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-    info = transfer.model_info_for("vgg16")
+    info = model_info("vgg16")
     source = keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3))
     cached = tmp_path / "keras" / "models" / info.keras_weights_file
     cached.parent.mkdir(parents=True)
@@ -202,9 +202,26 @@ def test_dry_run_names_every_missing_weights_file_with_the_reason(cli, tmp_path,
     names = ("vgg16", "resnet50", "inceptionv3", "mobilenet")
     assert {name for name in names if any(f"for {name} " in m for m in missing)} == set(names)
     assert any("mobilenet_2_5_224_tf_no_top.h5" in m for m in missing)  # Keras' own name for the file at 244 px
-    code, _, err = cli("experiment", toml, "--results", tmp_path / "results")
-    assert code == 2 and "4 weights file(s) missing, nothing trained" in err
-    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
+    assert all("--weights vgg16=PATH" not in m or "for vgg16 " in m for m in missing)  # options that exist
+    # the run: the four transfer runs reported and skipped, the scratch run trained; a weights file given
+    # on the command line for one model makes its run train too
+    from keras.src.legacy.saving import legacy_h5_format
+
+    mobilenet = tmp_path / "mobilenet_2_5_224_tf_no_top.h5"
+    with h5py.File(mobilenet, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(
+            f, keras.applications.MobileNet(alpha=0.25, include_top=False, weights=None, input_shape=(75, 75, 3)))
+    small = tmp_path / "small.toml"
+    small.write_text(toml.read_text().replace("image_size = 244", "image_size = 75").replace("epochs = 10", "epochs = 1"))
+    code, out, err = cli("experiment", small, "--results", tmp_path / "results", "--no-compare",
+                         "--weights", f"mobilenet={mobilenet}")
+    assert code == 0, err
+    skipped = [line for line in out.splitlines() if "skipped, its weights are missing" in line]
+    assert len(skipped) == 3 and not any("mobilenet" in line for line in skipped)
+    trained = sorted(p.name.split("-")[0] for p in (tmp_path / "results").iterdir() if (p / "complete.json").exists())
+    assert trained == ["mobilenet", "scratch"]
+    code, _, err = cli("experiment", small, "--weights", "scratch=x.h5", "--dry-run")
+    assert code == 2 and "scratch is trained from scratch and takes no weights file" in err
 
 
 def test_finetune_unfreezes_exactly_each_bases_top_blocks():

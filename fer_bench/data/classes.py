@@ -22,8 +22,6 @@ ALIASES = {
     "neutrality": "neutral",
 }
 
-DEFAULT_CLASSES = ("happy", "sad")  # the seed report's two classes
-
 
 def canonical_class(name: str) -> str:
     """Map a folder or user-given class name to its canonical lower-case form."""
@@ -43,6 +41,14 @@ def parse_classes(spec: str) -> tuple[str, ...] | None:
     return tuple(names)
 
 
+MAX_TAG = 60  # bytes of class names in a run id
+
+
 def classes_tag(names: tuple[str, ...] | None) -> str:
-    """Short readable form of a class selection for run ids, e.g. 'happy-sad' or 'all'."""
-    return "all" if names is None else "-".join(names)
+    """Short readable form of a class selection for run ids, e.g. 'happy-sad' or 'all' ('5-classes' where
+    the names together would be longer than MAX_TAG: a run id is a folder name, at most 255 bytes)."""
+    if names is None:
+        return "all"
+    tag = "-".join(names)
+    return tag if len(tag.encode()) <= MAX_TAG else f"{len(names)}-classes"
+

@@ -305,6 +305,8 @@ def select_classes(dataset: Dataset, wanted: tuple[str, ...] | None) -> Dataset:
     unknown = [c for c in names if c not in dataset.class_names]
     if unknown:
         raise UserError(f"unknown class {unknown[0]!r}; the data has: {', '.join(dataset.class_names)}")
+    if len(names) < 2:
+        raise UserError(f"{dataset.source} has one class ({names[0]}); a classifier needs at least two")
 
     def pick(split: Split, split_name: str) -> Split:
         parts, new_labels = [], []
@@ -368,11 +370,15 @@ def split_validation(labels: np.ndarray, fraction: float, seed: int,
     if not 0 < fraction < 1:
         raise UserError(f"--val-fraction must be between 0 and 1, got {fraction}")
     if groups is None:
-        fit_idx, val_idx = train_test_split(np.arange(len(labels)), test_size=fraction, stratify=labels,
-                                            random_state=seed)
-        return np.sort(fit_idx), np.sort(val_idx)
+        groups = np.arange(len(labels))
     names, first, group_of = np.unique(np.asarray(groups), return_index=True, return_inverse=True)
-    _, val_groups = train_test_split(np.arange(len(names)), test_size=fraction, stratify=np.asarray(labels)[first],
-                                     random_state=seed)
+    try:
+        _, val_groups = train_test_split(np.arange(len(names)), test_size=fraction,
+                                         stratify=np.asarray(labels)[first], random_state=seed)
+    except ValueError:  # too few images of some class for a side of its own
+        smallest = int(np.unique(np.asarray(labels)[first], return_counts=True)[1].min())
+        raise UserError(f"--val-fraction {fraction:g} cannot split the {len(names)} distinct training images "
+                        f"stratified: every class needs images on both sides (the smallest class has {smallest}); "
+                        "choose another --val-fraction, add images, or use --val-split given/test") from None
     in_val = np.isin(group_of, val_groups)
     return np.flatnonzero(~in_val), np.flatnonzero(in_val)

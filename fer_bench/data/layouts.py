@@ -32,7 +32,6 @@ DEVELOPMENT_SEED = 0
 
 RAFDB_LABELS = ("surprise", "fear", "disgust", "happy", "sad", "angry", "neutral")  # label 1..7
 RAFDB_LIST = Path("EmoLabel") / "list_patition_label.txt"
-SFEW_SPLITS = ("Train", "Val", "Test")
 FERPLUS_FOLDERS = {"train": "FER2013Train", "validation": "FER2013Valid", "test": "FER2013Test"}
 FERPLUS_VOTES = ("neutral", "happy", "surprise", "sad", "angry", "disgust", "fear", "contempt", "unknown", "not_face")
 FERPLUS_EMOTIONS = FERPLUS_VOTES[:8]

@@ -42,6 +42,9 @@ def is_dataset(path: Path) -> bool:
         path.is_dir() and detect_layout(path) is not None)
 
 
+MAX_SOURCE_WEIGHT = 100
+
+
 def parse_also_train(spec: str) -> list[tuple[str, float]]:
     """`PATH[:WEIGHT],...` → [(absolute path, sampling weight)], each path checked to exist."""
     sources = []
@@ -51,8 +54,9 @@ def parse_also_train(spec: str) -> list[tuple[str, float]]:
         path, weight = item.rsplit(":", 1) if _has_weight(item) else (item, "1")
         if not Path(path).exists():
             raise UserError(f"--also-train: data path does not exist: {path}")
-        if not float(weight) > 0:
-            raise UserError(f"--also-train: the sampling weight of {path} must be positive, got {weight}")
+        if not 0 < float(weight) <= MAX_SOURCE_WEIGHT:
+            raise UserError(f"--also-train: the sampling weight of {path} must be above 0 and at most "
+                            f"{MAX_SOURCE_WEIGHT} (its images repeated that many times in the fit set), got {weight}")
         sources.append((str(Path(path).resolve()), float(weight)))
     if not sources:
         raise UserError("--also-train takes a comma list of PATH or PATH:WEIGHT")

@@ -15,8 +15,15 @@ def load_saved_model(path: Path):
 
     Run folders may come from anyone: models load in Keras' safe mode (explicitly, whatever Keras'
     default), which refuses Lambda layers and other stored code."""
+    import zipfile
+
     import keras
 
+    if not Path(path).is_file():
+        raise UserError(f"cannot load model: {path} does not exist")
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"cannot load model {path}: it is not a Keras model file (a .keras file is a zip archive); "
+                        "it may be truncated or damaged")
     try:
         model = keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as error:

@@ -154,7 +154,8 @@ def resolve_weights_file(info: ModelInfo, weights: str, width: float | None = No
         reason = (str(error).strip().splitlines() or [type(error).__name__])[-1]
         raise UserError(
             f"ImageNet weights for {info.name} are not in the Keras cache ({cached}) and could not be downloaded "
-            f"({reason}); put that file there, or use --weights PATH or --weights none"
+            f"({reason}); put that file there, or name a file with --weights PATH (in an experiment: --weights "
+            f"{info.name}=PATH, or [weights] {info.name} = \"PATH\"), or use --weights none"
         ) from None
 
 

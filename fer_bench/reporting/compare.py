@@ -6,7 +6,7 @@ config keys whose values differ among its runs, read from each run's own `config
 that differ only in their seed are pooled (mean ± std). Every run is tested against one named
 baseline run with McNemar's exact test on the same test images, with a Benjamini-Hochberg
 adjustment across the table. A run whose checkpoint was chosen on the test split is marked and
-kept out of the tests. Runs written in an older results format are reported as stale, not used.
+kept out of the tests. Runs written in another results format are reported as stale, not used.
 Where runs were also scored on other data sets (`fer-bench evaluate`), one cross-data-set view of
 all of them follows the tables (`cross_data`).
 """
@@ -383,7 +383,7 @@ def compare(run_dirs: list[Path], out: Path, baseline: str | None = None, where:
     runs = [r for r in runs if _matches(r, selected)]
     if not runs:
         raise UserError("no complete run folders to compare" + (f" ({len(incomplete)} incomplete)" if incomplete else "")
-                        + (f" ({len(stale)} stale, written in an older results format)" if stale else "")
+                        + (f" ({len(stale)} stale, written in another results format)" if stale else "")
                         + (f" ({len(unreadable)} unreadable)" if unreadable else "")
                         + (" match --where" if selected else ""))
     if baseline is not None and not any(baseline in (r.name, r.config["model"]) for r in runs):

@@ -1,6 +1,8 @@
 """Experiments are TOML files: shared `[defaults]`, a `[grid]` of lists whose product is the set of
 runs, and optionally `[[runs]]` tables, each one run per grid point (for grids that are not a full
-product, e.g. variants that only transfer models have). Every key is a `fer-bench run` option."""
+product, e.g. variants that only transfer models have). Every key is a `fer-bench run` option.
+`[weights]` names a weights file per transfer model (`vgg16 = "path/to/file.h5"`), as `--weights
+MODEL=PATH` does on the command line, for every row of that model that names none itself."""
 
 from __future__ import annotations
 
@@ -59,16 +61,18 @@ def shipped_experiments() -> list[tuple[str, str]]:
     return listed
 
 
-def load_experiment(path: Path, data: str | None = None) -> Experiment:
-    """Expand an experiment file into run configs; `data` overrides the file's data path."""
+def load_experiment(path: Path, data: str | None = None, weights: dict[str, str] | None = None) -> Experiment:
+    """Expand an experiment file into run configs; `data` overrides the file's data path, `weights`
+    ({model: file}) the file's [weights]."""
     try:
         spec = tomllib.loads(Path(path).read_text())
     except tomllib.TOMLDecodeError as error:
         raise UserError(f"{path} is not valid TOML: {error}") from None
-    unknown = set(spec) - {"description", "evaluate", "defaults", "grid", "runs"}
+    unknown = set(spec) - {"description", "evaluate", "defaults", "grid", "runs", "weights"}
     if unknown:
         raise UserError(f"{path}: unknown section {sorted(unknown)[0]!r} (use description, evaluate, [defaults], "
-                        "[grid], [[runs]])")
+                        "[grid], [[runs]], [weights])")
+    files = {**spec.get("weights", {}), **(weights or {})}
     evaluate = spec.get("evaluate", [])
     if not isinstance(evaluate, list) or not all(isinstance(item, str) for item in evaluate):
         raise UserError(f"{path}: evaluate must be a list of data set paths")
@@ -83,12 +87,24 @@ def load_experiment(path: Path, data: str | None = None) -> Experiment:
     if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
         raise UserError(f"{path}: [[runs]] must be tables of run options")
     keys = list(grid)
-    configs = [RunConfig.from_dict(_paths_beside_data({**defaults, **dict(zip(keys, combo)), **run}, defaults))
-               for combo in itertools.product(*(grid[k] for k in keys)) for run in runs]
+    rows = [_paths_beside_data({**defaults, **dict(zip(keys, combo)), **run}, defaults)
+            for combo in itertools.product(*(grid[k] for k in keys)) for run in runs]
+    configs = [RunConfig.from_dict(_with_weights(row, files)) for row in rows]
     data_path = defaults.get("data")
     beside = Path(data_path).parent if data_path else Path(".")
     return Experiment(Path(path).stem, spec.get("description", ""), configs,
                       [str((beside / item).resolve()) for item in evaluate])
+
+
+def _with_weights(row: dict, files: dict[str, str]) -> dict:
+    """A row with the weights file named for its model, unless the row names its own weights."""
+    from ..models import model_info
+
+    for model, file in files.items():
+        if not model_info(model).transfer:
+            raise UserError(f"weights {model}={file}: {model} is trained from scratch and takes no weights file")
+    model = row.get("model", "scratch")
+    return {**row, "weights": files[model]} if model in files and "weights" not in row else row
 
 
 def _paths_beside_data(values: dict, defaults: dict) -> dict:
@@ -181,20 +197,20 @@ def missing_weights(configs: list[RunConfig]) -> list[str]:
     problems = {}
     for cfg in configs:
         info = model_info(cfg.model)
-        if info.transfer and cfg.weights != "none" and (info.name, cfg.weights) not in problems:
+        key = (info.name, cfg.weights, cfg.width, cfg.image_size)
+        if info.transfer and cfg.weights != "none" and key not in problems:
             try:
-                resolve_weights_file(info, cfg.weights)
-                problems[(info.name, cfg.weights)] = None
+                resolve_weights_file(info, cfg.weights, cfg.width, cfg.image_size)
+                problems[key] = None
             except UserError as error:
-                problems[(info.name, cfg.weights)] = str(error)
+                problems[key] = str(error)
     return [problem for problem in problems.values() if problem]
 
 
-def check_weights_available(configs: list[RunConfig]) -> None:
-    """Fail before any training if a transfer run's weights cannot be had, naming every missing file."""
-    problems = missing_weights(configs)
-    if problems:
-        raise UserError(f"{len(problems)} weights file(s) missing, nothing trained:\n  " + "\n  ".join(problems))
+def weights_problem(cfg: RunConfig) -> str | None:
+    """Why a run's weights cannot be had, or None."""
+    problems = missing_weights([cfg])
+    return problems[0] if problems else None
 
 
 def cost_parts(cfg: RunConfig) -> tuple[float, float]:
@@ -285,13 +301,14 @@ def run_experiment(experiment: Experiment, output: Path, echo=print, shard: tupl
     `execute` returns (its id counts pretrained weights by content, fetched only then), not the planned one."""
     planned = plan(experiment, output)
     mine = list(range(len(planned))) if shard is None else shard_plan(planned, shard[1])[shard[0] - 1]
-    check_weights_available([planned[i][0] for i in mine if planned[i][2] != "complete"])
     done = []
     for count, i in enumerate(mine, start=1):
         cfg, run_dir, status = planned[i]
         prefix = f"[{count}/{len(mine)}] {run_dir.name}"
         if status == "complete":
             echo(f"{prefix}: complete, skipped")
+        elif problem := weights_problem(cfg):
+            echo(f"{prefix}: skipped, its weights are missing: {problem}")
         else:
             echo(f"{prefix}: {'resuming' if status == 'partial' else 'running'}")
             try:

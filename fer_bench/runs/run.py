@@ -137,6 +137,7 @@ def execute(cfg: RunConfig, output: Path = Path("results"), force: bool = False,
     if run.is_complete() and not force:
         log.info("already complete: %s (use --force to redo it)", run.path)
         return run.path
+    records = start_records(spec)  # before any folder exists: a validation split that cannot be made is refused here
     with run.lock():
         if run.is_complete() and not force:  # finished by another process while we looked
             return run.path
@@ -147,7 +148,7 @@ def execute(cfg: RunConfig, output: Path = Path("results"), force: bool = False,
         if resuming:  # what the run is was recorded when it started; a resume is added, never rewritten
             record_resume(run, cfg)
         else:
-            run.write_start_records(start_records(spec))
+            run.write_start_records(records)
 
         from ..training.harness import train_and_evaluate
 

@@ -41,7 +41,8 @@ def _relay(k: int, stream, echo) -> None:
         echo(f"[worker {k}] {line.rstrip()}")
 
 
-def run_workers(experiment_file: Path, jobs: int, data: Path | None, output: Path, echo=print) -> list[int]:
+def run_workers(experiment_file: Path, jobs: int, data: Path | None, output: Path, echo=print,
+                weights: dict[str, str] | None = None) -> list[int]:
     """Start `jobs` workers on disjoint shards of the grid, relay their output, wait; returns exit codes."""
     import tensorflow as tf
 
@@ -49,7 +50,8 @@ def run_workers(experiment_file: Path, jobs: int, data: Path | None, output: Pat
     processes = []
     for k in range(1, jobs + 1):
         command = [sys.executable, "-m", "fer_bench", "experiment", str(experiment_file), "--shard", f"{k}/{jobs}",
-                   "--results", str(output), "--no-compare"] + (["--data", str(data)] if data is not None else [])
+                   "--results", str(output), "--no-compare"] + (["--data", str(data)] if data is not None else []) + [
+                   f"--weights={model}={file}" for model, file in (weights or {}).items()]
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                                    env=worker_environment(k, jobs, gpus))
         relay = threading.Thread(target=_relay, args=(k, process.stdout, echo), daemon=True)

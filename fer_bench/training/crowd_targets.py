@@ -18,7 +18,6 @@ import numpy as np
 
 from ..errors import UserError
 
-TARGETS = ("labels", "votes", "probability", "multilabel")
 MULTILABEL_SHARE = 0.3
 
 

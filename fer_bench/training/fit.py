@@ -14,6 +14,7 @@ import keras
 import pandas as pd
 
 from ..data.batches import batches
+from ..errors import UserError
 from ..files import write_csv, write_json
 from .callbacks import (
     AveragedWeights,
@@ -160,6 +161,9 @@ def fit_stage(model, x_fit, y_fit, x_val, y_val, settings: TrainSettings, stage_
                  settings.patience)
     if best.file is not None and best.file.exists():  # (gone already if a kill came right after this move)
         os.replace(best.file, best_path)
+    if not best_path.exists():  # not one epoch ended with a finite validation loss
+        raise UserError("training diverged (NaN loss) before its first checkpoint; lower --lr "
+                        f"(it was {settings.learning_rate:g}) or check the data")
     write_json(done_path, {"epochs_run": len(history), "stopped_early": early_stop.stopped_early})
     shutil.rmtree(resume_dir, ignore_errors=True)
     return history
