@@ -134,7 +134,8 @@ def experiment(
     file: Optional[Path] = typer.Argument(None, help="Experiment TOML, or the name of a shipped one (--list)."),
     data: Optional[Path] = typer.Option(None, help="Dataset folder or fer2013.csv for every run."),
     results: Path = typer.Option(Path("results"), help="Folder that holds run folders."),
-    list_shipped: bool = typer.Option(False, "--list", help="List the experiments shipped with fer_bench and exit."),
+    list_shipped: bool = typer.Option(False, "--list", help="List the experiments shipped with fer_bench (with a "
+                                      "name: print its whole description) and exit."),
     dry_run: bool = typer.Option(False, help="List the runs (of --shard's part) and their status; train nothing."),
     shard: Optional[str] = typer.Option(None, help="Run only part K of N of the grid ('K/N'), or 'slurm' to take "
                                         "K/N from the Slurm job array."),
@@ -159,9 +160,13 @@ def experiment(
         shipped_experiments,
     )
 
+    if list_shipped and file is not None:  # one experiment's whole description
+        typer.echo(load_experiment(find_experiment_file(str(file))).description.strip())
+        return
     if list_shipped:
         for name, summary in shipped_experiments():
             typer.echo(f"{name:22} {summary}")
+        typer.echo("(`fer-bench experiment NAME --list` prints one whole)")
         return
     if file is None:
         raise UserError("name an experiment (a TOML file or a shipped name; `fer-bench experiment --list` shows them)")
@@ -520,7 +525,7 @@ def evaluate_command(
         folder, metrics = evaluate_run(loaded, path, out_root, classes, tta, test_usage, faces)
         headlines.append({**{k: metrics[k] for k in ("run", "data", "layout", "classes", "tta", "faces", "test_images",
                                                      "accuracy", "accuracy_ci95", "balanced_accuracy", "macro_f1",
-                                                     "calibration")}, "folder": str(folder)})
+                                                     "calibration", "classes_left_out")}, "folder": str(folder)})
         if not as_json:
             _echo_evaluation(loaded.source, tta, metrics, folder)
     if as_json:
@@ -530,13 +535,17 @@ def evaluate_command(
 def _echo_evaluation(source: str, tta: str, metrics: dict, folder: Path) -> None:
     if metrics["restricted_to_classes"]:
         typer.echo(f"scored among {', '.join(metrics['classes'])} only (argmax restricted to these classes)")
+    if metrics["classes_left_out"]:
+        typer.echo(f"the data's images of {', '.join(metrics['classes_left_out'])} were left out (classes the run "
+                   "does not answer)")
     ci = metrics["accuracy_ci95"]
     typer.echo(f"{source} on {metrics['data']} ({metrics['layout']}, {metrics['test_images']} images, "
                f"TTA {tta}): accuracy {metrics['accuracy']:.4f} (95% CI {ci[0]:.4f}-{ci[1]:.4f}), "
                f"balanced accuracy {metrics['balanced_accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}")
     calibration = metrics["calibration"]
+    temperature = calibration["temperature"]
     typer.echo(f"expected calibration error {calibration['ece_before']:.4f} raw, {calibration['ece_after']:.4f} with "
-               f"the run's temperature ({calibration['temperature'] or 'none: not calibrated'})")
+               f"the run's temperature ({'none: not calibrated' if temperature is None else f'{temperature:.3f}'})")
     if "face_detection" in metrics:
         typer.echo(f"faces: {metrics['face_detection']['photos_without_a_face']} photos without a detected face were "
                    "scored whole")

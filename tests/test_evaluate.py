@@ -62,9 +62,15 @@ def test_evaluate_single_class_folder_and_csv_with_json(cli, three_class_run, se
     assert json.loads(out)["test_images"] == 2
 
 
-def test_evaluate_refuses_a_class_the_run_does_not_know(cli, three_class_run, second_set):
-    code, _, err = cli("evaluate", three_class_run, "--data", second_set / "test")
-    assert code == 2 and err.startswith("error: class 'angry' is not one the run knows")
+def test_evaluate_scores_a_narrower_run_on_its_classes_and_refuses_a_class_it_does_not_know(
+        cli, three_class_run, second_set):
+    code, out, err = cli("evaluate", three_class_run, "--data", second_set / "test", "--json")
+    assert code == 0, err
+    scored = json.loads(out)
+    assert "angry" in scored["classes_left_out"] and "angry" not in scored["classes"]
+    assert set(scored["classes"]) <= {"happy", "sad", "surprise"}
+    code, out, _ = cli("evaluate", three_class_run, "--data", second_set / "test")
+    assert code == 0 and "the data's images of angry" in out
     code, _, err = cli("evaluate", three_class_run, "--data", second_set, "--classes", "happy,fear")
     assert code == 2 and "'fear' is not one the run knows" in err
 

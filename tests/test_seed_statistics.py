@@ -62,12 +62,19 @@ def test_seed_paired_difference_and_mcnemar_match_hand_computation(tmp_path):
     raw = table["p_mcnemar"].dropna().to_numpy()
     assert np.allclose(np.sort(table["p_adjusted"].dropna()), np.sort(stats.false_discovery_control(raw, method="bh")))
 
-    summary = pd.read_csv(result.folder / "summary.csv").set_index("model")
+    summary = pd.read_csv(result.folder / "summary.csv").set_index("model")  # numbers, one column each
     d = np.array([0.08, 0.06])
     half = stats.t.ppf(0.975, 1) * d.std(ddof=1) / math.sqrt(2)
-    assert summary.loc["vggnet", "Δ accuracy vs baseline, seed-paired [95% CI]"] == \
-        f"{d.mean():+.4f} [{d.mean() - half:+.4f}, {d.mean() + half:+.4f}] (2 seeds)"
+    vgg = summary.loc["vggnet"]
+    assert vgg["delta_vs_baseline_mean"] == pytest.approx(d.mean()) and vgg["delta_vs_baseline_seeds"] == 2
+    assert (vgg["delta_vs_baseline_low"], vgg["delta_vs_baseline_high"]) == pytest.approx((d.mean() - half,
+                                                                                            d.mean() + half))
     p = stats.ttest_1samp(d, 0.0).pvalue
-    assert summary.loc["vggnet", "p seeds (paired t, BH)"] == f"{p:.3g} ({p:.3g})"  # one test: BH leaves it
-    assert summary.loc["scratch", "p seeds (paired t, BH)"] == "baseline"
-    assert "1 seed: no seed variance" in summary.loc["minixception", "Δ accuracy vs baseline, seed-paired [95% CI]"]
+    assert vgg["delta_vs_baseline_p"] == pytest.approx(p) and vgg["delta_vs_baseline_p_adjusted"] == pytest.approx(p)
+    assert vgg["accuracy_mean"] == pytest.approx(0.79) and vgg["accuracy_std"] == pytest.approx(np.std([.78, .8], ddof=1))
+    assert np.isnan(summary.loc["scratch", "delta_vs_baseline_p"])  # the baseline
+    one_seed = summary.loc["minixception"]
+    assert one_seed["seeds"] == 1 and np.isnan(one_seed["accuracy_std"]) and np.isnan(one_seed["delta_vs_baseline_p"])
+    markdown = (result.folder / "comparison.md").read_text()  # and the words people read
+    assert f"{d.mean():+.4f} [{d.mean() - half:+.4f}, {d.mean() + half:+.4f}] (2 seeds)" in markdown
+    assert f"{p:.3g} ({p:.3g})" in markdown and "1 seed: no seed variance" in markdown

@@ -81,7 +81,9 @@ def plot_reliability(probs: np.ndarray, labels: np.ndarray, temperature: float, 
     ax.set_ylabel("accuracy")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
-    ax.set_title(title, fontsize=9)
+    import textwrap
+
+    ax.set_title("\n".join(textwrap.wrap(title, 60)), fontsize=9)
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     save_figure(path, fig, dpi=110)

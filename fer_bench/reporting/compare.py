@@ -37,8 +37,9 @@ TRANSFER_ONLY = ("weights", "variant", "finetune_epochs", "finetune_learning_rat
 CROSS_DATA_LABEL = ("variant", "weights", "image_size", "recipe", "epochs", "data", "also_train", "targets", "classes",
                     "class_weight", "augment", "teacher", "width")  # what names a configuration in the cross-data-set view
 ON_TEST_MARK = "†"
-LEGEND = (f"{ON_TEST_MARK} checkpoint chosen on the test split (the seed's protocol): optimistic, kept out of the "
-          "tests. Accuracy is plain (no test-time augmentation) with a 95 % Wilson interval. p McNemar: exact "
+ON_TEST_NOTE = (f"{ON_TEST_MARK} checkpoint chosen on the test split (the seed's protocol): optimistic, kept out of "
+                "the tests. ")
+LEGEND = ("Accuracy is plain (no test-time augmentation) with a 95 % Wilson interval. p McNemar: exact "
           "two-sided McNemar test of one checkpoint against the baseline's on the same test images (paired by seed "
           "when the baseline has that seed): it says nothing of seed-to-seed variance; p adjusted: Benjamini-Hochberg "
           "across the table's checkpoints. Pooled table: the accuracy difference against the baseline paired by seed, "
@@ -202,6 +203,7 @@ class Table:
     frame: pd.DataFrame  # one row per run, raw values
     shown: pd.DataFrame  # formatted
     summary: pd.DataFrame | None  # pooled seeds, formatted; None when no configuration has several seeds
+    pooled: pd.DataFrame  # one row per configuration, numbers only (mean, std, seeds, the seed-paired difference)
 
 
 def build_table(runs: list[Run], wanted_baseline: str | None) -> Table:
@@ -238,45 +240,58 @@ def build_table(runs: list[Run], wanted_baseline: str | None) -> Table:
                                                                 frame["checkpoint_on_test"])]
     shown["accuracy with TTA"] = [f"{a:.4f} ({mode})" if mode != "none" else "-"
                                   for a, mode in zip(frame["tta_accuracy"], frame["tta"])]
-    summary = None
     config_columns = [c for c in columns if c != "run"]
-    if frame.duplicated(config_columns).any():
-        grouped = frame.groupby(config_columns, sort=False, dropna=False)
-        summary = grouped.size().rename("seeds").reset_index()
+    grouped = frame.groupby(config_columns, sort=False, dropna=False)
+    pooled = grouped.size().rename("seeds").reset_index()
+    for metric in ("accuracy", "balanced_accuracy", "macro_f1", "train_seconds"):
+        stats = grouped[metric].agg(["mean", "std"]).reset_index(drop=True)
+        pooled[f"{metric}_mean"], pooled[f"{metric}_std"] = stats["mean"].to_numpy(), stats["std"].to_numpy()
+    differences = [seed_paired_difference(group, baselines) for _, group in grouped]
+    tested = [k for k, d in enumerate(differences) if not math.isnan(d["p"])]
+    adjusted = dict(zip(tested, false_discovery_control([differences[k]["p"] for k in tested], method="bh"))) \
+        if tested else {}
+    for key in ("mean", "low", "high", "seeds", "p"):
+        pooled[f"delta_vs_baseline_{key}"] = [d[key] for d in differences]
+    pooled["delta_vs_baseline_p_adjusted"] = [adjusted.get(k, math.nan) for k in range(len(differences))]
+    summary = None
+    if frame.duplicated(config_columns).any():  # the table people read: only where seeds were pooled
+        summary = pooled[config_columns + ["seeds"]].copy()
         for metric, label in (("accuracy", "test accuracy"), ("balanced_accuracy", "balanced accuracy"),
                               ("macro_f1", "macro-F1")):
-            stats = grouped[metric].agg(["mean", "std"]).reset_index(drop=True)
             summary[label] = [f"{mean:.4f} ± {std:.4f}" if not math.isnan(std) else f"{mean:.4f}"
-                              for mean, std in zip(stats["mean"], stats["std"])]
-        summary["train time (s)"] = grouped["train_seconds"].mean().round(0).astype(int).to_numpy()
-        differences = [seed_paired_difference(group, baselines) for _, group in grouped]
-        tested = [k for k, d in enumerate(differences) if not math.isnan(d["p"])]
-        adjusted = dict(zip(tested, false_discovery_control([differences[k]["p"] for k in tested], method="bh"))) \
-            if tested else {}
+                              for mean, std in zip(pooled[f"{metric}_mean"], pooled[f"{metric}_std"])]
+        summary["train time (s)"] = pooled["train_seconds_mean"].round(0).astype(int).to_numpy()
         summary["Δ accuracy vs baseline, seed-paired [95% CI]"] = [d["text"] for d in differences]
         summary["p seeds (paired t, BH)"] = [f"{differences[k]['p']:.3g} ({adjusted[k]:.3g})" if k in adjusted
                                              else differences[k]["note"] for k in range(len(differences))]
-    return Table(_caption(runs, baselines), runs, frame, shown, summary)
+    return Table(_caption(runs, baselines), runs, frame, shown, summary, pooled)
 
 
 def seed_paired_difference(group: pd.DataFrame, baselines: list[Run]) -> dict:
-    """A configuration's accuracy minus the baseline's, paired by seed: the mean difference with a
-    t interval over seeds and a paired t-test's p-value when there are two seeds or more."""
+    """A configuration's accuracy minus the baseline's, paired by seed: the mean difference (`mean`) over
+    `seeds` pairs, with scipy's t interval (`low`, `high`) and paired t-test `p` from two seeds on; `text`
+    says it in words, `note` why a number is missing."""
     from scipy import stats
 
+    numbers = {"mean": math.nan, "low": math.nan, "high": math.nan, "seeds": 0, "p": math.nan}
     base = {b.config["seed"]: b.metrics["accuracy"] for b in baselines}
     if group["baseline"].any():
-        return {"text": "baseline", "p": math.nan, "note": "baseline"}
+        return {**numbers, "text": "baseline", "note": "baseline"}
     pairs = [(a, base[s]) for a, s, on_test in zip(group["accuracy"], group["seed"], group["checkpoint_on_test"])
              if s in base and not on_test]
     if not pairs:
-        return {"text": "-", "p": math.nan, "note": "no baseline run with its seeds"}
+        return {**numbers, "text": "-", "note": "no baseline run with its seeds"}
     d = np.array([a - b for a, b in pairs])
+    numbers.update(mean=float(d.mean()), seeds=len(d))
     if len(d) == 1:
-        return {"text": f"{d[0]:+.4f} (1 seed: no seed variance)", "p": math.nan, "note": "1 seed: no seed variance"}
-    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
-    p = float(stats.ttest_1samp(d, 0.0).pvalue) if d.std(ddof=1) > 0 else (0.0 if d.mean() else 1.0)
-    return {"text": f"{d.mean():+.4f} [{d.mean() - half:+.4f}, {d.mean() + half:+.4f}] ({len(d)} seeds)", "p": p,
+        return {**numbers, "text": f"{d[0]:+.4f} (1 seed: no seed variance)", "note": "1 seed: no seed variance"}
+    if d.std(ddof=1) > 0:
+        test = stats.ttest_1samp(d, 0.0)
+        interval = test.confidence_interval(0.95)
+        numbers.update(low=float(interval.low), high=float(interval.high), p=float(test.pvalue))
+    else:  # every seed the same difference
+        numbers.update(low=float(d.mean()), high=float(d.mean()), p=0.0 if d.mean() else 1.0)
+    return {**numbers, "text": f"{d.mean():+.4f} [{numbers['low']:+.4f}, {numbers['high']:+.4f}] ({len(d)} seeds)",
             "note": ""}
 
 
@@ -289,14 +304,18 @@ def cross_data_view(runs: list[Run]) -> tuple[pd.DataFrame, pd.DataFrame] | None
     varying = varying_columns(runs)
     columns = [c for c in CROSS_DATA_LABEL if c in varying]
     shown, heat, _ = cross_data_frames([
-        (_config_key(r, varying), " ".join([str(r.value("model"))] + [_label_part(r, c) for c in columns]), r.metrics,
+        (_config_key(r, varying), " ".join([str(r.value("model"))] + [p for c in columns if (p := _label_part(r, c))]),
+         r.metrics,
          r.evaluations) for r in sorted(runs, key=lambda r: (_config_key(r, varying), r.config["seed"]))])
     return shown, heat
 
 
 def _label_part(run: Run, column: str) -> str:
+    """One option in a cross-data row label ('' where it does not apply); paths by their last part."""
     value = run.value(column)
-    if column in ("data", "also_train", "teacher") and value not in ("-", "synthetic"):
+    if value in ("-", None):
+        return ""
+    if column in ("data", "also_train", "teacher", "weights") and value not in ("synthetic", "imagenet", "none", "ms1m"):
         value = ",".join(Path(part.rsplit(":", 1)[0] if column == "also_train" else part).name
                          for part in str(value).split(","))
     return f"{column}={value}"
@@ -357,6 +376,9 @@ def _plot(table: Table, out: Path, suffix: str) -> None:
     ax.set_ylabel("test accuracy (95% Wilson CI)")
     ax.set_ylim(0, 1)
     ax.legend(loc="lower right")
+    first = runs[0]
+    ax.set_title(f"test set: {Path(str(first.config.get('data') or 'synthetic faces')).name} "
+                 f"({first.metrics['test_images']} images)", fontsize=9)
     fig.tight_layout()
     save_figure(out / f"accuracy{suffix}.png", fig, dpi=110)
     plt.close(fig)
@@ -410,15 +432,14 @@ def compare(run_dirs: list[Path], out: Path, baseline: str | None = None, where:
         parts += ["Across data sets (each run's own test set first, then each `fer-bench evaluate` of it; mean ± std "
                   "over seeds, or accuracy [95 % CI] for one seed; 'missing': not scored on it):",
                   cross[0].to_markdown(index=False)]
-    parts.append(LEGEND)
+    parts.append((ON_TEST_NOTE if any(r.on_test for r in runs) else "") + LEGEND)
     markdown = "\n\n".join(parts)
 
     work = make_work_dir(out.parent, f".{out.name}-")
     try:
         write_csv(work / "comparison.csv", pd.concat(frames, ignore_index=True), index=False)
-        summaries = [t.summary.assign(table=n) for n, t in enumerate(tables, start=1) if t.summary is not None]
-        if summaries:
-            write_csv(work / "summary.csv", pd.concat(summaries, ignore_index=True), index=False)
+        write_csv(work / "summary.csv", pd.concat([t.pooled.assign(table=n) for n, t in enumerate(tables, start=1)],
+                                                  ignore_index=True), index=False)
         (work / "comparison.md").write_text(markdown + "\n")
         (work / "comparison.tex").write_text("\n".join(latex))
         for number, table in enumerate(tables, start=1):

@@ -42,17 +42,18 @@ def open_labelled_set(data: Path, test_usage: str = "PrivateTest") -> LabelledSe
     data = Path(data)
     if is_dataset(data):
         dataset = open_dataset(data, test_usage)
-        return LabelledSet(str(data.resolve()), f"{dataset.layout} (test split)", dataset.test, dataset.class_names,
-                           dataset.skipped)
+        layout = dataset.layout if "test split" in dataset.layout else f"{dataset.layout} (test split)"
+        return LabelledSet(str(data.resolve()), layout, dataset.test, dataset.class_names, dataset.skipped)
     split, class_names, skipped, layout = read_labelled_folder(data)
     return LabelledSet(str(data.resolve()), layout, split, class_names, skipped)
 
 
 def _match_classes(labelled: LabelledSet, run_classes: tuple[str, ...], wanted: tuple[str, ...] | None):
     """(images, labels into `scored`, scored class names, their columns in the run's output, the crowd's
-    votes for the scored classes or None)."""
+    votes for the scored classes or None). Without `wanted`, the data's images of the run's classes are
+    scored (a happy/sad run on a seven-class set: its happy and sad images)."""
     scored = wanted or tuple(c for c in run_classes if c in labelled.class_names)
-    unknown_to_run = [c for c in (wanted or labelled.class_names) if c not in run_classes]
+    unknown_to_run = [c for c in wanted if c not in run_classes] if wanted else []
     if unknown_to_run:
         both = [c for c in run_classes if c in labelled.class_names]
         hint = f" (here: --classes {','.join(both)} scores without it)" if len(both) >= 2 else ""
@@ -61,6 +62,9 @@ def _match_classes(labelled: LabelledSet, run_classes: tuple[str, ...], wanted: 
     missing = [c for c in scored if c not in labelled.class_names]
     if missing:
         raise UserError(f"the data has no images of class {missing[0]!r}")
+    if len(scored) < 2:
+        raise UserError(f"the data and the run share {len(scored)} class(es) ({', '.join(scored) or 'none'}; the run "
+                        f"knows {', '.join(run_classes)}); scoring needs at least two")
     keep = np.isin(np.asarray(labelled.class_names)[labelled.split.labels], scored)
     names = np.asarray(labelled.class_names)[labelled.split.labels[keep]]
     labels = np.array([scored.index(n) for n in names], dtype=np.int64)
@@ -140,9 +144,10 @@ def evaluate_run(loaded, data: Path, out_root: Path, classes: str | None = None,
         metrics["face_detection"] = {"detector": "mtcnn", "photos_without_a_face": missed}
     metrics.pop("majority_class"), metrics.pop("majority_baseline_accuracy")  # no training labels here
     restricted = len(scored) < len(loaded.class_names)
+    left_out = sorted(set(labelled.class_names) - set(scored))
     metrics.update(run=loaded.source, model=loaded.model_name, data=labelled.source, layout=labelled.layout,
                    classes=list(scored), tta=tta, faces=faces, skipped_unreadable=len(labelled.skipped),
-                   restricted_to_classes=restricted)
+                   restricted_to_classes=restricted, classes_left_out=left_out)
     target = out_root / data_id(labelled, scored, tta, faces)
     title = f"{loaded.model_name} on {Path(labelled.source).name}"
     with folder_replacing(target, ".evaluating-") as work:

@@ -98,6 +98,8 @@ def load_experiment(path: Path, data: str | None = None, weights: dict[str, str]
 
 def _with_weights(row: dict, files: dict[str, str]) -> dict:
     """A row with the weights file named for its model, unless the row names its own weights."""
+    if not files:
+        return row
     from ..models import model_info
 
     for model, file in files.items():

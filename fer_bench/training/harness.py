@@ -237,7 +237,8 @@ def train_and_evaluate(cfg: RunConfig, dataset: Dataset, run_dir: Path, callback
     settings = train_settings(cfg, class_weight=class_weights(cfg, dataset.train.labels),
                               tensorboard_dir=run_dir / "tensorboard" if cfg.tensorboard else None,
                               extra_callbacks=tuple(callbacks))
-    log.info("%s (%s weights, %s recipe, %s): %d train, %d test images", cfg.model, cfg.weights, cfg.recipe,
+    weights = "trained from scratch" if cfg.weights == "none" else f"weights {Path(cfg.weights).name}"
+    log.info("%s (%s, %s recipe, %s): %d train, %d test images", cfg.model, weights, cfg.recipe,
              cfg.precision_used, len(dataset.train), len(dataset.test))
     with precision_policy(cfg.precision_used), device_scope(int(cfg.devices), cfg.batch_size):
         built = create_model(cfg.model, len(dataset.class_names), cfg.image_size, weights=cfg.weights, width=cfg.width,
