@@ -55,7 +55,9 @@ def test_bad_options(cli, args, fragment):
 def test_models_lists_every_model_with_params_and_flops(cli):
     code, out, _ = cli("models")
     lines = {line.split()[0]: line for line in out.splitlines()}
-    assert code == 0 and set(lines) == {"scratch", "vggnet", "minixception", "vgg16", "resnet50", "inceptionv3", "mobilenet"}
+    assert code == 0 and set(lines) == {"scratch", "vggnet", "minixception", "vgg16", "resnet50", "inceptionv3",
+                                        "mobilenet", "mobilenetv2", "mobilefacenet"}
+    assert "112px (min 32)" in lines["mobilefacenet"] and "0.467 GFLOPs/image" in lines["mobilefacenet"]
     assert "48px (min 8)" in lines["scratch"] and "width 0.5" in lines["vggnet"]
     assert "30.7 GFLOPs/image" in lines["vgg16"] and "7.71 GFLOPs/image" in lines["resnet50"]
 

@@ -132,7 +132,7 @@ def test_a_run_killed_while_writing_its_start_records_is_restarted_not_resumed(t
     command: a new start, complete with every record, and `evaluate`/`compare` read it."""
     results = tmp_path / "results"
     script = ("import os, signal, sys\n"
-              "import fer_bench.runs.run as run\n"
+              "import fer_bench.run_folder as run\n"
               "write = run.write_json\n"
               "def killed_after_data(path, value):\n"
               "    write(path, value)\n"
@@ -154,7 +154,7 @@ def test_a_run_killed_while_writing_its_start_records_is_restarted_not_resumed(t
     # a folder that an older fer-bench marked complete without its start records is redone, not trusted
     (run_dir / "data.json").unlink()
     code, out, err = cli("evaluate", run_dir)
-    assert code == 2 and "not a complete run" in err
+    assert code == 2 and "incomplete run folder" in err
     assert cli(*_run_args(results))[0] == 0 and (run_dir / "data.json").exists()
 
 
