@@ -20,7 +20,7 @@ from filelock import FileLock, Timeout
 from .config import RunConfig
 from .data.classes import classes_tag, parse_classes
 from .errors import UserError
-from .files import write_json
+from .files import storage_error, write_json
 
 # The layout and meaning of a run folder's files. It is part of every run id, so a run written in an
 # older format is never reused as complete; bump it when a fix changes what a run folder holds.
@@ -164,7 +164,12 @@ class RunFolder:
     @contextlib.contextmanager
     def lock(self):
         """Hold an exclusive lock on the folder (creating it) or raise RunLocked."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise storage_error(error, self.path) or UserError(
+                f"cannot make the run folder {self.path}: {error.strerror or error}; give --results a folder "
+                "that can be made") from None
         lock = FileLock(self.file(self.LOCK))
         try:
             lock.acquire(timeout=0)

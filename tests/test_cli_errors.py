@@ -98,3 +98,74 @@ def test_version_is_written_once():
     project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
     assert "version" not in project and project["dynamic"] == ["version"]
     assert fer_bench.__version__ in (Path(__file__).resolve().parents[1] / "CHANGELOG.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--seed", "-1"], "--seed must be a number in [0, 4.29497e+09]"),
+        (["--seed", "99999999999"], "--seed must be a number in [0, 4.29497e+09]"),
+        (["--momentum", "5", "--optimizer", "nesterov"], "--momentum must be a number in [0, 1), got 5.0"),
+        (["--label-smoothing", "5"], "--label-smoothing must be a number in [0, 1)"),
+        (["--lr", "inf"], "--learning-rate must be a number in (0, 10], got inf"),
+        (["--image-size", "0"], "--image-size must be a number in [1, 1024], got 0"),
+        (["--image-size", "3000"], "does not fit in memory"),
+        (["--model", "mobilenet", "--variant", "finetune", "--finetune-epochs", "-2", "--weights", "none"],
+         "--finetune-epochs must be a number in [1, 10000]"),
+        (["--val-fraction", "0.001", "--val-split", "train"], "--val-fraction 0.001 cannot split"),
+        (["--val-fraction", "0.9999", "--val-split", "train"], "--val-fraction 0.9999 cannot split"),
+    ],
+)
+def test_out_of_bounds_options_are_one_line_and_leave_no_run_folder(cli, tmp_path, args, fragment):
+    assert_one_line_error(cli("run", *args, "--results", tmp_path / "results"), fragment)
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
+
+
+def test_data_that_cannot_make_a_run_is_one_line(cli, tmp_path, small_folder):
+    one_class = tmp_path / "one"
+    write_faces(one_class, "train", "happy", "happy", 6)
+    write_faces(one_class, "test", "happy", "happy", 3)
+    assert_one_line_error(cli("run", "--data", one_class, "--classes", "all"), "has one class (happy)")
+    assert_one_line_error(cli("run", "--data", small_folder, "--also-train", f"{small_folder}:inf"),
+                          "must be above 0 and at most 100")
+    assert_one_line_error(cli("run", "--data", small_folder, "--also-train", f"{small_folder}:1e12"),
+                          "must be above 0 and at most 100")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    code, _, err = cli("run", "--epochs", "1", "--results", a_file)
+    assert code == 2 and "Traceback" not in err
+    assert_one_line_error(cli("data", "synth", tmp_path / "s", "--train-per-class", "0"),
+                          "--train-per-class must be a number in [1, 100000]")
+
+
+def test_long_class_names_make_a_run_id_that_fits_a_file_name():
+    from fer_bench.data.classes import classes_tag
+
+    names = tuple(f"expression-{'x' * 40}-{k}" for k in range(6))
+    assert classes_tag(names) == "6-classes" and classes_tag(("happy", "sad")) == "happy-sad"
+
+
+def test_run_records_that_are_not_json_or_a_damaged_model_are_one_line(cli, tmp_path):
+    from fer_bench.config import RunConfig
+    from fer_bench.runs.run import execute
+
+    run_dir = execute(RunConfig(epochs=1, seed=3), output=tmp_path / "results")
+    photo = write_faces(tmp_path / "photos", "x", "happy", "happy", 1)[0]
+    (run_dir / "best.keras").write_bytes((run_dir / "best.keras").read_bytes()[:500])  # truncated
+    assert_one_line_error(cli("evaluate", run_dir), "it is not a Keras model file")
+    (run_dir / "best.keras").unlink()
+    assert_one_line_error(cli("evaluate", run_dir), "does not exist")
+    (run_dir / "metrics.json").write_text("{oops")
+    assert_one_line_error(cli("predict", photo, "--run", run_dir, "--detector", "none"),
+                          "its metrics.json is not valid JSON")
+
+
+def test_a_permission_problem_is_not_called_a_full_disk():
+    import errno
+
+    from fer_bench.files import storage_error
+
+    denied = storage_error(PermissionError(errno.EACCES, "Permission denied"), "data/train")
+    assert "Permission denied" in str(denied) and "free some space" not in str(denied)
+    full = storage_error(OSError(errno.ENOSPC, "No space left on device"), "results/x")
+    assert "free some space" in str(full)
