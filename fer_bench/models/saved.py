@@ -43,16 +43,20 @@ STOCK_LAYERS = {"FusedBatchNormalization": "BatchNormalization", "FewBitsDropout
 
 
 def inference_model(model):
-    """`model` as a run folder keeps it: without its training-only augmentation layers (named aug_*)
-    and with stock Keras layers in place of fer_bench's (same weights, same predictions), so that
-    `keras.models.load_model` opens it without fer_bench."""
+    """`model` as a run folder keeps it: without its training-only augmentation layers (named aug_*),
+    with stock Keras layers in place of fer_bench's (same weights, same predictions), so that
+    `keras.models.load_model` opens it without fer_bench, and answering the same whatever `training` its
+    caller passes: dropout is an identity and BatchNormalization frozen (Keras 3 then normalises with the
+    moving statistics). Without that, a plain `model(x)` or an export that traces the model without
+    `training=` inherits `training=True` from Keras' Resizing layer, and every BatchNormalization would
+    use the batch's statistics."""
     import keras
 
     inner = [layer for layer in model.layers if isinstance(layer, keras.Model)]
     rest = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer) and layer not in inner]
     if len(inner) == 1 and rest and all(layer.name.startswith("aug_") for layer in rest):
         model = inner[0]
-    return _rebuilt(model, _with_stock_layers(model.get_config()))
+    return _rebuilt(model, _training_free(_with_stock_layers(model.get_config())))
 
 
 def in_float32(model):
@@ -98,6 +102,22 @@ def _with_stock_layers(config):
                 for node in item.get("inbound_nodes", []):
                     for argument in ("mask", "training"):
                         node.get("kwargs", {}).pop(argument, None)
+        return item
+
+    return _each_object(config, change)
+
+
+def _training_free(config):
+    """A serialized Keras config whose layers answer the same in training and inference: Dropout as
+    Identity, BatchNormalization not trainable."""
+    def change(item: dict) -> dict:
+        if item.get("class_name") == "Dropout" and item.get("module") == "keras.layers":
+            item.update(class_name="Identity", config={"name": item["config"]["name"], "trainable": False,
+                                                        "dtype": item["config"].get("dtype")})
+            for node in item.get("inbound_nodes", []):
+                node.get("kwargs", {}).pop("training", None)
+        elif item.get("class_name") == "BatchNormalization" and item.get("module") == "keras.layers":
+            item["config"] = {**item["config"], "trainable": False}
         return item
 
     return _each_object(config, change)

@@ -61,17 +61,25 @@ def shipped_experiments() -> list[tuple[str, str]]:
     return listed
 
 
+def read_toml(path: Path, sections: tuple[str, ...]) -> dict:
+    """An experiment or search-space file's tables, or one clear error: missing, not TOML, or holding a
+    section other than `sections`."""
+    try:
+        spec = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"no such file: {path}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise UserError(f"{path} is not valid TOML: {error}") from None
+    unknown = set(spec) - set(sections)
+    if unknown:
+        raise UserError(f"{path}: unknown section {sorted(unknown)[0]!r} (use {', '.join(sections)})")
+    return spec
+
+
 def load_experiment(path: Path, data: str | None = None, weights: dict[str, str] | None = None) -> Experiment:
     """Expand an experiment file into run configs; `data` overrides the file's data path, `weights`
     ({model: file}) the file's [weights]."""
-    try:
-        spec = tomllib.loads(Path(path).read_text())
-    except tomllib.TOMLDecodeError as error:
-        raise UserError(f"{path} is not valid TOML: {error}") from None
-    unknown = set(spec) - {"description", "evaluate", "defaults", "grid", "runs", "weights"}
-    if unknown:
-        raise UserError(f"{path}: unknown section {sorted(unknown)[0]!r} (use description, evaluate, [defaults], "
-                        "[grid], [[runs]], [weights])")
+    spec = read_toml(path, ("description", "evaluate", "defaults", "grid", "runs", "weights"))
     files = {**spec.get("weights", {}), **(weights or {})}
     evaluate = spec.get("evaluate", [])
     if not isinstance(evaluate, list) or not all(isinstance(item, str) for item in evaluate):

@@ -20,17 +20,12 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
-
 import keras
 
 from ..config import RunConfig
 from ..errors import UserError
 from ..files import atomic_path, save_figure, write_csv
-from .experiment import SHIPPED
+from .experiment import SHIPPED, read_toml
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +58,7 @@ def load_space(path: Path, data: str | None = None) -> SearchSpace:
     vggnet_quick); `data` overrides its data path."""
     shipped = SHIPPED / "spaces" / f"{path}.toml"
     path = shipped if not Path(path).is_file() and shipped.is_file() else Path(path)
-    try:
-        spec = tomllib.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise UserError(f"no search-space file {path}") from None
-    except tomllib.TOMLDecodeError as error:
-        raise UserError(f"{path} is not valid TOML: {error}") from None
-    unknown = set(spec) - {"description", "defaults", "search"}
-    if unknown:
-        raise UserError(f"{path}: unknown section {sorted(unknown)[0]!r} (use description, [defaults], [search])")
+    spec = read_toml(path, ("description", "defaults", "search"))
     defaults, search = dict(spec.get("defaults", {})), dict(spec.get("search", {}))
     if data is not None:
         defaults["data"] = str(data)
