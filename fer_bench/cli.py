@@ -48,7 +48,7 @@ def global_options(verbose: bool = typer.Option(False, "--verbose", help="Also s
 
 def _needs_tensorflow(command: str, params: dict) -> bool:
     """Whether a command computes with TensorFlow: not `data ...`, nor `experiment --list`."""
-    return not (command in ("synth", "inspect", "export") or params.get("list_shipped"))
+    return not (command.startswith("data ") or params.get("list_shipped"))
 
 
 def _importing_tensorflow_first(name: str, callback):
@@ -77,7 +77,8 @@ def _command_line():
             if hasattr(command, "commands"):  # a group of commands (`data`)
                 groups.append(command)
             elif command.callback is not None:
-                command.callback = _importing_tensorflow_first(name, command.callback)
+                full_name = name if group is root else f"{group.name} {name}"
+                command.callback = _importing_tensorflow_first(full_name, command.callback)
     return root
 
 
@@ -496,11 +497,15 @@ def evaluate_command(
     from .config import TTA_MODES
     from .reporting.scoring import evaluate_run
     from .run_folder import find_run
-    from .serving.predict import load_trained
+    from .serving.exported import FORMATS
+    from .serving.predict import load_run, load_trained
 
     if tta not in TTA_MODES:
         raise UserError(f"--tta must be one of {', '.join(TTA_MODES)}, got {tta!r}")
-    found = find_run(run, results, "RUN")
+    exported = Path(run).suffix in FORMATS
+    if exported and not data:
+        raise UserError("an exported model is scored on labelled data: add --data")
+    found = None if exported else find_run(run, results, "RUN")
     if not data:
         from .runs.finished import rescore
 
@@ -518,8 +523,11 @@ def evaluate_command(
     for path in data:
         if not path.exists():
             raise UserError(f"data path does not exist: {path}")
-    loaded = load_trained(found)
-    out_root = out or (Path("results/evaluations/bundled") if found.is_bundled else found.file(found.EVALUATIONS))
+    loaded = load_run(run) if exported else load_trained(found)
+    if exported:
+        out_root = out or Path(f"{run}.evaluations")
+    else:
+        out_root = out or (Path("results/evaluations/bundled") if found.is_bundled else found.file(found.EVALUATIONS))
     headlines = []
     for path in data:
         folder, metrics = evaluate_run(loaded, path, out_root, classes, tta, test_usage, faces)
@@ -597,6 +605,29 @@ def bundle_command(run: str = typer.Argument(..., help="A run folder or a run id
     target = write_bundle(found)
     size = sum(f.stat().st_size for f in target.iterdir()) / 1e6
     typer.echo(f"bundled {found.name} into {target} ({size:.1f} MB)")
+
+
+@app.command("export")
+def export_command(
+    run: str = typer.Argument(..., help=f"{RUN_HELP}."),
+    format: str = typer.Option(..., "--format", help="onnx (onnxruntime) or tflite (LiteRT / TensorFlow Lite)."),
+    float16: bool = typer.Option(False, "--float16", help="TFLite: weights in float16 (half the size)."),
+    out: Optional[Path] = typer.Option(None, help="The exported file (default: <run id>.<format> here); its sidecar "
+                                       "<file>.json is written beside it."),
+    results: Path = typer.Option(Path("results"), help="Where RUN is looked up as a run id."),
+):
+    """Export a run's model as ONNX or TFLite, with a JSON sidecar (classes, input, temperature, thresholds),
+    written only after it answered as the Keras model does on real faces of the run's test split.
+
+    Example: fer-bench export bundled --format onnx --out fer_bench.onnx"""
+    from .run_folder import find_run
+    from .runs.finished import export_run
+
+    target, sidecar = export_run(find_run(run, results, "RUN"), format, out, float16)
+    parity = sidecar["parity"]
+    typer.echo(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB) and {target}.json; parity on "
+               f"{parity['faces']}: max |Δ probability| {parity['max_abs_difference']:.1e}, argmax agreement "
+               f"{parity['argmax_agreement']:.1%}")
 
 
 @app.command("app")

@@ -37,5 +37,7 @@ def batches(x: np.ndarray, y: np.ndarray | None = None, batch_size: int = 32, sh
 
 
 def predict(model, x: np.ndarray, batch_size: int = 256, verbose: int = 0) -> np.ndarray:
-    """`model.predict` over in-memory images, in order."""
+    """`model.predict` over in-memory images, in order (an exported model, serving.exported, on the arrays)."""
+    if getattr(model, "takes_arrays", False):
+        return model.predict(x, batch_size)
     return model.predict(batches(x, batch_size=batch_size), verbose=verbose)

@@ -1,5 +1,6 @@
 """What is done with a finished run, never changing its records: scoring it on its own test set under
-test-time augmentation (into evaluations/; on other data sets: runs.run.score_elsewhere), fitting the temperature of a run that
+test-time augmentation (into evaluations/; on other data sets: runs.run.score_elsewhere), exporting it
+as ONNX or TFLite with a parity check, fitting the temperature of a run that
 has none, choosing when its answers say they are unsure, and shipping it as the bundled model."""
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ import logging
 import shutil
 from dataclasses import fields, replace
 from pathlib import Path
+
+import numpy as np
 
 from ..config import RunConfig
 from ..data.dataset import Dataset
@@ -135,3 +138,93 @@ def write_bundle(run: RunFolder, target: Path = BUNDLED_DIR) -> Path:
         name_data_by_fingerprint(work)
         (work / "SOURCE").write_text(f"{run.name}\n")
     return target
+
+
+PARITY_FACES = 200
+# An export is written only when it answers as the Keras model does on the parity faces
+PARITY = {False: {"max_abs_difference": 1e-4, "argmax_agreement": 1.0},
+          True: {"max_abs_difference": 5e-3, "argmax_agreement": 0.99}}  # float16 weights
+
+
+def parity_faces(run: RunFolder) -> tuple[np.ndarray, str]:
+    """Up to PARITY_FACES faces to check an export on: the run's own test images (a seeded draw), or
+    synthetic faces of every class where the run's data is not here (the bundled model)."""
+    from ..data.synthetic import synthetic_split
+
+    if not run.is_bundled:
+        try:
+            test = load_recorded_run(run)[1].test
+            pick = np.sort(np.random.default_rng(0).permutation(len(test))[:PARITY_FACES])
+            return test.images[pick], f"{len(pick)} images of the run's own test split"
+        except UserError as error:
+            log.warning("warning: the run's data is not here (%s); checking on synthetic faces", error)
+    faces = synthetic_split(PARITY_FACES // 7 + 1, seed=0).images[:PARITY_FACES]
+    return faces, f"{len(faces)} synthetic faces of the seven expressions (the run's data is not here)"
+
+
+def export_run(run: RunFolder, fmt: str, out: Path | None = None, float16: bool = False) -> tuple[Path, dict]:
+    """Write a run's model as ONNX (tf2onnx) or TFLite (TensorFlow's converter; `float16` weights) with its
+    sidecar, both only after the file answered as the run's Keras model on its parity faces (max |Δ
+    probability| and argmax agreement within PARITY, recorded in the sidecar); returns (file, sidecar)."""
+    from .. import __version__
+    from ..data.batches import predict
+    from ..data.dataset import as_model_input
+    from ..files import atomic_path
+    from ..models.saved import inference_model, load_saved_model
+    from ..serving.exported import ExportedModel, file_sha256, sidecar_path
+
+    if fmt not in ("onnx", "tflite"):
+        raise UserError(f"--format must be onnx or tflite, got {fmt!r}")
+    if float16 and fmt != "tflite":
+        raise UserError("--float16 applies to --format tflite")
+    target = Path(out) if out is not None else Path(f"{run.name}{'-float16' if float16 else ''}.{fmt}")
+    if target.suffix != f".{fmt}":
+        raise UserError(f"the exported file's name must end in .{fmt}, got {target.name}")
+    model = inference_model(load_saved_model(run.file(RunFolder.MODEL)))  # (older runs: made training-free here)
+    faces, described = parity_faces(run)
+    x = as_model_input(faces)
+    expected = predict(model, x)
+    with atomic_path(target) as work:
+        _convert(model, fmt, float16, work)
+        answered = ExportedModel(work).predict(x)
+        parity = {"faces": described, "max_abs_difference": float(np.abs(answered - expected).max()),
+                  "argmax_agreement": float(np.mean(answered.argmax(1) == expected.argmax(1)))}
+        bound = PARITY[float16]
+        if parity["max_abs_difference"] > bound["max_abs_difference"] or \
+                parity["argmax_agreement"] < bound["argmax_agreement"]:
+            raise UserError(f"the {fmt} export of {run.name} does not answer as its Keras model "
+                            f"(max |Δp| {parity['max_abs_difference']:.2g}, argmax agreement "
+                            f"{parity['argmax_agreement']:.1%} on {described}); nothing written")
+        sha256 = file_sha256(work)
+    metrics = run.metrics
+    sidecar = {"format": fmt, "float16": float16, "file": target.name, "sha256": sha256,
+               "run": run.name if not run.is_bundled else f"bundled:{run.file('SOURCE').read_text().strip()}",
+               "model": metrics["model"], "classes": list(metrics["classes"]),
+               "input": {"shape": [None, 48, 48, 1], "dtype": "float32", "pixels": "gray, 0-255 (no scaling)",
+                         "face": "48x48 crop framed as FER2013's (fer_bench's aligned_crop)"},
+               "output": "class probabilities in `classes` order (softmax); calibrated = softmax(log(p) / temperature)",
+               "temperature": run.temperature, "uncertainty": run.uncertainty, "test_accuracy": metrics["accuracy"],
+               "parity": parity, "fer_bench": __version__}
+    write_json(sidecar_path(target), sidecar)
+    return target, sidecar
+
+
+def _convert(model, fmt: str, float16: bool, path: Path) -> None:
+    """The model (stock layers, training-free) as an ONNX or TFLite file at `path`."""
+    import tensorflow as tf
+
+    try:
+        if fmt == "onnx":
+            import tf2onnx
+
+            spec = (tf.TensorSpec((None, 48, 48, 1), tf.float32, name="pixels"),)
+            call = tf.function(lambda x: model(x, training=False), input_signature=spec)
+            tf2onnx.convert.from_function(call, input_signature=spec, opset=17, output_path=str(path))
+            return
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+        if float16:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.target_spec.supported_types = [tf.float16]
+        path.write_bytes(converter.convert())
+    except ImportError as error:
+        raise UserError(f"exporting to {fmt} needs {error.name}: `pip install fer-bench[export]`") from None

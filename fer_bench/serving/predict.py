@@ -59,6 +59,7 @@ class LoadedRun:
     test_accuracy: float
     temperature: float | None  # None: the run has no calibration (older runs); probabilities are raw
     uncertainty: dict | None = None  # uncertainty.json: when an answer says it is unsure (None: never)
+    exported_from: str | None = None  # an exported file (run_dir is the file): the run it came from
 
     def is_uncertain(self, probs: np.ndarray) -> np.ndarray | list[None]:
         """Per row of calibrated probabilities: whether the answer is unsure (Nones without thresholds)."""
@@ -77,7 +78,10 @@ class LoadedRun:
 
     @property
     def name(self) -> str:
-        """The answering model as named in every answer: its run id (`bundled:<run id>` for the shipped one)."""
+        """The answering model as named in every answer: its run id (`bundled:<run id>` for the shipped one;
+        `<run id> (model.onnx)` for an exported file)."""
+        if self.exported_from is not None:
+            return f"{self.exported_from} ({self.run_dir.name})"
         if self.is_bundled:
             return "bundled:" + (self.run_dir / "SOURCE").read_text().strip()
         return self.run_dir.name
@@ -99,7 +103,14 @@ class LoadedRun:
 
 def load_run(run: str | Path | None, results: Path = Path("results")) -> LoadedRun:
     """Load the complete run a user names (`find_run`: a folder, a run id in `results`, `latest`,
-    `bundled`; None: the bundled model) with its best model, or raise UserError. Never chosen by test accuracy."""
+    `bundled`; None: the bundled model) with its best model, or an exported .onnx / .tflite file with its
+    sidecar, or raise UserError. Never chosen by test accuracy."""
+    from .exported import FORMATS, load_exported
+
+    if run is not None and Path(run).suffix in FORMATS:
+        model, facts = load_exported(Path(run))
+        return LoadedRun(Path(run).resolve(), model, tuple(facts["classes"]), facts["model"], facts["test_accuracy"],
+                         facts["temperature"], facts["uncertainty"], exported_from=facts["run"])
     return load_trained(find_run("bundled" if run is None else run, results, "--run"))
 
 

@@ -1,0 +1,120 @@
+"""`fer-bench export`: ONNX and TFLite files that answer as the run's Keras model (parity checked before
+anything is written, recorded in the sidecar), taken by predict/evaluate as the model, runnable with the
+docs' ten-line examples where neither TensorFlow nor fer_bench can be imported; an export that does not
+answer as the model (Keras' own export of a model whose training flag leaks) is refused."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import script_report
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("tf2onnx")
+pytest.importorskip("ai_edge_litert")
+
+ROOT = Path(__file__).resolve().parents[1]
+ASTRONAUT = ROOT / "tests" / "fixtures" / "astronaut.jpg"
+
+
+def fer(*args, cwd=None) -> subprocess.CompletedProcess:
+    """`fer-bench ARGS` in its own process (TensorFlow's converters run in it)."""
+    return subprocess.run([sys.executable, "-m", "fer_bench", *map(str, args)], capture_output=True, text=True,
+                          timeout=600, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("exported")
+    for name, extra in (("fer.onnx", ["--format", "onnx"]), ("fer.tflite", ["--format", "tflite"]),
+                        ("fer16.tflite", ["--format", "tflite", "--float16"])):
+        done = fer("export", "bundled", *extra, "--out", folder / name)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "argmax agreement 100.0%" in done.stdout
+    return folder
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, bound", [("fer.onnx", 1e-4), ("fer.tflite", 1e-4), ("fer16.tflite", 5e-3)])
+def test_export_records_its_parity_and_answers_as_predict_does(exported, name, bound):
+    sidecar = json.loads((exported / f"{name}.json").read_text())
+    assert sidecar["classes"] == ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
+    assert sidecar["parity"]["max_abs_difference"] <= bound and sidecar["parity"]["argmax_agreement"] == 1.0
+    assert sidecar["temperature"] > 0 and {"top", "margin"} <= set(sidecar["uncertainty"])
+    keras_answer = json.loads(fer("predict", ASTRONAUT, "--json").stdout)[0]
+    file_answer = json.loads(fer("predict", ASTRONAUT, "--json", "--run", exported / name).stdout)[0]
+    assert file_answer["label"] == keras_answer["label"] == "happy" and file_answer["box"] == keras_answer["box"]
+    for label, p in keras_answer["probabilities"].items():
+        assert file_answer["probabilities"][label] == pytest.approx(p, abs=10 * bound)
+
+
+@pytest.mark.slow
+def test_a_file_that_is_not_its_sidecars_is_refused(exported, tmp_path):
+    other = tmp_path / "fer.onnx"
+    other.write_bytes((exported / "fer.onnx").read_bytes()[:-10] + b"0123456789")
+    (tmp_path / "fer.onnx.json").write_text((exported / "fer.onnx.json").read_text())
+    done = fer("predict", ASTRONAUT, "--run", other)
+    assert done.returncode == 2 and "is not the file its sidecar" in done.stderr
+    (tmp_path / "fer.onnx.json").unlink()
+    done = fer("predict", ASTRONAUT, "--run", other)
+    assert done.returncode == 2 and "no readable sidecar" in done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_the_docs_examples_run_without_tensorflow_or_fer_bench(exported, tmp_path, fmt):
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "export.md").read_text(), re.S)
+    (example,) = [b for b in blocks if ("onnxruntime" in b) == (fmt == "onnx")]
+    crop = tmp_path / "face.png"
+    from PIL import Image
+
+    from fer_bench.data.synthetic import draw_face
+
+    Image.fromarray(draw_face("happy", np.random.default_rng(3))).save(crop)
+    for name in (f"fer.{fmt}", f"fer.{fmt}.json"):
+        (tmp_path / name).write_bytes((exported / name).read_bytes())
+    guard = "import sys\nsys.modules['tensorflow'] = None; sys.modules['fer_bench'] = None; sys.modules['keras'] = None\n"
+    done = subprocess.run([sys.executable, "-c", guard + example, str(crop)], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    label, share = done.stdout.split()
+    assert label in json.loads((tmp_path / f"fer.{fmt}.json").read_text())["classes"] and share.endswith("%")
+
+
+# Keras' own ONNX export of a model whose BatchNormalization still follows the training flag (as fer_bench's
+# saved models did before they were made training-free): the parity check must refuse it, writing nothing.
+LEAKY_EXPORT = """
+import json, sys
+from pathlib import Path
+from fer_bench.errors import UserError
+from fer_bench.models import saved
+from fer_bench.run_folder import BUNDLED_DIR, RunFolder
+from fer_bench.runs import finished
+import keras
+
+def leaky(model):
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = True
+    return model
+
+saved.inference_model = leaky
+finished._convert = lambda model, fmt, float16, path: model.export(str(path), format="onnx", verbose=False)
+out = Path(sys.argv[1])
+try:
+    finished.export_run(RunFolder(BUNDLED_DIR), "onnx", out / "leaky.onnx")
+    print(json.dumps({"refused": False}))
+except UserError as error:
+    print(json.dumps({"refused": True, "message": str(error), "left": sorted(p.name for p in out.iterdir())}))
+"""
+
+
+def test_the_parity_check_refuses_keras_own_export_of_a_leaking_model(tmp_path):
+    report = script_report(LEAKY_EXPORT, tmp_path)
+    assert report["refused"] and "does not answer as its Keras model" in report["message"], report
+    assert report["left"] == []
