@@ -347,7 +347,8 @@ def predict(
                                                   "folders of them, or videos (mp4, avi, mov, mkv, webm)."),
     run: Optional[str] = typer.Option(None, help=f"{RUN_HELP}; default: bundled."),
     results: Path = typer.Option(Path("results"), help="Where --run looks for run ids."),
-    detector: str = typer.Option("mtcnn", help="Face detector: mtcnn (aligned crops), haar (OpenCV's cascade), or "
+    detector: str = typer.Option("blazeface", help="Face detector: blazeface (MediaPipe's, fast), mtcnn (aligned "
+                                 "crops both), haar (OpenCV's cascade), or "
                                  "none (the whole image is the face)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list, one object per face."),
     csv: Optional[Path] = typer.Option(None, help="Also write one row per face to this CSV (default for a folder or "
@@ -370,14 +371,14 @@ def predict(
     from .serving import predict as predictor
     from .serving.video import is_video
 
-    if detector not in ("mtcnn", "haar", "none"):
-        raise UserError(f"--detector must be mtcnn, haar or none, got {detector!r}")
+    if detector not in ("blazeface", "mtcnn", "haar", "none"):
+        raise UserError(f"--detector must be blazeface, mtcnn, haar or none, got {detector!r}")
     videos = [Path(i) for i in images or [] if is_video(Path(i))]
     if camera is None and not images:
         raise UserError("name photos or videos to analyse, or --camera N")
     if videos or camera is not None:
         if detector == "none" or (videos and len(videos) != len(images)):
-            raise UserError("videos need a face detector (mtcnn or haar) and are analysed apart from photos")
+            raise UserError("videos need a face detector (blazeface, mtcnn or haar) and are analysed apart from photos")
         loaded = predictor.load_run(run, results)
         for source in videos or [camera]:
             _predict_video(loaded, source, detector, every, seconds, smooth, annotate, out)
@@ -486,6 +487,7 @@ def evaluate_command(
     test_usage: str = typer.Option("PrivateTest", help="fer2013.csv: which Usage is scored."),
     faces: str = typer.Option("off", help="off: the images are cropped faces (FER-style); detect: uncropped photos, "
                               "each face found and aligned as `predict` does."),
+    detector: str = typer.Option("blazeface", help="With --faces detect: blazeface or mtcnn (as `predict`)."),
     out: Optional[Path] = typer.Option(None, help="Where evaluations go; default: <run>/evaluations "
                                           "(results/evaluations/bundled for the bundled model)."),
     as_json: bool = typer.Option(False, "--json", help="Print the headline metrics as JSON (a list with several --data)."),
@@ -530,7 +532,7 @@ def evaluate_command(
         out_root = out or (Path("results/evaluations/bundled") if found.is_bundled else found.file(found.EVALUATIONS))
     headlines = []
     for path in data:
-        folder, metrics = evaluate_run(loaded, path, out_root, classes, tta, test_usage, faces)
+        folder, metrics = evaluate_run(loaded, path, out_root, classes, tta, test_usage, faces, detector)
         headlines.append({**{k: metrics[k] for k in ("run", "data", "layout", "classes", "tta", "faces", "test_images",
                                                      "accuracy", "accuracy_ci95", "balanced_accuracy", "macro_f1",
                                                      "calibration", "classes_left_out")}, "folder": str(folder)})
@@ -792,6 +794,25 @@ def data_synth(
     typer.echo(f"wrote {n} images to {out}")
 
 
+@data_app.command("scenes")
+def data_scenes(path: Path = typer.Argument(..., help="A data set of aligned face crops (e.g. RAF-DB, SFEW)."),
+                out: Path = typer.Argument(..., help="A new folder for the scenes (<class>/scene_NNNNN.jpg)."),
+                per_class: int = typer.Option(50, help="Scenes per class (fewer where the class has fewer faces)."),
+                seed: int = typer.Option(0)):
+    """Paste the test (or development) part's faces into larger 640x480 photos at random sizes, places
+    and tilts: uncropped, labelled photos to measure face detection with (`evaluate --faces detect`).
+
+    Example: fer-bench data scenes path/to/rafdb rafdb_scenes --per-class 50"""
+    from .config import SEEDS, Bounds
+    from .data.scenes import write_scenes
+    from .data.sources import open_dataset
+
+    Bounds(1, 100_000).check("per_class", per_class)
+    SEEDS.check("seed", seed)
+    n = write_scenes(open_dataset(str(path), "PrivateTest"), path, out, per_class, seed)
+    typer.echo(f"wrote {n} scenes to {out}")
+
+
 @data_app.command("inspect")
 def data_inspect(path: Path = typer.Argument(..., help="Dataset folder or fer2013.csv."),
                  test_usage: str = typer.Option("PrivateTest", help="fer2013.csv: which Usage is the test set.")):
@@ -857,7 +878,7 @@ def main() -> None:
     except OSError as error:  # a full disk or a read-only folder outside the atomic writes (e.g. a new run folder)
         from .files import storage_error
 
-        problem = storage_error(error, error.filename or "a file")
+        problem = storage_error(error, error.filename or "a file", writing=False)
         if problem is None:
             raise
         typer.echo(f"error: {problem}", err=True)

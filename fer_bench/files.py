@@ -23,14 +23,18 @@ class StorageError(UserError):
     """A file could not be written for lack of space or permission; finished work is intact."""
 
 
-def storage_error(error: OSError, path) -> StorageError | None:
-    """The StorageError for an OSError that is about space or permissions, else None."""
+def storage_error(error: OSError, path, writing: bool = True) -> StorageError | None:
+    """The StorageError for an OSError that is about space or permissions, else None (`writing` False:
+    the error may have come from reading, e.g. a data folder)."""
     if error.errno not in STORAGE_ERRNOS and "No space left" not in str(error):
         return None
     reason = error.strerror or str(error).splitlines()[0]
-    if error.errno in (errno.EACCES, errno.EPERM):  # reading or writing: a permission, not the disk
-        return StorageError(f"{path}: {reason}; give yourself access to it (read for data, write for outputs) and "
-                            "run the same command again")
+    if error.errno in (errno.EACCES, errno.EPERM):  # a permission, not the disk
+        if writing:
+            return StorageError(f"cannot write {path}: {reason}; make the folder writable and run the same command "
+                                "again (nothing finished is lost)")
+        return StorageError(f"cannot read or write {path}: {reason}; give yourself access to it (read for data, "
+                            "write for outputs) and run the same command again")
     return StorageError(f"cannot write {path}: {reason}; nothing finished is lost - free some space (or make the "
                         "folder writable) and run the same command again to resume")
 

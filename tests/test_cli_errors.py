@@ -165,7 +165,7 @@ def test_a_permission_problem_is_not_called_a_full_disk():
 
     from fer_bench.files import storage_error
 
-    denied = storage_error(PermissionError(errno.EACCES, "Permission denied"), "data/train")
-    assert "Permission denied" in str(denied) and "free some space" not in str(denied)
+    denied = storage_error(PermissionError(errno.EACCES, "Permission denied"), "data/train", writing=False)
+    assert "cannot read or write data/train: Permission denied" in str(denied) and "free some space" not in str(denied)
     full = storage_error(OSError(errno.ENOSPC, "No space left on device"), "results/x")
     assert "free some space" in str(full)

@@ -93,7 +93,7 @@ def test_teachers_that_saw_other_images_are_refused(cli, runs, tmp_path):
         (("--seed", "5", "--teacher", teacher.name), "go together"),
         (("--seed", "5", "--teacher", "nope", "--distill", "0.5"), "no such run folder"),
         (("--seed", "5", "--classes", "happy,sad,neutral", "--teacher", teacher.name, "--distill", "0.5"), "knows happy, sad"),
-        (("--seed", "5", "--teacher", teacher.name, "--distill", "1.5"), "between 0 and 1"),
+        (("--seed", "5", "--teacher", teacher.name, "--distill", "1.5"), "--distill must be a number in [0, 1]"),
     ]
     before = sorted(p.name for p in out.iterdir())
     for args, fragment in cases:

@@ -9,7 +9,7 @@ import fer_bench
 
 
 def test_api_lists_builds_runs_and_loads(tmp_path):
-    assert "mobilenet" in fer_bench.list_models() and fer_bench.list_models("*net*") == ["mobilenet", "resnet50", "vggnet"]
+    assert "mobilenet" in fer_bench.list_models() and fer_bench.list_models("*net*") == ["mobilefacenet", "mobilenet", "mobilenetv2", "resnet50", "vggnet"]
     built = fer_bench.create_model("scratch", 2, 48)
     assert built.full.output_shape[-1] == 2
     folder = fer_bench.run(fer_bench.RunConfig(model="scratch", epochs=2), output=tmp_path)

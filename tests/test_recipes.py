@@ -45,7 +45,7 @@ def test_recipe_values_fill_unset_options_and_change_the_run_id():
     ({"precision": "int8"}, "--precision must be one of"),
     ({"tta": "all"}, "--tta must be one of"),
     ({"width": 0.5}, "scratch has no width setting"),
-    ({"label_smoothing": -0.1}, "must not be negative"),
+    ({"label_smoothing": -0.1}, r"--label-smoothing must be a number in \[0, 1\)"),
 ])
 def test_bad_recipe_options_are_user_errors(options, message):
     with pytest.raises(UserError, match=message):

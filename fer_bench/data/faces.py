@@ -2,9 +2,10 @@
 faces are framed, and convert the crop to 48x48 gray exactly as training images were.
 
 `find_faces` is the one path from a photo to model input, used by `predict`, the app and
-`evaluate --faces detect`. The default detector is MTCNN (the `mtcnn` package: TensorFlow, its
-weights inside the wheel), which also gives eye and mouth landmarks; OpenCV's Haar cascade stays
-available as `haar` (a square crop of its box, no alignment).
+`evaluate --faces detect`. Detectors: BlazeFace (`blazeface`: MediaPipe's short-range model, its
+full-range one where the first finds nothing; data/blazeface.py), MTCNN (the `mtcnn` package:
+TensorFlow, its weights inside the wheel); both give the eyes, nose and mouth that alignment needs.
+OpenCV's Haar cascade stays available as `haar` (a square crop of its box, no alignment).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from PIL import Image
 from ..errors import UserError
 from .dataset import to_native
 
-DETECTORS = ("mtcnn", "haar")
+DETECTORS = ("blazeface", "mtcnn", "haar")
+DEFAULT_DETECTOR = "blazeface"  # chosen by measurement: docs/photos_and_video.md
 MIN_CONFIDENCE = 0.9  # MTCNN face score below which a box is not taken for a face
 # FER2013's framing, measured with MTCNN on 322 FER2013 training faces (400 drawn at random, upscaled
 # to 192 px; the median of each): the midpoint between the eyes sits at these fractions of the
@@ -98,11 +100,23 @@ def _turn(left_eye, right_eye, nose) -> float:
     return float(np.dot(nose - (left + right) / 2, across) / distance**2) if distance else 0.0
 
 
-def find_faces(image: Image.Image, detector: str = "mtcnn") -> list[Face]:
+def find_faces(image: Image.Image, detector: str = DEFAULT_DETECTOR) -> list[Face]:
     """Every face in an RGB photo, left to right, each as its box and 48x48 model input."""
     if detector not in DETECTORS:
         raise UserError(f"--detector must be one of {', '.join(DETECTORS)}, got {detector!r}")
-    if detector == "haar":
+    if detector == "blazeface":
+        from . import blazeface
+
+        rgb = np.asarray(image.convert("RGB"))
+        found = blazeface.detect(rgb) or blazeface.detect(rgb, blazeface.FULL_RANGE)
+        faces = []
+        for f in found:
+            points = f.keypoints
+            eyes = sorted([points["right_eye"], points["left_eye"]], key=lambda p: p[0])
+            faces.append(Face(tuple(int(round(v)) for v in f.box),
+                              aligned_crop(image.convert("RGB"), eyes[0], eyes[1], points["mouth"]), f.score,
+                              _turn(eyes[0], eyes[1], points["nose"])))
+    elif detector == "haar":
         gray = np.asarray(image.convert("L"))
         min_side = max(24, min(gray.shape) // 20)
         boxes = _haar().detectMultiScale(gray, scaleFactor=1.05, minNeighbors=3, minSize=(min_side, min_side))

@@ -54,6 +54,11 @@ def rafdb_root(root: Path) -> Path | None:
     return next((base for base in (root, root / "basic") if (base / RAFDB_LIST).is_file()), None)
 
 
+def original_image(source: Path, name: str) -> Path:
+    """The file on disk of an image a split of `source` names (RAF-DB's names are relative to basic/)."""
+    return (rafdb_root(Path(source)) or Path(source)) / name
+
+
 def development_split(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(training part, development part) indices: DEVELOPMENT_FRACTION, seed DEVELOPMENT_SEED, stratified
     by class when every class has at least two images."""

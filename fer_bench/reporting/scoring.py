@@ -17,6 +17,7 @@ import numpy as np
 
 from ..data.classes import parse_classes
 from ..data.dataset import Split, as_model_input, read_labelled_folder, to_native
+from ..data.faces import DEFAULT_DETECTOR
 from ..errors import UserError
 from ..files import folder_replacing, write_json
 from ..run_folder import RunFolder
@@ -103,13 +104,14 @@ def detected_faces(labelled: LabelledSet, files: list[str], detector: str) -> tu
     """The 48x48 input of each uncropped photo through the same path as `predict` (its most confident
     face, aligned; the whole photo where none is found); returns (images, photos without a face)."""
     from ..data.faces import find_faces
+    from ..data.layouts import original_image
     from ..data.photos import read_image
 
     if Path(labelled.source).is_file():
         raise UserError("--faces detect needs a folder of photos, not a CSV of 48x48 faces")
     images, missed = [], 0
     for name in files:
-        photo = read_image((Path(labelled.source) / name).read_bytes(), name)
+        photo = read_image(original_image(Path(labelled.source), name).read_bytes(), name)
         faces = find_faces(photo.image, detector)
         if faces:
             images.append(max(faces, key=lambda f: (f.confidence or 0, f.box[2] * f.box[3])).pixels)
@@ -120,7 +122,8 @@ def detected_faces(labelled: LabelledSet, files: list[str], detector: str) -> tu
 
 
 def evaluate_run(loaded, data: Path, out_root: Path, classes: str | None = None, tta: str = "none",
-                 test_usage: str = "PrivateTest", faces: str = "off") -> tuple[Path, dict]:
+                 test_usage: str = "PrivateTest", faces: str = "off", detector: str = DEFAULT_DETECTOR
+                 ) -> tuple[Path, dict]:
     """Score `loaded` (a predict.LoadedRun) on `data` with its calibrated probabilities; `faces`
     'detect' finds and aligns the face in each (uncropped) photo first. Returns (evaluation folder, metrics)."""
     labelled = open_labelled_set(data, test_usage)
@@ -130,7 +133,7 @@ def evaluate_run(loaded, data: Path, out_root: Path, classes: str | None = None,
         raise UserError(f"no images to score in {data}")
     missed = None
     if faces == "detect":
-        images, missed = detected_faces(labelled, files, "mtcnn")
+        images, missed = detected_faces(labelled, files, detector)
     raw = predict_with_tta(loaded.model, as_model_input(images), tta)
     calibrated = raw if loaded.temperature is None else apply_temperature(raw, loaded.temperature)
     raw, probs = (p[:, columns] / p[:, columns].sum(axis=1, keepdims=True) for p in (raw, calibrated))
@@ -141,14 +144,14 @@ def evaluate_run(loaded, data: Path, out_root: Path, classes: str | None = None,
     if votes is not None:
         metrics["crowd"] = crowd_agreement(probs, votes)
     if missed is not None:
-        metrics["face_detection"] = {"detector": "mtcnn", "photos_without_a_face": missed}
+        metrics["face_detection"] = {"detector": detector, "photos_without_a_face": missed}
     metrics.pop("majority_class"), metrics.pop("majority_baseline_accuracy")  # no training labels here
     restricted = len(scored) < len(loaded.class_names)
     left_out = sorted(set(labelled.class_names) - set(scored))
     metrics.update(run=loaded.source, model=loaded.model_name, data=labelled.source, layout=labelled.layout,
                    classes=list(scored), tta=tta, faces=faces, skipped_unreadable=len(labelled.skipped),
                    restricted_to_classes=restricted, classes_left_out=left_out)
-    target = out_root / data_id(labelled, scored, tta, faces)
+    target = out_root / data_id(labelled, scored, tta, faces if faces == "off" else f"detect:{detector}")
     title = f"{loaded.model_name} on {Path(labelled.source).name}"
     with folder_replacing(target, ".evaluating-") as work:
         write_json(work / RunFolder.METRICS, metrics)

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..data.batches import predict
 from ..data.dataset import to_native
-from ..data.faces import find_faces
+from ..data.faces import DEFAULT_DETECTOR, find_faces
 from ..data.photos import Photo, read_image
 from ..errors import UserError
 from ..reporting.calibration import apply_temperature
@@ -136,7 +136,7 @@ def sentence(probabilities: dict[str, float], uncertain: bool = False) -> str:
     return f"The image expression is most likely {top} ({percent}%)."
 
 
-def answer_photos(run: LoadedRun, photos, detector: str = "mtcnn") -> list[FaceAnswer]:
+def answer_photos(run: LoadedRun, photos, detector: str = DEFAULT_DETECTOR) -> list[FaceAnswer]:
     """Every face of every photo (the whole photo where none is found, or with detector 'none'),
     classified in one batch. `photos` may be a generator: each photo is let go once its faces are
     cropped, so memory does not grow with the number of photos."""
@@ -176,7 +176,7 @@ def image_files(paths: list[Path]) -> list[Path]:
     return files
 
 
-def predict_files(run: LoadedRun, paths: list[Path], detector: str = "mtcnn") -> list[FaceAnswer]:
+def predict_files(run: LoadedRun, paths: list[Path], detector: str = DEFAULT_DETECTOR) -> list[FaceAnswer]:
     """Answers for every face in the photos named (files or folders); an unreadable file is a UserError naming it."""
     photos = (read_image(path.read_bytes(), str(path)) for path in image_files(paths))  # one at a time
     return answer_photos(run, photos, detector)

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from ..data.faces import find_faces
+from ..data.faces import DEFAULT_DETECTOR, find_faces
 from ..errors import UserError
 from ..files import filling_output_folder, save_figure, write_csv, write_json
 from ..memory import peak_resident_mb
@@ -108,7 +108,7 @@ def default_every(fps: float) -> int:
     return max(1, int(fps // UPDATES_PER_SECOND))
 
 
-def analyse(run: LoadedRun, source: Source, every: int | None = None, detector: str = "mtcnn",
+def analyse(run: LoadedRun, source: Source, every: int | None = None, detector: str = DEFAULT_DETECTOR,
             max_seconds: float | None = None, on_frame=None, progress=None) -> Analysis:
     """Stream `source`: detect, align and classify faces on every `every`-th frame, tracked by id.
     `on_frame(frame, faces)` sees every frame (for an annotated video) with the latest faces;
@@ -187,7 +187,7 @@ def frame_time(source: Source, position_ms: float, index: int, previous: float) 
 
 
 def faces_in_frame(run: LoadedRun, frame: np.ndarray, t: float, index: int, tracker: FaceTracker,
-                   detector: str = "mtcnn") -> list[dict]:
+                   detector: str = DEFAULT_DETECTOR) -> list[dict]:
     """Every face of one BGR frame at time `t`: tracked id, box in the frame's pixels, label, probabilities."""
     import cv2
 
