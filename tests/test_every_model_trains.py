@@ -38,7 +38,8 @@ TRANSFER = [name for name in list_models() if model_info(name).transfer]
 CPUS = {"native": "float32,bfloat16", "AVX512_CORE": "float32,bfloat16", "AVX2": "float32"}
 
 
-@pytest.mark.parametrize("cpu", list(CPUS))
+@pytest.mark.parametrize("cpu", [pytest.param(cpu, marks=pytest.mark.slow) if cpu == "AVX512_CORE" else cpu
+                                 for cpu in CPUS])  # (AVX-512 without bfloat16: the slow suite)
 @pytest.mark.parametrize("name", [
     pytest.param(name, marks=pytest.mark.slow) if name in TRANSFER else name for name in list_models()
 ])

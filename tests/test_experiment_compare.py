@@ -145,6 +145,7 @@ seed = [1, 2]
 """
 
 
+@pytest.mark.slow  # trains five runs
 def test_runs_differing_in_width_and_seed_pool_by_width_and_a_test_split_run_is_marked(cli, tmp_path):
     toml = tmp_path / "widths.toml"
     toml.write_text(WIDTH_GRID)

@@ -109,6 +109,7 @@ def test_the_file_in_keras_cache_is_part_of_run_id_and_feature_cache_key(tmp_pat
     assert weights_key(resolve(RunConfig(model="mobilenet", weights=str(tmp_path / "same.h5")))) == weights_key(cfg)
 
 
+@pytest.mark.slow  # an end-to-end MobileNet training
 def test_full_variant_trains_every_layer_from_random_initialisation(tmp_path):
     """On 720 synthetic faces the random network learns in training mode (its BatchNorm moving
     statistics need far more steps than that to serve inference, so validation is not the check)."""

@@ -102,6 +102,7 @@ def test_bfloat16_is_refused_up_front_where_onednn_cannot_run_it(monkeypatch, tm
 # The README's own workaround for a oneDNN crash (ONEDNN_MAX_CPU_ISA=AVX2) on an AVX512_BF16 CPU: `auto`
 # must not pick bfloat16 there, or TensorFlow aborts at the first convolution (a subprocess, so an
 # abort is a failed test). On a CPU without AVX512_BF16 `auto` is float32 anyway.
+@pytest.mark.slow  # a strong-recipe training in a subprocess
 def test_auto_precision_trains_under_the_readme_avx2_workaround(tmp_path):
     import os
     import subprocess

@@ -135,6 +135,7 @@ main()
 """
 
 
+@pytest.mark.slow  # plans a grid twice
 def test_shard_plan_is_the_same_on_every_machine_whatever_is_complete(grid_file, tmp_path):
     """Each machine plans in its own process: one whose CPU probe says AVX2, one AVX512_BF16 (strong
     recipe: precision auto), the second after a run of the grid has completed."""

@@ -21,7 +21,8 @@ from fer_bench.training import features
 MIN_SIZES = {"vgg16": 32, "resnet50": 32, "inceptionv3": 75}
 
 
-@pytest.mark.parametrize("name", sorted(MIN_SIZES))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in ("inceptionv3", "resnet50") else n
+                                  for n in sorted(MIN_SIZES)])  # (the two largest bases: the slow suite)
 def test_frozen_model_learns_saves_reloads_and_predicts_raw_pixels(name, tmp_path):
     cfg = RunConfig(model=name, weights="none", image_size=MIN_SIZES[name], epochs=5)
     run_dir = execute(cfg, output=tmp_path)
@@ -61,6 +62,7 @@ def test_training_on_cached_features_equals_training_end_to_end(monkeypatch):
     assert np.abs(expected - 0.5).max() > 0.01  # training moved the predictions
 
 
+@pytest.mark.slow  # the cache key is also checked in test_mobilenet
 def test_second_run_reuses_feature_cache_and_new_size_does_not(tmp_path, monkeypatch):
     calls = []
     original = features.extract_features
@@ -134,6 +136,7 @@ def test_wrong_weights_file_is_a_clear_error(cli, tmp_path):
     assert code == 2 and "cannot load weights" in err and "Traceback" not in err
 
 
+@pytest.mark.slow  # minutes of benchmarking; the slow suite
 def test_benchmark_reports_ratios_against_scratch_epoch(cli, tmp_path):
     code, out, _ = cli("benchmark", "--models", "vgg16,mobilenet", "--image-size", "32,48", "--sample", "16",
                        "--head-epochs", "1", "--precision", "float32", "--out", tmp_path / "bench.csv")
@@ -255,7 +258,7 @@ print(json.dumps({"outputs": int(model.output_shape[-1])}))
 """
 
 
-@pytest.mark.parametrize("variant", ["frozen", "finetune"])
+@pytest.mark.parametrize("variant", ["frozen", pytest.param("finetune", marks=pytest.mark.slow)])
 def test_transfer_checkpoint_loads_in_a_process_that_never_trained(variant, tmp_path):
     """The head is compiled with fer_bench's fused optimizer; best.keras must not carry it (evaluate,
     predict and the app load run folders without the training modules)."""

@@ -64,13 +64,9 @@ def anchors(model: BlazeModel) -> np.ndarray:
 
 @lru_cache(maxsize=2)
 def _interpreter(file: str):
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:  # where LiteRT has no wheel: TensorFlow's own (deprecated) interpreter
-        from tensorflow.lite import Interpreter
-    interpreter = Interpreter(model_path=str(FOLDER / file))
-    interpreter.allocate_tensors()
-    return interpreter
+    from ..litert import tflite_interpreter
+
+    return tflite_interpreter(FOLDER / file)
 
 
 @lru_cache(maxsize=2)

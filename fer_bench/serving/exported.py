@@ -40,9 +40,9 @@ class ExportedModel:
             self._session = onnxruntime.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
             self._input = self._session.get_inputs()[0].name
         elif self.format == "tflite":
-            from ai_edge_litert.interpreter import Interpreter
+            from ..litert import tflite_interpreter
 
-            self._interpreter = Interpreter(model_path=str(self.path))
+            self._interpreter = tflite_interpreter(self.path)
             self._input = self._interpreter.get_input_details()[0]["index"]
             self._output = self._interpreter.get_output_details()[0]["index"]
             self._batch = None
