@@ -650,6 +650,26 @@ def app_command(
     serve(loaded, host, port)
 
 
+@app.command("serve")
+def serve_command(
+    run: Optional[str] = typer.Option(None, help=f"{RUN_HELP}, or an exported .onnx/.tflite file; default: bundled."),
+    results: Path = typer.Option(Path("results"), help="Where --run looks for run ids."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind (local only by default)."),
+    port: int = typer.Option(5005),
+    token: Optional[str] = typer.Option(None, envvar="FER_BENCH_TOKEN", help="Require `Authorization: Bearer TOKEN` "
+                                        "(or set FER_BENCH_TOKEN)."),
+):
+    """Serve an HTTP JSON API: POST /analyze (deepface's request and answer shape), /analyze/batch, GET /health.
+
+    Example: fer-bench serve --port 5005"""
+    from .serving.api import serve_api
+    from .serving.predict import load_run
+
+    loaded = load_run(run, results)
+    typer.echo(f"serving {loaded.name} on http://{host}:{port} (POST /analyze, /analyze/batch; GET /health)")
+    serve_api(loaded, host, port, token)
+
+
 @app.command("models")
 def models_command(pattern: str = typer.Argument("*", help="Shell-style filter, e.g. '*net*'.")):
     """List registered models: input sizes, parameters and FLOPs per image (7 classes, default size).

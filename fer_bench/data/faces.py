@@ -41,6 +41,7 @@ class Face:
     pixels: np.ndarray  # (48, 48) uint8
     confidence: float | None = None
     turn: float | None = None  # the nose's offset from the eyes' midpoint along the eye line, / eye distance
+    eyes: tuple | None = None  # ((x, y) of the eye on the image's left, (x, y) of the other); None: no landmarks
 
     def cautions(self, scale: float = 1.0) -> list[str]:
         """Why an answer about this face is less reliable than usual (`scale`: photo pixels per box pixel)."""
@@ -115,7 +116,7 @@ def find_faces(image: Image.Image, detector: str = DEFAULT_DETECTOR) -> list[Fac
             eyes = sorted([points["right_eye"], points["left_eye"]], key=lambda p: p[0])
             faces.append(Face(tuple(int(round(v)) for v in f.box),
                               aligned_crop(image.convert("RGB"), eyes[0], eyes[1], points["mouth"]), f.score,
-                              _turn(eyes[0], eyes[1], points["nose"])))
+                              _turn(eyes[0], eyes[1], points["nose"]), tuple(eyes)))
     elif detector == "haar":
         gray = np.asarray(image.convert("L"))
         min_side = max(24, min(gray.shape) // 20)
@@ -132,5 +133,5 @@ def find_faces(image: Image.Image, detector: str = DEFAULT_DETECTOR) -> list[Fac
             # the image's left eye (the person's right) first, so the angle is that of the line between them
             eyes = sorted([points["left_eye"], points["right_eye"]], key=lambda p: p[0])
             faces.append(Face(tuple(int(v) for v in f["box"]), aligned_crop(image.convert("RGB"), eyes[0], eyes[1], mouth),
-                              float(f["confidence"]), _turn(eyes[0], eyes[1], points["nose"])))
+                              float(f["confidence"]), _turn(eyes[0], eyes[1], points["nose"]), tuple(eyes)))
     return sorted(faces, key=lambda face: (face.box[0], face.box[1]))

@@ -36,6 +36,8 @@ class FaceAnswer:
     pixels: np.ndarray = field(repr=False)  # the 48x48 gray crop the answer came from
     uncertain: bool | None = None  # None: the run has no uncertainty thresholds
     cautions: list[str] = field(default_factory=list)  # e.g. a small or turned face
+    eyes: list | None = None  # [[x, y] of the eye on the image's left, [x, y] of the other], original pixels
+    confidence: float | None = None  # the detector's score for this face
 
     @property
     def sentence(self) -> str:
@@ -143,22 +145,27 @@ def answer_photos(run: LoadedRun, photos, detector: str = DEFAULT_DETECTOR) -> l
     found = [face for photo in photos for face in _faces_of(photo, detector)]
     if not found:
         return []
-    probs = run.probabilities(np.stack([pixels for _, _, _, pixels, _ in found]))
+    probs = run.probabilities(np.stack([face["pixels"] for face in found]))
     answers = []
-    for (name, number, box, pixels, cautions), p, unsure in zip(found, probs, run.is_uncertain(probs)):
+    for face, p, unsure in zip(found, probs, run.is_uncertain(probs)):
         probabilities = {c: float(v) for c, v in zip(run.class_names, p)}
-        answers.append(FaceAnswer(name, number, box, max(probabilities, key=probabilities.get), probabilities,
-                                  run.name, pixels, None if unsure is None else bool(unsure), cautions))
+        answers.append(FaceAnswer(face["name"], face["number"], face["box"], max(probabilities, key=probabilities.get),
+                                  probabilities, run.name, face["pixels"], None if unsure is None else bool(unsure),
+                                  face["cautions"], face["eyes"], face["confidence"]))
     return answers
 
 
-def _faces_of(photo: Photo, detector: str) -> list[tuple]:
-    """(photo name, face number, box in the original's pixels, 48x48 crop, cautions) of each face."""
+def _faces_of(photo: Photo, detector: str) -> list[dict]:
+    """Each face's photo name, number, box and eyes in the original's pixels, 48x48 crop, cautions and
+    detector score (the whole photo, without a box, where none is found)."""
     faces = [] if detector == "none" else find_faces(photo.image, detector)
     if not faces:
-        return [(photo.name, 1, None, to_native(photo.image), [])]
-    return [(photo.name, number, [int(round(v * photo.scale)) for v in face.box], face.pixels,
-             face.cautions(photo.scale)) for number, face in enumerate(faces, start=1)]
+        return [{"name": photo.name, "number": 1, "box": None, "pixels": to_native(photo.image), "cautions": [],
+                 "eyes": None, "confidence": None}]
+    return [{"name": photo.name, "number": number, "box": [int(round(v * photo.scale)) for v in face.box],
+             "pixels": face.pixels, "cautions": face.cautions(photo.scale), "confidence": face.confidence,
+             "eyes": None if face.eyes is None else [[int(round(c * photo.scale)) for c in eye] for eye in face.eyes]}
+            for number, face in enumerate(faces, start=1)]
 
 
 def image_files(paths: list[Path]) -> list[Path]:
