@@ -99,3 +99,23 @@ def test_mobilenetv2_width_from_its_file_and_keras_names():
     assert names == ["mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_96_no_top.h5", V2_FILE.name]
     with pytest.raises(UserError, match="is not a mobilenetv2 weights file"):
         transfer.width_of_weights_file("mobilenetv2", mobilefacenet.SHIPPED_WEIGHTS)
+
+
+# A frozen run end to end (a head on cached MobileFaceNet features), in its own process: it learns, and
+# the model as the run keeps it answers as its training did, in memory (test-time augmentation is
+# scored there) and from the saved file. The in-memory copy once skipped the Normalization layer's
+# finalize_state: the head standardised nothing and the flip-TTA accuracy was chance (0.50 beside 0.965).
+FROZEN_RUN = """
+import json, sys
+import numpy as np
+from fer_bench.config import RunConfig
+from fer_bench.runs.run import execute
+run_dir = execute(RunConfig(model="mobilefacenet", image_size=64, epochs=3, recipe="strong"), output=sys.argv[1])
+metrics = json.loads((run_dir / "metrics.json").read_text())
+print(json.dumps({"accuracy": metrics["accuracy"], "tta": metrics["tta"]["accuracy"]}))
+"""
+
+
+def test_a_frozen_run_learns_and_its_kept_model_answers_as_trained(tmp_path):
+    report = script_report(FROZEN_RUN, tmp_path)
+    assert report["accuracy"] > 0.85 and abs(report["tta"] - report["accuracy"]) < 0.06, report

@@ -66,10 +66,16 @@ def in_float32(model):
 
 
 def _rebuilt(model, config: dict):
+    """A model from `config` with `model`'s weights, its adapted layers' state made from them as Keras
+    does when it loads a file (a Normalization layer computes its mean and variance in finalize_state:
+    without it, a rebuilt transfer head standardised nothing and answered one class)."""
     import keras
 
     rebuilt = keras.Model.from_config(config)
     rebuilt.set_weights(model.get_weights())
+    for layer in rebuilt._flatten_layers(include_self=False):
+        if isinstance(layer, keras.layers.Normalization):
+            layer.finalize_state()
     return rebuilt
 
 
