@@ -165,8 +165,8 @@ def test_shipped_bundled_model_gives_its_golden_predictions():
 
 
 def test_evaluate_faces_detect_scores_uncropped_photos_through_the_predict_path(cli, tmp_path):
-    """A folder of uncropped photos: each is turned into model input as `predict` does (MTCNN face,
-    aligned); a photo without a face is scored whole and counted. Calibration is reported."""
+    """A folder of uncropped photos: each is turned into model input as `predict` does (its default
+    detector, BlazeFace; aligned); a photo without a face is scored whole and counted. Calibration is reported."""
     from PIL import Image
 
     fixture = Path(__file__).parent / "fixtures" / "astronaut.jpg"
@@ -181,7 +181,7 @@ def test_evaluate_faces_detect_scores_uncropped_photos_through_the_predict_path(
     assert headline["faces"] == "detect" and headline["test_images"] == 2
     (folder,) = [p for p in (tmp_path / "evals").iterdir() if p.is_dir()]
     metrics = json.loads((folder / "metrics.json").read_text())
-    assert metrics["face_detection"] == {"detector": "mtcnn", "photos_without_a_face": 1}
+    assert metrics["face_detection"] == {"detector": "blazeface", "photos_without_a_face": 1}
     bundled_temperature = json.loads((run_folder.BUNDLED_DIR / "calibration.json").read_text())["temperature"]
     assert metrics["calibration"]["temperature"] == pytest.approx(bundled_temperature)
     predictions = pd.read_csv(folder / "predictions.csv")

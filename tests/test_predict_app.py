@@ -113,7 +113,7 @@ def test_default_is_the_bundled_model_and_runs_are_chosen_by_name(cli, trained_r
     code, _, err = cli("predict", photo, "--results", trained_run.parent, "--run", "no-such-run")
     assert code == 2 and "no such run folder or run id" in err
     code, _, err = cli("predict", photo, "--detector", "dlib")
-    assert code == 2 and "--detector must be mtcnn, haar or none" in err
+    assert code == 2 and "--detector must be blazeface, mtcnn, haar or none" in err
 
 
 def test_quick_start_then_predict_answers_with_the_bundled_model(tmp_path, monkeypatch):
