@@ -47,7 +47,12 @@ def global_options(verbose: bool = typer.Option(False, "--verbose", help="Also s
 
 
 def _needs_tensorflow(command: str, params: dict) -> bool:
-    """Whether a command computes with TensorFlow: not `data ...`, nor `experiment --list`."""
+    """Whether a command computes with TensorFlow: not `data ...`, nor `experiment --list`, nor `predict` with
+    the bundled model or an exported file and a detector that runs on LiteRT or OpenCV."""
+    if command == "predict":
+        run = params.get("run")
+        return not ((run in (None, "bundled") or str(run).endswith((".onnx", ".tflite")))
+                    and params.get("detector") in ("blazeface", "haar", "none"))
     return not (command.startswith("data ") or params.get("list_shipped"))
 
 

@@ -11,6 +11,9 @@ def tflite_interpreter(path: Path):
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
         from tensorflow.lite import Interpreter
-    interpreter = Interpreter(model_path=str(path))
-    interpreter.allocate_tensors()
+    from .quiet import stderr_to_devnull
+
+    with stderr_to_devnull():  # LiteRT announces its XNNPACK delegate on the console
+        interpreter = Interpreter(model_path=str(path))
+        interpreter.allocate_tensors()
     return interpreter

@@ -11,7 +11,7 @@ import sys
 
 
 @contextlib.contextmanager
-def _stderr_to_devnull():
+def stderr_to_devnull():
     """Silence file descriptor 2 itself: C++ code writes there before any log level applies."""
     sys.stderr.flush()
     saved = os.dup(2)
@@ -44,7 +44,7 @@ def import_tensorflow(verbose: bool = False) -> None:
         import keras  # noqa: F401
         return
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"  # also silences grappler's errors during training
-    with _stderr_to_devnull():
+    with stderr_to_devnull():
         import keras  # noqa: F401
         import tensorflow as tf
 

@@ -118,3 +118,24 @@ def test_the_parity_check_refuses_keras_own_export_of_a_leaking_model(tmp_path):
     report = script_report(LEAKY_EXPORT, tmp_path)
     assert report["refused"] and "does not answer as its Keras model" in report["message"], report
     assert report["left"] == []
+
+
+def test_predict_with_the_bundled_model_runs_without_tensorflow(tmp_path):
+    """The bundled model ships as TFLite too (parity-checked against its best.keras): a photo is answered
+    in a process where TensorFlow and Keras cannot be imported, as with them."""
+    script = ("import sys\n"
+              "sys.modules['tensorflow'] = None; sys.modules['keras'] = None\n"
+              "from fer_bench.cli import main\n"
+              f"sys.argv = ['fer-bench', 'predict', {str(ASTRONAUT)!r}, '--json']\n"
+              "main()\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (answer,) = json.loads(done.stdout)
+    assert answer["label"] == "happy" and answer["model"].startswith("bundled:")
+    from fer_bench.run_folder import BUNDLED_DIR, RunFolder
+    from fer_bench.serving.predict import load_trained, predict_files
+
+    (with_keras,) = predict_files(load_trained(RunFolder(BUNDLED_DIR)), [ASTRONAUT])  # its best.keras
+    assert answer["box"] == with_keras.box
+    for label, p in with_keras.probabilities.items():
+        assert answer["probabilities"][label] == pytest.approx(p, abs=1e-4)

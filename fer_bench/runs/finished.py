@@ -126,9 +126,11 @@ def name_data_by_fingerprint(folder: Path) -> None:
 
 def write_bundle(run: RunFolder, target: Path = BUNDLED_DIR) -> Path:
     """Copy a complete run into `target` as the bundled model: its record files and its best model
-    without optimizer state (a third of the size), computing in float32 (runs on every CPU). Written
-    beside and renamed into place."""
+    without optimizer state (a third of the size), computing in float32 (runs on every CPU), written
+    beside and renamed into place; then that model as TFLite (parity-checked), which `predict` answers
+    with without importing TensorFlow."""
     from ..models.saved import in_float32, load_saved_model
+    from ..serving.predict import BUNDLED_TFLITE
 
     with folder_replacing(target, ".bundle-") as work:
         in_float32(load_saved_model(run.file(RunFolder.MODEL))).save(work / RunFolder.MODEL)
@@ -137,6 +139,7 @@ def write_bundle(run: RunFolder, target: Path = BUNDLED_DIR) -> Path:
                 shutil.copy2(run.file(name), work / name)
         name_data_by_fingerprint(work)
         (work / "SOURCE").write_text(f"{run.name}\n")
+    export_run(RunFolder(target), "tflite", target / BUNDLED_TFLITE)
     return target
 
 

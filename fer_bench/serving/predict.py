@@ -20,6 +20,7 @@ from ..reporting.calibration import apply_temperature
 from ..reporting.uncertainty import is_confident
 from ..run_folder import RunFolder, find_run
 
+BUNDLED_TFLITE = "model.tflite"  # the bundled model exported (parity-checked): answers without TensorFlow
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
@@ -113,7 +114,12 @@ def load_run(run: str | Path | None, results: Path = Path("results")) -> LoadedR
         model, facts = load_exported(Path(run))
         return LoadedRun(Path(run).resolve(), model, tuple(facts["classes"]), facts["model"], facts["test_accuracy"],
                          facts["temperature"], facts["uncertainty"], exported_from=facts["run"])
-    return load_trained(find_run("bundled" if run is None else run, results, "--run"))
+    found = find_run("bundled" if run is None else run, results, "--run")
+    if found.is_bundled and found.file(BUNDLED_TFLITE).exists():  # no TensorFlow needed to answer
+        model, facts = load_exported(found.file(BUNDLED_TFLITE))
+        return LoadedRun(found.path, model, tuple(facts["classes"]), facts["model"], facts["test_accuracy"],
+                         facts["temperature"], facts["uncertainty"])
+    return load_trained(found)
 
 
 def load_trained(run: RunFolder) -> LoadedRun:
