@@ -53,6 +53,8 @@ def _needs_tensorflow(command: str, params: dict) -> bool:
         run = params.get("run")
         return not ((run in (None, "bundled") or str(run).endswith((".onnx", ".tflite")))
                     and params.get("detector") in ("blazeface", "haar", "none"))
+    if command == "benchmark" and params.get("video") is not None:  # its `predict` processes import what they need
+        return False  # (and a child forked from a big parent would report the parent's memory as its peak)
     return not (command.startswith("data ") or params.get("list_shipped"))
 
 

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 
 def peak_resident_mb() -> float | None:
     """The largest resident memory this process has had so far, in MiB (None where the OS does not say)."""
+    status = Path("/proc/self/status")
+    if status.exists():  # Linux: this program's own high-water mark (ru_maxrss would keep a forking parent's)
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     try:
         import resource
     except ImportError:  # Windows

@@ -17,10 +17,11 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import UserError
+from ..serving.video import UPDATES_PER_SECOND
 
 
-def resized_copy(video: Path, size: tuple[int, int], out: Path) -> Path:
-    """`video` re-encoded (mp4v) with every frame resized to `size` (width, height)."""
+def resized_copy(video: Path, size: tuple[int, int], out: Path) -> tuple[Path, float]:
+    """`video` re-encoded (mp4v) with every frame resized to `size` (width, height); with its frame rate."""
     import cv2
 
     capture = cv2.VideoCapture(str(video))
@@ -35,7 +36,7 @@ def resized_copy(video: Path, size: tuple[int, int], out: Path) -> Path:
         writer.write(cv2.resize(frame, size, interpolation=cv2.INTER_AREA))
     writer.release()
     capture.release()
-    return out
+    return out, fps
 
 
 def _analyse(video: Path, every: int | None, run: str | None, work: Path) -> dict:
@@ -55,9 +56,10 @@ def video_benchmark(video: Path, sizes: list[tuple[int, int]], every: int | None
     with tempfile.TemporaryDirectory(prefix="fer-bench-video-") as folder:
         work = Path(folder)
         for width, height in sizes:
-            copy = resized_copy(video, (width, height), work / f"{width}x{height}.mp4")
+            copy, fps = resized_copy(video, (width, height), work / f"{width}x{height}.mp4")
             results = {}
-            for scheme, stride in (("detect every frame", 1), ("detect every N-th frame + tracking", every)):
+            stride = every or max(1, int(fps // UPDATES_PER_SECOND))
+            for scheme, stride in (("detect every frame", 1), ("detect every N-th frame + tracking", stride)):
                 result = _analyse(copy, stride, run, work)
                 results[scheme] = result
                 rows.append({"frame_size": f"{width}x{height}", "scheme": scheme,
