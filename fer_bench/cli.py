@@ -352,7 +352,7 @@ def compare_command(
 def predict(
     images: Optional[list[Path]] = typer.Argument(None, help="Photos (JPEG/PNG/BMP, colour or gray, any size) or "
                                                   "folders of them, or videos (mp4, avi, mov, mkv, webm)."),
-    run: Optional[str] = typer.Option(None, help=f"{RUN_HELP}; default: bundled."),
+    run: Optional[str] = typer.Option(None, help=f"{RUN_HELP}, or an exported .onnx/.tflite file; default: bundled."),
     results: Path = typer.Option(Path("results"), help="Where --run looks for run ids."),
     detector: str = typer.Option("blazeface", help="Face detector: blazeface (MediaPipe's, fast), mtcnn (aligned "
                                  "crops both), haar (OpenCV's cascade), or "
@@ -641,7 +641,7 @@ def export_command(
 
 @app.command("app")
 def app_command(
-    run: Optional[str] = typer.Option(None, help=f"{RUN_HELP}; default: bundled."),
+    run: Optional[str] = typer.Option(None, help=f"{RUN_HELP}, or an exported .onnx/.tflite file; default: bundled."),
     results: Path = typer.Option(Path("results"), help="Where --run looks for run ids."),
     host: str = typer.Option("127.0.0.1", help="Interface to bind (local only by default)."),
     port: int = typer.Option(8000),

@@ -17,7 +17,7 @@ from ..data.dataset import Dataset
 from ..errors import UserError
 from ..files import folder_replacing, write_json
 from ..run_folder import BUNDLED_DIR, RunFolder
-from .run import load_run_data, score_elsewhere, scored_on
+from .run import library_versions, load_run_data, score_elsewhere, scored_on
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,6 @@ def export_run(run: RunFolder, fmt: str, out: Path | None = None, float16: bool 
     """Write a run's model as ONNX (tf2onnx) or TFLite (TensorFlow's converter; `float16` weights) with its
     sidecar, both only after the file answered as the run's Keras model on its parity faces (max |Δ
     probability| and argmax agreement within PARITY, recorded in the sidecar); returns (file, sidecar)."""
-    from .. import __version__
     from ..data.batches import predict
     from ..data.dataset import as_model_input
     from ..files import atomic_path
@@ -207,7 +206,7 @@ def export_run(run: RunFolder, fmt: str, out: Path | None = None, float16: bool 
                          "face": "48x48 crop framed as FER2013's (fer_bench's aligned_crop)"},
                "output": "class probabilities in `classes` order (softmax); calibrated = softmax(log(p) / temperature)",
                "temperature": run.temperature, "uncertainty": run.uncertainty, "test_accuracy": metrics["accuracy"],
-               "parity": parity, "fer_bench": __version__}
+               "parity": parity, "fer_bench": library_versions().get("fer-bench")}
     write_json(sidecar_path(target), sidecar)
     return target, sidecar
 
