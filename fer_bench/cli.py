@@ -14,6 +14,7 @@ from typing import Optional
 
 import typer
 
+from .durations import duration
 from .errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -206,11 +207,11 @@ def experiment(
             if status != "complete" and estimate is None:
                 unknown.append(f"{cfg.model}|{cfg.precision_used}")
             total += estimate[0] if estimate else 0.0
-            cost = "" if estimate is None else f", ~{_duration(estimate[0])}" + (f" ({estimate[1]})" if estimate[1] else "")
+            cost = "" if estimate is None else f", ~{duration(estimate[0])}" + (f" ({estimate[1]})" if estimate[1] else "")
             typer.echo(f"  {status:<8} {run_dir.name}  ({cfg.recipe} recipe{weights}, {cfg.epochs} epochs, "
                        f"{cfg.optimizer} lr {cfg.learning_rate}, batch {cfg.batch_size}, val {cfg.val_split}{cost})")
         known = sum(planned[i][2] != "complete" for i in shown) - len(unknown)
-        summary = f"estimated training time on this machine: ~{_duration(total)}" if known else "no time estimate yet"
+        summary = f"estimated training time on this machine: ~{duration(total)}" if known else "no time estimate yet"
         if unknown:
             summary += (f"{' plus' if known else ':'} {len(unknown)} runs without a measured rate (`fer-bench benchmark "
                         f"--train --model {','.join(sorted({u.split('|')[0] for u in unknown}))} --precision "
@@ -231,11 +232,6 @@ def experiment(
                    f"`fer-bench compare {spec.name}` once every part has finished")
     elif not no_compare:
         _write_comparison([run_dir for _, run_dir, _ in plan(spec, results)], results / "comparisons" / spec.name)
-
-
-def _duration(seconds: float) -> str:
-    minutes = int(round(seconds / 60))
-    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{max(minutes, 1)} min"
 
 
 def _write_comparison(run_dirs: list[Path], out: Path, baseline: str | None = None, where: list[str] = ()) -> None:
@@ -448,7 +444,7 @@ def _predict_video(loaded, source, detector: str, every, seconds, smooth: float,
         if not terminal and time.monotonic() - last[0] < 10:
             return
         last[0] = time.monotonic()
-        left = f", about {_duration((total - done) / rate)} left" if total else ""
+        left = f", about {duration((total - done) / rate)} left" if total else ""
         line = f"frame {done}{f' of {total}' if total else ''}: {rate:.1f} frames/s{left}"
         typer.echo(f"\r{line}   " if terminal else line, err=True, nl=not terminal)
 

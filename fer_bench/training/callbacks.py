@@ -16,6 +16,7 @@ from pathlib import Path
 import keras
 import pandas as pd
 
+from ..durations import duration
 from ..files import atomic_path, save_model, write_csv, write_json
 
 RESUME_FILE = "resume.json"
@@ -43,12 +44,6 @@ class EpochTimer(keras.callbacks.Callback):
             logs["epoch_seconds"] = time.perf_counter() - self._start
 
 
-def _duration(seconds: float) -> str:
-    minutes, seconds = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
-
-
 class TimeLeft(keras.callbacks.Callback):
     """After each epoch, one log line: epochs done, the epoch's metrics, time elapsed in this stage and
     an estimate of the time left (the mean epoch time of this invocation times the epochs still to run)."""
@@ -69,7 +64,7 @@ class TimeLeft(keras.callbacks.Callback):
         metrics = ", ".join(f"{key} {value:.4f}" for key, value in (logs or {}).items()
                             if key != "epoch_seconds" and isinstance(value, (int, float)))
         self.log.info("epoch %d/%d done: %s%s elapsed, about %s left", epoch + 1, self.epochs,
-                      f"{metrics}; " if metrics else "", _duration(elapsed), _duration(left))
+                      f"{metrics}; " if metrics else "", duration(elapsed), duration(left))
 
 
 class BestCheckpoint(keras.callbacks.Callback):
