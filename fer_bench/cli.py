@@ -54,7 +54,7 @@ def _needs_tensorflow(command: str, params: dict) -> bool:
         run = params.get("run")
         return not ((run in (None, "bundled") or str(run).endswith((".onnx", ".tflite")))
                     and params.get("detector") in ("blazeface", "haar", "none"))
-    if command == "benchmark" and params.get("video") is not None:  # its `predict` processes import what they need
+    if command == "benchmark" and (params.get("video") is not None or params.get("runtimes") is not None):  # its `predict` processes import what they need
         return False  # (and a child forked from a big parent would report the parent's memory as its peak)
     return not (command.startswith("data ") or params.get("list_shipped"))
 
@@ -720,13 +720,32 @@ def benchmark_command(
                                          "peak memory."),
     frame_sizes: str = typer.Option("640x480,1280x720", help="--video: the frame sizes to time it at."),
     every: Optional[int] = typer.Option(None, help="--video: the scheme's stride (default: 6 answers per second)."),
+    runtimes: Optional[str] = typer.Option(None, help="Time this run's model (as every command names a run) four "
+                                           "ways, each in a fresh process: Keras predict, Keras predict_on_batch, "
+                                           "its ONNX and TFLite exports: cold start, ms per face, memory."),
+    results: Path = typer.Option(Path("results"), help="--runtimes: where a run id is looked up."),
 ):
     """Time training against this machine's peak (--train), frozen-feature extraction and head training
-    as ratios against a scratch-CNN epoch, or video analysis (--video).
+    as ratios against a scratch-CNN epoch, video analysis (--video), or one model's runtimes (--runtimes).
 
     Example: fer-bench benchmark --train --model vggnet --precision float32,bfloat16 --out bench.csv"""
     from .models import check_image_size, model_info
 
+    if runtimes is not None:
+        import tempfile
+
+        from .benchmarks.runtimes import runtime_benchmark
+        from .run_folder import RunFolder, find_run
+        from .runs.finished import export_run
+
+        run = find_run(runtimes, results, "--runtimes")
+        with tempfile.TemporaryDirectory(prefix="fer-bench-runtimes-") as folder:
+            files = {fmt: export_run(run, fmt, Path(folder) / f"model.{fmt}")[0] for fmt in ("onnx", "tflite")}
+            table = runtime_benchmark(run.file(RunFolder.MODEL), files, progress=typer.echo)
+        typer.echo(table.to_markdown(index=False, floatfmt=".3g"))
+        if out is not None:
+            table.to_csv(out, index=False)
+        return
     if video is not None:
         from .benchmarks.video_speed import parse_sizes, video_benchmark
 

@@ -139,3 +139,17 @@ def test_predict_with_the_bundled_model_runs_without_tensorflow(tmp_path):
     assert answer["box"] == with_keras.box
     for label, p in with_keras.probabilities.items():
         assert answer["probabilities"][label] == pytest.approx(p, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_the_runtime_benchmark_times_each_runtime_in_its_own_process(exported):
+    from fer_bench.benchmarks.runtimes import runtime_benchmark
+    from fer_bench.run_folder import BUNDLED_DIR
+
+    table = runtime_benchmark(BUNDLED_DIR / "best.keras", {"onnx": exported / "fer.onnx",
+                                                          "tflite": exported / "fer.tflite"}, calls=3,
+                              progress=lambda line: None)
+    assert table["runtime"].tolist() == ["keras-predict", "keras-predict_on_batch", "onnx", "tflite"]
+    assert (table["cold_start_s"] > 0).all() and (table["per_face_ms_batch1"] > 0).all()
+    assert table["cold_start_s_vs_keras_predict"].iloc[0] == 1.0
+    assert table.set_index("runtime").loc["tflite", "peak_mb"] < table.set_index("runtime").loc["keras-predict", "peak_mb"]
