@@ -51,10 +51,26 @@ def test_the_astronaut_is_found_with_mtcnns_eyes():
     assert found.pixels.shape == (48, 48) and found.confidence > 0.5
 
 
+def test_a_small_far_face_is_found_on_tiles():
+    """The astronaut (her face 47 px) in a 960x720 frame: too small for either model on the whole frame
+    (9 px of the full-range input), found on the overlapping tiles, where MTCNN puts her eyes."""
+    frame = Image.new("RGB", (960, 720), (70, 80, 90))
+    frame.paste(Image.open(ASTRONAUT).convert("RGB"), (100, 150))
+    rgb = np.asarray(frame)
+    assert blazeface.detect(rgb) == [] and blazeface.detect(rgb, blazeface.FULL_RANGE) == []
+    (face,) = blazeface.detect_tiled(rgb)
+    distance = np.linalg.norm(np.subtract(*MTCNN_EYES))
+    for ours, theirs in zip(_eyes(face), MTCNN_EYES):
+        assert np.linalg.norm(np.subtract(ours, (theirs[0] + 100, theirs[1] + 150))) < 0.2 * distance
+    (found,) = find_faces(frame, "blazeface")
+    assert 180 <= found.box[0] <= 200
+
+
 def test_a_frame_without_a_face_gives_nothing():
     rng = np.random.default_rng(0)
     noise = (rng.random((480, 640, 3)) * 255).astype(np.uint8)
     assert blazeface.detect(noise) == [] and blazeface.detect(noise, blazeface.FULL_RANGE) == []
+    assert blazeface.detect_tiled(noise) == []
     assert find_faces(Image.new("RGB", (640, 480), (90, 120, 90)), "blazeface") == []
 
 

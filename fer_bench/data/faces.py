@@ -3,7 +3,8 @@ faces are framed, and convert the crop to 48x48 gray exactly as training images 
 
 `find_faces` is the one path from a photo to model input, used by `predict`, the app and
 `evaluate --faces detect`. Detectors: BlazeFace (`blazeface`: MediaPipe's short-range model, its
-full-range one where the first finds nothing; data/blazeface.py), MTCNN (the `mtcnn` package:
+full-range one where the first finds nothing, and that on overlapping tiles for faces too small for
+both; data/blazeface.py), MTCNN (the `mtcnn` package:
 TensorFlow, its weights inside the wheel); both give the eyes, nose and mouth that alignment needs.
 OpenCV's Haar cascade stays available as `haar` (a square crop of its box, no alignment).
 """
@@ -109,7 +110,7 @@ def find_faces(image: Image.Image, detector: str = DEFAULT_DETECTOR) -> list[Fac
         from . import blazeface
 
         rgb = np.asarray(image.convert("RGB"))
-        found = blazeface.detect(rgb) or blazeface.detect(rgb, blazeface.FULL_RANGE)
+        found = blazeface.detect(rgb) or blazeface.detect(rgb, blazeface.FULL_RANGE) or blazeface.detect_tiled(rgb)
         faces = []
         for f in found:
             points = f.keypoints
