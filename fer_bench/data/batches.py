@@ -42,6 +42,8 @@ def predict(model, x: np.ndarray, batch_size: int = 256, verbose: int = 0) -> np
     untuned pipeline; an exported model (serving.exported) on the arrays."""
     if getattr(model, "takes_arrays", False):
         return model.predict(x, batch_size)
-    if 0 < len(x) <= batch_size:
+    import tensorflow as tf
+
+    if 0 < len(x) <= batch_size and not tf.distribute.has_strategy():  # (under MirroredStrategy: each replica's)
         return np.asarray(model.predict_on_batch(x))
     return model.predict(batches(x, batch_size=batch_size), verbose=verbose)
