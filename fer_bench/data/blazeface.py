@@ -11,6 +11,7 @@ within ~2 m of the camera; the full-range one (192 px) also finds small, far fac
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 FOLDER = Path(__file__).resolve().parent / "detectors"
+_ONE_AT_A_TIME = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -121,11 +123,12 @@ def detect(rgb: np.ndarray, model: BlazeModel = SHORT_RANGE) -> list[Detection]:
     """Every face BlazeFace finds in an RGB photo (H, W, 3 uint8), in the photo's pixels."""
     square, scale, pad_x, pad_y = letterbox(rgb, model.size)
     interpreter = _interpreter(model.file)
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], square[None])
-    interpreter.invoke()
-    outputs = sorted((d for d in interpreter.get_output_details()), key=lambda d: d["shape"][-1])
-    raw_scores = interpreter.get_tensor(outputs[0]["index"])[0, :, 0]
-    raw = interpreter.get_tensor(outputs[1]["index"])[0]
+    with _ONE_AT_A_TIME:  # an interpreter's tensors serve one caller at a time (the app's and serve's threads)
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], square[None])
+        interpreter.invoke()
+        outputs = sorted((d for d in interpreter.get_output_details()), key=lambda d: d["shape"][-1])
+        raw_scores = interpreter.get_tensor(outputs[0]["index"])[0, :, 0].copy()
+        raw = interpreter.get_tensor(outputs[1]["index"])[0].copy()
     scores = 1 / (1 + np.exp(-np.clip(raw_scores.astype(np.float64), -100, 100)))
     keep = scores >= model.min_score
     if not keep.any():

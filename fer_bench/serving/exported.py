@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,7 @@ class ExportedModel:
             self._input = self._interpreter.get_input_details()[0]["index"]
             self._output = self._interpreter.get_output_details()[0]["index"]
             self._batch = None
+            self._one_at_a_time = threading.Lock()  # an interpreter's tensors serve one caller at a time
         else:
             raise UserError(f"{self.path}: not an exported model (.onnx or .tflite)")
 
@@ -55,15 +57,16 @@ class ExportedModel:
                               or [np.zeros((0, 0), np.float32)])
 
     def _answer(self, x: np.ndarray) -> np.ndarray:
-        if self.format == "onnx":
+        if self.format == "onnx":  # (an onnxruntime session takes concurrent calls)
             return self._session.run(None, {self._input: x})[0]
-        if self._batch != len(x):  # TFLite tensors have one shape at a time
-            self._interpreter.resize_tensor_input(self._input, list(x.shape))
-            self._interpreter.allocate_tensors()
-            self._batch = len(x)
-        self._interpreter.set_tensor(self._input, x)
-        self._interpreter.invoke()
-        return self._interpreter.get_tensor(self._output).copy()
+        with self._one_at_a_time:  # the app's and serve's worker threads share one model
+            if self._batch != len(x):  # TFLite tensors have one shape at a time
+                self._interpreter.resize_tensor_input(self._input, list(x.shape))
+                self._interpreter.allocate_tensors()
+                self._batch = len(x)
+            self._interpreter.set_tensor(self._input, x)
+            self._interpreter.invoke()
+            return self._interpreter.get_tensor(self._output).copy()
 
 
 def load_exported(path: Path) -> tuple[ExportedModel, dict]:
