@@ -107,3 +107,25 @@ def test_real_faces_at_several_sizes_tilts_and_places_match_mtcnn():
                 errors.append(max(np.linalg.norm(np.subtract(a, b)) for a, b in zip(_eyes(detection), eyes)) / distance)
     assert found >= 7 and len(errors) >= 8, (found, len(errors))
     assert np.median(errors) < 0.15 and max(errors) < 0.4, errors
+
+
+def test_threads_sharing_the_tflite_models_each_get_their_own_answers():
+    """The app and `serve` answer on worker threads that share one BlazeFace interpreter and the bundled
+    model's TFLite copy: answers under concurrency equal the answers alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fer_bench.run_folder import BUNDLED_DIR
+    from fer_bench.serving.exported import ExportedModel
+
+    model = ExportedModel(BUNDLED_DIR / "model.tflite")
+    rng = np.random.default_rng(0)
+    batches = [rng.integers(0, 256, (n, 48, 48, 1)).astype("float32") for n in (1, 3, 8, 1, 5, 2) * 4]
+    alone = [model.predict(x) for x in batches]
+    frames = [np.asarray(Image.open(ASTRONAUT).convert("RGB").rotate(angle)) for angle in (0, 5, -5, 10) * 3]
+    boxes_alone = [[d.box for d in blazeface.detect(f)] for f in frames]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(model.predict, batches))
+        boxes_together = list(pool.map(lambda f: [d.box for d in blazeface.detect(f)], frames))
+    for a, b in zip(alone, together):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert boxes_alone == boxes_together
