@@ -212,7 +212,16 @@ def export_run(run: RunFolder, fmt: str, out: Path | None = None, float16: bool 
 
 
 def _convert(model, fmt: str, float16: bool, path: Path) -> None:
-    """The model (stock layers, training-free) as an ONNX or TFLite file at `path`."""
+    """The model (stock layers, training-free) as an ONNX or TFLite file at `path`; what the converters
+    print on the way (e.g. "Saved artifact at ...") is kept off the command's output."""
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        _write_converted(model, fmt, float16, path)
+
+
+def _write_converted(model, fmt: str, float16: bool, path: Path) -> None:
     import tensorflow as tf
 
     try:
