@@ -110,15 +110,16 @@ def load_run(run: str | Path | None, results: Path = Path("results")) -> LoadedR
     sidecar, or raise UserError. Never chosen by test accuracy."""
     from .exported import FORMATS, load_exported
 
+    def from_exported(file: Path, run_dir: Path, exported: bool) -> LoadedRun:
+        model, facts = load_exported(file)
+        return LoadedRun(run_dir, model, tuple(facts["classes"]), facts["model"], facts["test_accuracy"],
+                         facts["temperature"], facts["uncertainty"], exported_from=facts["run"] if exported else None)
+
     if run is not None and Path(run).suffix in FORMATS:
-        model, facts = load_exported(Path(run))
-        return LoadedRun(Path(run).resolve(), model, tuple(facts["classes"]), facts["model"], facts["test_accuracy"],
-                         facts["temperature"], facts["uncertainty"], exported_from=facts["run"])
+        return from_exported(Path(run), Path(run).resolve(), exported=True)
     found = find_run("bundled" if run is None else run, results, "--run")
     if found.is_bundled and found.file(BUNDLED_TFLITE).exists():  # no TensorFlow needed to answer
-        model, facts = load_exported(found.file(BUNDLED_TFLITE))
-        return LoadedRun(found.path, model, tuple(facts["classes"]), facts["model"], facts["test_accuracy"],
-                         facts["temperature"], facts["uncertainty"])
+        return from_exported(found.file(BUNDLED_TFLITE), found.path, exported=False)
     return load_trained(found)
 
 
