@@ -54,7 +54,7 @@ def _needs_tensorflow(command: str, params: dict) -> bool:
         run = params.get("run")
         return not ((run in (None, "bundled") or str(run).endswith((".onnx", ".tflite")))
                     and params.get("detector") in ("blazeface", "haar", "none"))
-    if command == "benchmark" and (params.get("video") is not None or params.get("runtimes") is not None):  # its `predict` processes import what they need
+    if command == "benchmark" and any(params.get(p) is not None for p in ("video", "photos", "runtimes")):  # its `predict` processes import what they need
         return False  # (and a child forked from a big parent would report the parent's memory as its peak)
     return not (command.startswith("data ") or params.get("list_shipped"))
 
@@ -151,7 +151,7 @@ def experiment(
     jobs: int = typer.Option(1, help="Local worker processes, each with its share of the cores (or one GPU)."),
     no_compare: bool = typer.Option(False, "--no-compare", help="Do not write the comparison at the end."),
     weights: Optional[list[str]] = typer.Option(None, help="MODEL=PATH: the weights file of every run of a transfer "
-                                                "model (repeatable; over the file's [weights])."),
+                                                "model (repeatable; over the file's \\[weights] table)."),
 ):
     """Run a grid of runs (skipping complete ones; runs whose weights are missing are reported and
     skipped), then write its comparison.
@@ -406,6 +406,15 @@ def predict(
     if csv is not None:
         write_csv(csv, predictor.answers_table(answers), index=False)
         typer.echo(f"{len(answers)} answers written to {csv}", err=as_json)
+
+
+def _detector_list(spec: str) -> list[str]:
+    """'blazeface,mtcnn' → the detectors, each one `predict` knows."""
+    names = [d.strip() for d in spec.split(",") if d.strip()]
+    wrong = [d for d in names if d not in ("blazeface", "mtcnn", "haar")]
+    if not names or wrong:
+        raise UserError(f"--detectors takes a comma list of blazeface, mtcnn, haar; got {spec!r}")
+    return names
 
 
 def _unused_name(path: Path) -> Path:
@@ -718,19 +727,25 @@ def benchmark_command(
     video: Optional[Path] = typer.Option(None, help="Time `predict VIDEO` on this video instead: detection on every "
                                          "frame against detection every N-th frame with tracking, frames/s and "
                                          "peak memory."),
+    photos: Optional[Path] = typer.Option(None, help="Time `predict FOLDER` on this folder of photos instead, one fresh "
+                                          "process per detector and model: seconds, ms per photo, peak memory, "
+                                          "and accuracy where photos sit in class-named subfolders."),
+    detectors: str = typer.Option("blazeface,mtcnn", help="--photos, --video: comma list of the detectors to time."),
+    run: Optional[list[str]] = typer.Option(None, "--run", help="--photos, --video: the model answering (as "
+                                            "`predict --run`; repeat to compare models or an exported file); "
+                                            "default: bundled."),
     frame_sizes: str = typer.Option("640x480,1280x720", help="--video: the frame sizes to time it at."),
     every: Optional[int] = typer.Option(None, help="--video: the scheme's stride (default: 6 answers per second)."),
     runtimes: Optional[str] = typer.Option(None, help="Time this run's model (as every command names a run) four "
                                            "ways, each in a fresh process: Keras predict, Keras predict_on_batch, "
                                            "its ONNX and TFLite exports: cold start, ms per face, memory."),
-    results: Path = typer.Option(Path("results"), help="--runtimes: where a run id is looked up."),
+    results: Path = typer.Option(Path("results"), help="--runtimes, --run: where a run id is looked up."),
 ):
     """Time training against this machine's peak (--train), frozen-feature extraction and head training
-    as ratios against a scratch-CNN epoch, video analysis (--video), or one model's runtimes (--runtimes).
+    as ratios against a scratch-CNN epoch, photo folders (--photos) and video (--video) per detector and model,
+    or one model's runtimes (--runtimes).
 
     Example: fer-bench benchmark --train --model vggnet --precision float32,bfloat16 --out bench.csv"""
-    from .models import check_image_size, model_info
-
     if runtimes is not None:
         import tempfile
 
@@ -738,24 +753,38 @@ def benchmark_command(
         from .run_folder import RunFolder, find_run
         from .runs.finished import export_run
 
-        run = find_run(runtimes, results, "--runtimes")
+        found = find_run(runtimes, results, "--runtimes")
         with tempfile.TemporaryDirectory(prefix="fer-bench-runtimes-") as folder:
-            files = {fmt: export_run(run, fmt, Path(folder) / f"model.{fmt}")[0] for fmt in ("onnx", "tflite")}
-            table = runtime_benchmark(run.file(RunFolder.MODEL), files, progress=typer.echo)
+            files = {fmt: export_run(found, fmt, Path(folder) / f"model.{fmt}")[0] for fmt in ("onnx", "tflite")}
+            table = runtime_benchmark(found.file(RunFolder.MODEL), files, progress=typer.echo)
         typer.echo(table.to_markdown(index=False, floatfmt=".3g"))
         if out is not None:
             table.to_csv(out, index=False)
         return
-    if video is not None:
-        from .benchmarks.video_speed import parse_sizes, video_benchmark
+    if photos is not None or video is not None:
+        names = _detector_list(detectors)
+        if photos is not None:
+            from .benchmarks.photo_speed import photo_benchmark
 
-        if not video.is_file():
-            raise UserError(f"video not found: {video}")
-        table = video_benchmark(video, parse_sizes(frame_sizes), every, progress=typer.echo)
+            if not photos.is_dir():
+                raise UserError(f"--photos must name a folder of photos, got {photos}")
+            table = photo_benchmark(photos, names, run or [None], results, progress=typer.echo)
+        else:
+            from .benchmarks.video_speed import parse_sizes, video_benchmark
+
+            if not video.is_file():
+                raise UserError(f"video not found: {video}")
+            table = video_benchmark(video, parse_sizes(frame_sizes), names, every, run or [None], results,
+                                    progress=typer.echo)
         typer.echo(table.to_markdown(index=False, floatfmt=".3g"))
         if out is not None:
+            from .reporting.plots import plot_answer_speed
+
             table.to_csv(out, index=False)
+            plot_answer_speed(table, out.with_suffix(".png"))
         return
+
+    from .models import check_image_size, model_info
 
     sizes = [int(v) for v in image_size.split(",")] if image_size else None
     if train:

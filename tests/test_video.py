@@ -146,11 +146,14 @@ def test_video_benchmark_times_both_schemes_with_their_memory(cli, tmp_path):
     for k in range(30):
         writer.write(np.full((120, 160, 3), 60 + k, np.uint8))
     writer.release()
-    code, out, err = cli("benchmark", "--video", clip, "--frame-sizes", "96x64", "--out", tmp_path / "video.csv")
+    code, out, err = cli("benchmark", "--video", clip, "--frame-sizes", "96x64", "--detectors", "blazeface,haar",
+                         "--out", tmp_path / "video.csv")
     assert code == 0, err
     table = pd.read_csv(tmp_path / "video.csv")
-    assert table["every"].tolist() == [1, 5] and (table["frames"] == 30).all()  # 30 fps: 6 answers a second
-    assert (table["peak_resident_mb"] > 50).all() and table["speed_vs_every_frame"].iloc[0] == 1.0
+    assert table["every"].tolist() == [1, 5, 1, 5] and (table["frames"] == 30).all()  # 30 fps: 6 answers a second
+    assert table["detector"].tolist() == ["blazeface", "blazeface", "haar", "haar"]
+    assert (table["peak_resident_mb"] > 50).all() and (table["speed_vs_every_frame"].iloc[[0, 2]] == 1.0).all()
+    assert table["speed_vs_first"].iloc[0] == 1.0 and (tmp_path / "video.png").exists()
     assert_bad = cli("benchmark", "--video", clip, "--frame-sizes", "96by64")
     assert assert_bad[0] == 2 and "WIDTHxHEIGHT" in assert_bad[2]
 

@@ -1,4 +1,4 @@
-"""PNG figures of one run: training curves and the confusion matrix."""
+"""PNG figures: one run's training curves and confusion matrix, and the benchmarks' tables."""
 
 from __future__ import annotations
 
@@ -66,6 +66,32 @@ def plot_benchmark(table: pd.DataFrame, path: Path) -> None:
     ax.set_ylabel("feature extraction (images/s)")
     ax.set_title(f"frozen bases ({table['precision'].iloc[0]})")
     ax.margins(y=0.35)
+    fig.tight_layout()
+    save_figure(path, fig, dpi=110)
+    plt.close(fig)
+
+
+def plot_answer_speed(table: pd.DataFrame, path: Path) -> None:
+    """`benchmark --photos` (ms per photo, with accuracy where scored) or `--video` (frames/s per frame size
+    and scheme): one bar per detector and model."""
+    video = "frames_per_second" in table
+    if video:
+        labels = [f"{s}\n{d}\n{'every frame' if e == 1 else f'every {e}th'}"
+                  for s, d, e in zip(table["frame_size"], table["detector"], table["every"])]
+        values, notes, unit = table["frames_per_second"], [f"{v:.0f} MiB" for v in table["peak_resident_mb"]], "frames/s"
+    else:
+        labels = [f"{d}\n{m}" for d, m in zip(table["detector"], table["model"])]
+        values, unit = table["ms_per_photo"], "ms per photo (whole command, cold start included)"
+        notes = [f"accuracy {a:.3f}" if pd.notna(a) else "" for a in table.get("accuracy", [np.nan] * len(table))]
+    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(table)), 3.8))
+    bars = ax.bar(labels, values, color="tab:blue")
+    for bar, note, ratio in zip(bars, notes, table["speed_vs_first"]):
+        ax.annotate(f"speed {ratio:.2g}x\n{note}", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
+                    va="bottom", fontsize=7)
+    ax.set_ylabel(unit)
+    ax.set_title("predict VIDEO" if video else "predict FOLDER", fontsize=10)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.margins(y=0.3)
     fig.tight_layout()
     save_figure(path, fig, dpi=110)
     plt.close(fig)

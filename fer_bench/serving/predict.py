@@ -202,9 +202,11 @@ def as_json(answers: list[FaceAnswer]) -> str:
 
 
 def answers_table(answers: list[FaceAnswer]):
-    """One row per face: file, face number, box, label, then one probability column per class."""
+    """One row per face: file, face number, box, the detector's confidence, label, then one probability column
+    per class."""
     import pandas as pd
 
-    return pd.DataFrame([{"file": a.file, "face": a.face, **dict(zip("xywh", a.box or [None] * 4)), "label": a.label,
+    return pd.DataFrame([{"file": a.file, "face": a.face, **dict(zip("xywh", a.box or [None] * 4)),
+                          "confidence": a.confidence, "label": a.label,
                           **{f"p_{c}": v for c, v in a.probabilities.items()}, "uncertain": a.uncertain,
                           "cautions": "; ".join(a.cautions), "model": a.model} for a in answers])
