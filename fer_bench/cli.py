@@ -372,7 +372,7 @@ def predict(
     Example: fer-bench predict photo.jpg --json"""
     from .files import write_csv
     from .serving import predict as predictor
-    from .serving.video import is_video
+    from .serving.predict import is_video
 
     if detector not in ("blazeface", "mtcnn", "haar", "none"):
         raise UserError(f"--detector must be blazeface, mtcnn, haar or none, got {detector!r}")

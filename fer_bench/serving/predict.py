@@ -22,6 +22,7 @@ from ..run_folder import RunFolder, find_run
 
 BUNDLED_TFLITE = "model.tflite"  # the bundled model exported (parity-checked): answers without TensorFlow
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}  # `serving.video`
 
 
 @dataclass
@@ -173,6 +174,10 @@ def _faces_of(photo: Photo, detector: str) -> list[dict]:
              "pixels": face.pixels, "cautions": face.cautions(photo.scale), "confidence": face.confidence,
              "eyes": None if face.eyes is None else [[int(round(c * photo.scale)) for c in eye] for eye in face.eyes]}
             for number, face in enumerate(faces, start=1)]
+
+
+def is_video(path: Path) -> bool:
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
 def image_files(paths: list[Path]) -> list[Path]:

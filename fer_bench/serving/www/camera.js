@@ -1,11 +1,12 @@
-// The app's live camera: every FRAME_MS a frame of the browser's camera goes to the server as a JPEG
-// (input "camera_frame"); the server answers with the faces it found ("camera_faces"), drawn as boxes
+// The app's live camera: each new frame of the browser's camera goes to the server as a JPEG (input
+// "camera_frame") as soon as the answer to the previous one is back, so answers keep up with the camera
+// as far as the server can; the server answers with the faces it found ("camera_faces"), drawn as boxes
 // over the video, and each face's label is appended to a rolling timeline of the last WINDOW_S seconds.
 (function () {
-  const FRAME_MS = 200, WINDOW_S = 30, WIDTH = 320;
+  const POLL_MS = 10, BAR_S = 0.2, WINDOW_S = 30, WIDTH = 320;
   const COLOURS = {angry: "#d62728", disgust: "#8c564b", fear: "#9467bd", happy: "#2ca02c",
                    neutral: "#7f7f7f", sad: "#1f77b4", surprise: "#ff7f0e", contempt: "#bcbd22"};
-  let timer = null, history = [], started = 0, busy = false;
+  let timer = null, history = [], started = 0, busy = false, lastFrame = -1;
 
   function draw(message) {
     const video = document.getElementById("camera-video"), overlay = document.getElementById("camera-overlay");
@@ -38,7 +39,7 @@
         if (!face) continue;
         ctx.fillStyle = COLOURS[face.label] || "gray";
         const x = 30 + (canvas.width - 34) * (1 - (now - h.t) / WINDOW_S);
-        ctx.fillRect(x, 4 + k * row, Math.max(2, (canvas.width - 34) * FRAME_MS / 1000 / WINDOW_S), row - 4);
+        ctx.fillRect(x, 4 + k * row, Math.max(2, (canvas.width - 34) * BAR_S / WINDOW_S), row - 4);
       }
     });
     canvas.dataset.updates = String((Number(canvas.dataset.updates) || 0) + 1);
@@ -47,7 +48,8 @@
   function send() {
     if (busy) return;  // one frame in flight: a slow server is never queued up behind
     const video = document.getElementById("camera-video");
-    if (!video.videoWidth) return;
+    if (!video.videoWidth || video.currentTime === lastFrame) return;  // no new frame yet
+    lastFrame = video.currentTime;
     const grab = document.createElement("canvas");
     grab.width = WIDTH; grab.height = Math.round(WIDTH * video.videoHeight / video.videoWidth);
     grab.getContext("2d").drawImage(video, 0, 0, grab.width, grab.height);
@@ -62,8 +64,8 @@
       const stream = await navigator.mediaDevices.getUserMedia({video: true, audio: false});
       const video = document.getElementById("camera-video");
       video.srcObject = stream; await video.play();
-      started = performance.now(); history = [];
-      timer = setInterval(send, FRAME_MS);
+      started = performance.now(); history = []; lastFrame = -1;
+      timer = setInterval(send, POLL_MS);
       status.textContent = "camera on";
     } catch (error) {
       status.textContent = "no camera: " + error.message;
