@@ -1,12 +1,14 @@
-// The app's live camera: each new frame of the browser's camera goes to the server as a JPEG (input
-// "camera_frame") as soon as the answer to the previous one is back, so answers keep up with the camera
-// as far as the server can; the server answers with the faces it found ("camera_faces"), drawn as boxes
-// over the video, and each face's label is appended to a rolling timeline of the last WINDOW_S seconds.
+// The app's live camera: each new frame of the browser's camera (requestVideoFrameCallback; every
+// FALLBACK_MS where a browser lacks it) goes to the server as a JPEG (input "camera_frame") while fewer
+// than IN_FLIGHT frames await their answer, so answers keep up with the camera as far as the server
+// can, and a slow server is never queued up behind; the server answers with the faces it found
+// ("camera_faces"), drawn as boxes over the video, and each face's label is appended to a rolling
+// timeline of the last WINDOW_S seconds.
 (function () {
-  const POLL_MS = 10, BAR_S = 0.2, WINDOW_S = 30, WIDTH = 320;
+  const FALLBACK_MS = 33, IN_FLIGHT = 2, BAR_S = 0.2, WINDOW_S = 30, WIDTH = 320;
   const COLOURS = {angry: "#d62728", disgust: "#8c564b", fear: "#9467bd", happy: "#2ca02c",
                    neutral: "#7f7f7f", sad: "#1f77b4", surprise: "#ff7f0e", contempt: "#bcbd22"};
-  let timer = null, history = [], started = 0, busy = false, lastFrame = -1;
+  let on = false, timer = null, history = [], started = 0, sent = 0, starts = 0;
 
   function draw(message) {
     const video = document.getElementById("camera-video"), overlay = document.getElementById("camera-overlay");
@@ -46,16 +48,20 @@
   }
 
   function send() {
-    if (busy) return;  // one frame in flight: a slow server is never queued up behind
     const video = document.getElementById("camera-video");
-    if (!video.videoWidth || video.currentTime === lastFrame) return;  // no new frame yet
-    lastFrame = video.currentTime;
+    if (!on || sent >= IN_FLIGHT || !video.videoWidth) return;
     const grab = document.createElement("canvas");
     grab.width = WIDTH; grab.height = Math.round(WIDTH * video.videoHeight / video.videoWidth);
     grab.getContext("2d").drawImage(video, 0, 0, grab.width, grab.height);
-    busy = true;
+    sent += 1;
     Shiny.setInputValue("camera_frame", {jpeg: grab.toDataURL("image/jpeg", 0.85),
                                          t: (performance.now() - started) / 1000}, {priority: "event"});
+  }
+
+  function everyFrame(video, start) {
+    if (!on || start !== starts) return;  // stopped, or started again (the newer loop sends)
+    send();
+    video.requestVideoFrameCallback(() => everyFrame(video, start));
   }
 
   async function start() {
@@ -64,8 +70,9 @@
       const stream = await navigator.mediaDevices.getUserMedia({video: true, audio: false});
       const video = document.getElementById("camera-video");
       video.srcObject = stream; await video.play();
-      started = performance.now(); history = []; lastFrame = -1;
-      timer = setInterval(send, POLL_MS);
+      started = performance.now(); history = []; sent = 0; on = true; starts += 1;
+      if ("requestVideoFrameCallback" in video) everyFrame(video, starts);
+      else timer = setInterval(send, FALLBACK_MS);
       status.textContent = "camera on";
     } catch (error) {
       status.textContent = "no camera: " + error.message;
@@ -73,7 +80,7 @@
   }
 
   function stop() {
-    clearInterval(timer); timer = null;
+    on = false; clearInterval(timer); timer = null;
     const video = document.getElementById("camera-video");
     if (video.srcObject) video.srcObject.getTracks().forEach(t => t.stop());
     video.srcObject = null;
@@ -85,6 +92,6 @@
     document.getElementById("camera-stop").addEventListener("click", stop);
   });
   $(document).on("shiny:connected", () => {
-    Shiny.addCustomMessageHandler("camera_faces", message => { busy = false; draw(message); });
+    Shiny.addCustomMessageHandler("camera_faces", message => { sent = Math.max(0, sent - 1); draw(message); });
   });
 })();
