@@ -116,6 +116,9 @@ class RunConfig:
     variant: str = option("frozen", "Transfer models: frozen (head on the frozen base), finetune (then the base's "
                           "top blocks at --finetune-learning-rate) or full (the whole network end to end under "
                           "the recipe, from its weights: ImageNet, or none for random initialisation).")
+    framing: str = option("fer", "Transfer models: the crop the base sees: fer (FER2013's tight framing, as the data "
+                          "comes) or arcface (zoomed out and lowered toward the 5-point ArcFace template that face-"
+                          "recognition bases were trained on).", neutral="fer")
     finetune_epochs: int | None = option(5)
     finetune_learning_rate: float | None = option(1e-4)
     class_weight: str = option("none", "none or balanced.")
@@ -292,11 +295,14 @@ def resolve(cfg: RunConfig) -> RunConfig:
                 raise UserError(f"weights file not found: {values['weights']}")
             values["weights"] = str(Path(values["weights"]).resolve())
         _check_choice("variant", cfg.variant, ("frozen", "finetune", "full"))
+        _check_choice("framing", cfg.framing, ("fer", "arcface"))
     else:
         if cfg.weights not in (None, "none"):
             raise UserError(f"{cfg.model} is trained from scratch and takes no --weights")
         if cfg.variant != "frozen":
             raise UserError(f"--variant applies to transfer models only, not {cfg.model}")
+        if cfg.framing != "fer":
+            raise UserError(f"--framing applies to transfer models only, not {cfg.model}")
         values["weights"] = "none"
     choices = {"val_split": ("auto", "train", "given", "test"), "class_weight": ("none", "balanced"),
                "targets": ("labels", "votes", "probability", "multilabel"),

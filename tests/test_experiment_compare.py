@@ -224,10 +224,11 @@ def test_shipped_experiments_expand(cli, monkeypatch):
     assert {c.classes for c in load_experiment(find_experiment_file("seven_classes")).configs} == {"all"}
     assert [c.image_size for c in load_experiment(find_experiment_file("input_size")).configs] == [48, 96, 244]
     measured = load_experiment(find_experiment_file("transfer_measured")).configs
-    assert len(measured) == 96 and {c.seed for c in measured} == {1, 2, 3} and {c.classes for c in measured} == {
+    assert len(measured) == 102 and {c.seed for c in measured} == {1, 2, 3} and {c.classes for c in measured} == {
         "happy,sad", "all"}
     assert {(c.variant, c.weights) for c in measured if c.model == "mobilenet"} == {
         ("frozen", None), ("finetune", None), ("full", None), ("full", "none")}
+    assert {c.framing for c in measured if c.model == "mobilefacenet"} == {"fer", "arcface"}
     for base in ("mobilefacenet", "mobilenetv2"):
         assert {(c.variant, c.weights) for c in measured if c.model == base} == {
             ("frozen", None), ("finetune", None), ("full", None), ("full", "none")}

@@ -56,6 +56,45 @@ print(json.dumps({"max_difference": float(np.abs(ours - theirs).max()), "scale":
 """
 
 
+# The ArcFace framing: what the base sees is FER2013's crop resized to 98 of 112 px, preprocessed, with a
+# border of the base's mean colour (zero) 7 px on each side, 14 px on top and none below.
+FRAMED = """
+import json
+import keras, numpy as np
+from fer_bench.data.dataset import as_model_input
+from fer_bench.data.synthetic import synthetic_split
+from fer_bench.models import create_model
+faces = as_model_input(synthetic_split(4, seed=3, classes=("happy", "sad")).images)
+seen = {}
+for framing in ("fer", "arcface"):
+    built = create_model("mobilefacenet", 2, 112, weights="none", framing=framing)
+    before_base = built.extractor.layers[built.extractor.layers.index(built.base) - 1]
+    seen[framing] = keras.Model(built.extractor.input, before_base.output).predict(faces, verbose=0)
+framed, plain = seen["arcface"], seen["fer"]
+inside = framed[:, 14:, 7:105]
+print(json.dumps({"shapes": [list(framed.shape), list(plain.shape)],
+                  "border": float(np.abs(np.concatenate([framed[:, :14].ravel(), framed[:, :, :7].ravel(),
+                                                         framed[:, :, 105:].ravel()])).max()),
+                  "inside_spread": float(inside.std()), "inside_mean_gap": float(abs(inside.mean() - plain.mean()))}))
+"""
+
+
+def test_arcface_framing_shrinks_the_crop_and_lowers_it_in_a_mean_colour_frame():
+    report = script_report(FRAMED)
+    assert report["shapes"] == [[8, 112, 112, 3], [8, 112, 112, 3]]
+    assert report["border"] == 0.0 and report["inside_spread"] > 0.1 and report["inside_mean_gap"] < 0.1, report
+    assert transfer.arcface_border(112) == 7 and transfer.arcface_border(64) == 4
+
+
+def test_framing_is_a_transfer_option_recorded_only_when_it_is_not_fer():
+    assert "framing" not in resolve(RunConfig(model="mobilefacenet")).identity()
+    assert resolve(RunConfig(model="mobilefacenet", framing="arcface")).identity()["framing"] == "arcface"
+    with pytest.raises(UserError, match="--framing applies to transfer models only"):
+        resolve(RunConfig(model="scratch", framing="arcface"))
+    with pytest.raises(UserError, match="framing"):
+        resolve(RunConfig(model="mobilefacenet", framing="wide"))
+
+
 @pytest.mark.skipif(not ONNX_FILE.is_file(), reason="../shared/weights/mobilefacenet is absent")
 def test_keras_port_equals_the_authors_onnx_export():
     pytest.importorskip("onnxruntime")

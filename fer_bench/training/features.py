@@ -19,9 +19,11 @@ log = logging.getLogger(__name__)
 _CACHE_VERSION = "4"  # bump when the cache file's contents change
 
 
-def feature_cache_path(model: str, weights_id: str, image_size: int, images_sha: str, precision: str) -> Path:
-    """Cache file of one (model, weights, size, image set, precision) combination."""
+def feature_cache_path(model: str, weights_id: str, image_size: int, images_sha: str, precision: str,
+                       framing: str = "fer") -> Path:
+    """Cache file of one (model, weights, size, image set, precision, framing) combination."""
     key = f"{_CACHE_VERSION}|{model}|{weights_id}|{image_size}|{images_sha}|{precision}"
+    key += "" if framing == "fer" else f"|{framing}"  # the files made before framing was an option stay valid
     digest = hashlib.sha256(key.encode()).hexdigest()[:20]
     return cache_dir() / "features" / f"{model}-{image_size}px-{digest}.npz"
 

@@ -117,7 +117,8 @@ def _train_transfer(built: BuiltModel, cfg, dataset, settings, run_dir):
     params = {"feature_extraction_seconds": 0.0}
 
     def features_of(split: str) -> np.ndarray:
-        path = feature_cache_path(cfg.model, weights_id, cfg.image_size, fingerprint[f"{split}_sha256"], cfg.precision_used)
+        path = feature_cache_path(cfg.model, weights_id, cfg.image_size, fingerprint[f"{split}_sha256"], cfg.precision_used,
+                                  cfg.framing)
         features, seconds = cached_features(built.extractor, dataset.splits()[split].images, path)
         params["feature_extraction_seconds"] += seconds
         return features
@@ -242,7 +243,7 @@ def train_and_evaluate(cfg: RunConfig, dataset: Dataset, run_dir: Path, callback
              cfg.precision_used, len(dataset.train), len(dataset.test))
     with precision_policy(cfg.precision_used), device_scope(int(cfg.devices), cfg.batch_size):
         built = create_model(cfg.model, len(dataset.class_names), cfg.image_size, weights=cfg.weights, width=cfg.width,
-                             variant=cfg.variant)
+                             variant=cfg.variant, framing=cfg.framing)
         train = _train_scratch if built.extractor is None else _train_transfer
         probs, val_probs, history, data, params, best = train(built, cfg, dataset, settings, run_dir)
         best = inference_model(best)  # stock Keras layers only: loadable without fer_bench
