@@ -202,7 +202,8 @@ def experiment(
         total, unknown = 0.0, []
         for i in shown:
             cfg, run_dir, status = planned[i]
-            weights = f", weights {cfg.weights}" if model_info(cfg.model).transfer else ""
+            weights = f", {cfg.variant}, weights {cfg.weights}" if model_info(cfg.model).transfer else ""
+            weights += f", framing {cfg.framing}" if cfg.framing != "fer" else ""
             estimate = estimated_seconds(cfg) if status != "complete" else None
             if status != "complete" and estimate is None:
                 unknown.append(f"{cfg.model}|{cfg.precision_used}")
