@@ -643,6 +643,10 @@ def export_command(
     typer.echo(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB) and {target}.json; parity on "
                f"{parity['faces']}: max |Δ probability| {parity['max_abs_difference']:.1e}, argmax agreement "
                f"{parity['argmax_agreement']:.1%}")
+    if "run_computes_in" in parity:
+        typer.echo(f"the run computes in {parity['run_computes_in']}; the export computes in float32 (every CPU runs "
+                   f"it), up to {parity['vs_run_max_abs_difference']:.2g} apart in probability from the run's own "
+                   f"answers (argmax agreement {parity['vs_run_argmax_agreement']:.1%})")
 
 
 @app.command("app")

@@ -120,6 +120,23 @@ def test_the_parity_check_refuses_keras_own_export_of_a_leaking_model(tmp_path):
     assert report["left"] == []
 
 
+@pytest.mark.slow
+def test_a_transfer_run_trained_in_bfloat16_exports_to_both_formats(tmp_path):
+    """A bfloat16 run (`auto` on CPUs with AVX512_BF16) with Normalization layers (MobileFaceNet's
+    preprocessing, the frozen head's feature standardisation): TFLite's converter once refused its
+    bfloat16 ops and tf2onnx its float32 copy's captured Normalization constants, each with a traceback."""
+    done = fer("run", "--model", "mobilefacenet", "--weights", "none", "--image-size", "32", "--epochs", "1",
+               "--precision", "bfloat16", "--results", tmp_path / "results")
+    assert done.returncode == 0, done.stderr[-2000:]
+    run = next((tmp_path / "results").glob("mobilefacenet-frozen-*"))
+    for fmt in ("onnx", "tflite"):
+        done = fer("export", run, "--format", fmt, "--out", tmp_path / f"m.{fmt}")
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+        parity = json.loads((tmp_path / f"m.{fmt}.json").read_text())["parity"]
+        assert parity["max_abs_difference"] <= 1e-4 and parity["run_computes_in"] == "bfloat16"
+        assert parity["vs_run_argmax_agreement"] >= 0.9 and "the run computes in bfloat16" in done.stdout
+
+
 def test_predict_with_the_bundled_model_runs_without_tensorflow(tmp_path):
     """The bundled model ships as TFLite too (parity-checked against its best.keras): a photo is answered
     in a process where TensorFlow and Keras cannot be imported, as with them."""

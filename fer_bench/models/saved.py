@@ -32,7 +32,7 @@ def load_saved_model(path: Path):
             raise UserError(f"refused to load {path}: it contains a Lambda layer (stored Python code), which "
                             "fer-bench never runs from a run folder") from None
         raise UserError(f"cannot load model {path}: {message}") from None
-    if (reason := bfloat16_unavailable()) and _computes_in_bfloat16(model):
+    if (reason := bfloat16_unavailable()) and computes_in(model) == "bfloat16":
         raise UserError(f"cannot run {path}: it computes in bfloat16 and {reason}")
     return model
 
@@ -68,14 +68,18 @@ def in_float32(model):
 def _rebuilt(model, config: dict):
     """A model from `config` with `model`'s weights, its adapted layers' state made from them as Keras
     does when it loads a file (a Normalization layer computes its mean and variance in finalize_state:
-    without it, a rebuilt transfer head standardised nothing and answered one class)."""
+    without it, a rebuilt transfer head standardised nothing and answered one class), kept as numpy
+    constants: a traced graph then holds them, where tensors would be captured inputs, which tf2onnx's
+    ONNX export asked for as missing inputs."""
     import keras
+    import numpy as np
 
     rebuilt = keras.Model.from_config(config)
     rebuilt.set_weights(model.get_weights())
     for layer in rebuilt._flatten_layers(include_self=False):
         if isinstance(layer, keras.layers.Normalization):
             layer.finalize_state()
+            layer.mean, layer.variance = np.asarray(layer.mean), np.asarray(layer.variance)
     return rebuilt
 
 
@@ -129,5 +133,9 @@ def _training_free(config):
     return _each_object(config, change)
 
 
-def _computes_in_bfloat16(layer) -> bool:
-    return layer.compute_dtype == "bfloat16" or any(map(_computes_in_bfloat16, getattr(layer, "layers", ())))
+def computes_in(model) -> str:
+    """The half precision some layer of `model` computes in (bfloat16 or float16), else float32."""
+    def dtypes(layer):
+        return {layer.compute_dtype}.union(*map(dtypes, getattr(layer, "layers", ())))
+
+    return next((half for half in ("bfloat16", "float16") if half in dtypes(model)), "float32")

@@ -172,7 +172,7 @@ def export_run(run: RunFolder, fmt: str, out: Path | None = None, float16: bool 
     from ..data.batches import predict
     from ..data.dataset import as_model_input
     from ..files import atomic_path
-    from ..models.saved import inference_model, load_saved_model
+    from ..models.saved import computes_in, in_float32, inference_model, load_saved_model
     from ..serving.exported import ExportedModel, file_sha256, sidecar_path
 
     if fmt not in ("onnx", "tflite"):
@@ -183,14 +183,24 @@ def export_run(run: RunFolder, fmt: str, out: Path | None = None, float16: bool 
     if target.suffix != f".{fmt}":
         raise UserError(f"the exported file's name must end in .{fmt}, got {target.name}")
     model = inference_model(load_saved_model(run.file(RunFolder.MODEL)))  # (older runs: made training-free here)
+    exported = in_float32(model)  # a run trained in bfloat16 or float16 computes so; the converters need float32
     faces, described = parity_faces(run)
     x = as_model_input(faces)
-    expected = predict(model, x)
+    expected = predict(exported, x)
     with atomic_path(target) as work:
-        _convert(model, fmt, float16, work)
-        answered = ExportedModel(work).predict(x)
+        _convert(exported, fmt, float16, work)
+        try:
+            answered = ExportedModel(work).predict(x)
+        except Exception as error:  # onnxruntime or LiteRT refusing what the converter wrote
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+            raise UserError(f"the {fmt} file written for {run.name} cannot be run: {reason}; nothing written") from None
         parity = {"faces": described, "max_abs_difference": float(np.abs(answered - expected).max()),
                   "argmax_agreement": float(np.mean(answered.argmax(1) == expected.argmax(1)))}
+        if (precision := computes_in(model)) != "float32":  # the run's own answers, for the record
+            own = predict(model, x)
+            parity["run_computes_in"] = precision
+            parity["vs_run_max_abs_difference"] = float(np.abs(own - expected).max())
+            parity["vs_run_argmax_agreement"] = float(np.mean(own.argmax(1) == expected.argmax(1)))
         bound = PARITY[float16]
         if parity["max_abs_difference"] > bound["max_abs_difference"] or \
                 parity["argmax_agreement"] < bound["argmax_agreement"]:
@@ -239,3 +249,6 @@ def _write_converted(model, fmt: str, float16: bool, path: Path) -> None:
         path.write_bytes(converter.convert())
     except ImportError as error:
         raise UserError(f"exporting to {fmt} needs {error.name}: `pip install fer-bench[export]`") from None
+    except Exception as error:  # the converter's own failure, in one line (--verbose shows TensorFlow's log)
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+        raise UserError(f"the {fmt} converter failed on this model: {reason}") from None
