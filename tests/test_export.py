@@ -120,6 +120,15 @@ def test_the_parity_check_refuses_keras_own_export_of_a_leaking_model(tmp_path):
     assert report["left"] == []
 
 
+def test_a_converter_failure_is_one_line_and_writes_nothing(tmp_path):
+    from fer_bench.errors import UserError
+    from fer_bench.runs import finished
+
+    with pytest.raises(UserError, match="the tflite converter failed on this model: "):
+        finished._convert(object(), "tflite", False, tmp_path / "m.tflite")
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.slow
 def test_a_transfer_run_trained_in_bfloat16_exports_to_both_formats(tmp_path):
     """A bfloat16 run (`auto` on CPUs with AVX512_BF16) with Normalization layers (MobileFaceNet's
