@@ -34,8 +34,8 @@ DEFAULT_BASELINE = "scratch"  # the seed's CNN; under the seed recipe when there
 # the seed has its own column, TTA its own ("accuracy with TTA"), the format is the same for all
 NEVER_COLUMNS = {"seed", "tta", "results_format", "finetune_from"}  # the variant column says it
 TRANSFER_ONLY = ("weights", "variant", "finetune_epochs", "finetune_learning_rate")
-CROSS_DATA_LABEL = ("variant", "weights", "image_size", "recipe", "epochs", "data", "also_train", "targets", "classes",
-                    "class_weight", "augment", "teacher", "width")  # what names a configuration in the cross-data-set view
+CROSS_DATA_LABEL = ("variant", "weights", "framing", "image_size", "recipe", "epochs", "data", "also_train", "targets",
+                    "classes", "class_weight", "augment", "teacher", "width")  # what names a configuration in the cross-data-set view
 ON_TEST_MARK = "†"
 ON_TEST_NOTE = (f"{ON_TEST_MARK} checkpoint chosen on the test split (the seed's protocol): optimistic, kept out of "
                 "the tests. ")
