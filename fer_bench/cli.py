@@ -411,10 +411,11 @@ def predict(
 
 def _detector_list(spec: str) -> list[str]:
     """'blazeface,mtcnn' → the detectors, each one `predict` knows."""
+    from .data.faces import DETECTORS
+
     names = [d.strip() for d in spec.split(",") if d.strip()]
-    wrong = [d for d in names if d not in ("blazeface", "mtcnn", "haar")]
-    if not names or wrong:
-        raise UserError(f"--detectors takes a comma list of blazeface, mtcnn, haar; got {spec!r}")
+    if not names or any(d not in DETECTORS for d in names):
+        raise UserError(f"--detectors takes a comma list of {', '.join(DETECTORS)}; got {spec!r}")
     return names
 
 

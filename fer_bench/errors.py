@@ -3,3 +3,9 @@
 
 class UserError(Exception):
     """A problem with the user's input (path, file, class name, option), not a bug."""
+
+
+def first_line(error: Exception, limit: int = 300) -> str:
+    """An exception's first line (its type where it has no message), at most `limit` characters: a
+    library's own failure told in a UserError's one line."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:limit]

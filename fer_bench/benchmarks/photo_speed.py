@@ -32,18 +32,20 @@ def photo_folders(folder: Path) -> list[Path]:
 
 
 def _timed_predict(folders: list[Path], detector: str, run: str | None, results: Path, csv: Path) -> tuple[float, float]:
-    """Wall seconds and peak resident MiB of one `predict FOLDER...` process."""
+    """Wall seconds and peak resident MiB of one `predict FOLDER...` process (its errors go to a file beside
+    `csv`: a pipe left unread while the process is awaited could fill and stall it)."""
     command = [sys.executable, "-m", "fer_bench", "predict", *map(str, folders), "--detector", detector,
                "--csv", str(csv), "--results", str(results)] + (["--run", run] if run else [])
+    log = csv.with_suffix(".stderr")
     started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(process.pid, 0)
+    with log.open("w") as errors:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors)
+        _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - started
-    error = process.stderr.read()
-    process.stderr.close()
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
-        raise UserError(f"predict with --detector {detector} failed: {(error.strip().splitlines() or ['?'])[-1]}")
+        last = (log.read_text().strip().splitlines() or ["?"])[-1]
+        raise UserError(f"predict with --detector {detector} failed: {last}")
     return seconds, usage.ru_maxrss / 1024  # Linux: KiB
 
 

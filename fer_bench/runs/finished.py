@@ -14,7 +14,7 @@ import numpy as np
 
 from ..config import RunConfig
 from ..data.dataset import Dataset
-from ..errors import UserError
+from ..errors import UserError, first_line
 from ..files import folder_replacing, write_json
 from ..run_folder import BUNDLED_DIR, RunFolder
 from .run import library_versions, load_run_data, score_elsewhere, scored_on
@@ -183,7 +183,8 @@ def export_run(run: RunFolder, fmt: str, out: Path | None = None, float16: bool 
     if target.suffix != f".{fmt}":
         raise UserError(f"the exported file's name must end in .{fmt}, got {target.name}")
     model = inference_model(load_saved_model(run.file(RunFolder.MODEL)))  # (older runs: made training-free here)
-    exported = in_float32(model)  # a run trained in bfloat16 or float16 computes so; the converters need float32
+    precision = computes_in(model)  # a run trained in bfloat16 or float16 computes so; the converters need float32
+    exported = model if precision == "float32" else in_float32(model)
     faces, described = parity_faces(run)
     x = as_model_input(faces)
     expected = predict(exported, x)
@@ -192,11 +193,11 @@ def export_run(run: RunFolder, fmt: str, out: Path | None = None, float16: bool 
         try:
             answered = ExportedModel(work).predict(x)
         except Exception as error:  # onnxruntime or LiteRT refusing what the converter wrote
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
-            raise UserError(f"the {fmt} file written for {run.name} cannot be run: {reason}; nothing written") from None
+            raise UserError(f"the {fmt} file written for {run.name} cannot be run: {first_line(error)}; nothing "
+                            "written") from None
         parity = {"faces": described, "max_abs_difference": float(np.abs(answered - expected).max()),
                   "argmax_agreement": float(np.mean(answered.argmax(1) == expected.argmax(1)))}
-        if (precision := computes_in(model)) != "float32":  # the run's own answers, for the record
+        if exported is not model:  # the run's own answers, for the record
             own = predict(model, x)
             parity["run_computes_in"] = precision
             parity["vs_run_max_abs_difference"] = float(np.abs(own - expected).max())
@@ -250,5 +251,4 @@ def _write_converted(model, fmt: str, float16: bool, path: Path) -> None:
     except ImportError as error:
         raise UserError(f"exporting to {fmt} needs {error.name}: `pip install fer-bench[export]`") from None
     except Exception as error:  # the converter's own failure, in one line (--verbose shows TensorFlow's log)
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
-        raise UserError(f"the {fmt} converter failed on this model: {reason}") from None
+        raise UserError(f"the {fmt} converter failed on this model: {first_line(error)}") from None

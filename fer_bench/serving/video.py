@@ -94,11 +94,9 @@ class FaceRows:
     def __init__(self):
         self._chunks: list[pd.DataFrame] = []
         self._pending: list[dict] = []
-        self._count = 0
 
     def extend(self, rows: list[dict]) -> None:
         self._pending += rows
-        self._count += len(rows)
         if len(self._pending) >= self.CHUNK:
             self._chunks.append(self._frame(self._pending))
             self._pending = []
@@ -109,7 +107,7 @@ class FaceRows:
         return pd.DataFrame({column: [row[column] for row in rows] for column in rows[0]})
 
     def __len__(self) -> int:
-        return self._count
+        return sum(map(len, self._chunks)) + len(self._pending)
 
     def table(self) -> pd.DataFrame:
         parts = self._chunks + ([self._frame(self._pending)] if self._pending else [])
