@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-TARGET_ACCURACY = 0.80
+TARGET_ACCURACY = 0.85
 GRID = np.round(np.arange(0.0, 0.81, 0.05), 2)
 
 
