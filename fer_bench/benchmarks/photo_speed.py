@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import UserError
+from ..errors import UserError, last_line
 from ..serving.predict import IMAGE_SUFFIXES
 
 
@@ -44,8 +44,7 @@ def _timed_predict(folders: list[Path], detector: str, run: str | None, results:
     seconds = time.perf_counter() - started
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
-        last = (log.read_text().strip().splitlines() or ["?"])[-1]
-        raise UserError(f"predict with --detector {detector} failed: {last}")
+        raise UserError(f"predict with --detector {detector} failed: {last_line(log.read_text())}")
     return seconds, usage.ru_maxrss / 1024  # Linux: KiB
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import UserError
+from ..errors import UserError, last_line
 
 CALLS = 100  # timed calls per batch size
 
@@ -74,7 +74,7 @@ def runtime_benchmark(keras_file: Path, exported: dict[str, Path], calls: int = 
         done = subprocess.run([sys.executable, "-c", _PROBE, kind, str(path), str(calls)], capture_output=True,
                               text=True, timeout=900)
         if done.returncode != 0:
-            raise UserError(f"timing {kind} failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
+            raise UserError(f"timing {kind} failed: {last_line(done.stderr)}")
         row = {"runtime": kind, **json.loads(done.stdout.strip().splitlines()[-1]),
                "process_s": time.perf_counter() - started}
         rows.append(row)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import UserError
+from ..errors import UserError, last_line
 from ..serving.video import UPDATES_PER_SECOND
 
 
@@ -47,7 +47,7 @@ def _analyse(video: Path, every: int | None, detector: str, run: str | None, res
     command += (["--every", str(every)] if every else []) + (["--run", run] if run else [])
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
-        raise UserError(f"analysing {video.name} failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
+        raise UserError(f"analysing {video.name} failed: {last_line(done.stderr)}")
     return json.loads((out / "video.json").read_text())
 
 
