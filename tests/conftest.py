@@ -17,6 +17,8 @@ from fer_bench.data.classes import FER_CLASSES
 from fer_bench.data.synthetic import draw_face
 
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "fer2013"
+# the architecture of the model shipped in fer_bench/bundled/ (what `predict` names as "bundled:<run id>")
+BUNDLED_MODEL = (Path(__file__).resolve().parents[1] / "fer_bench" / "bundled" / "SOURCE").read_text().split("-")[0]
 
 
 @pytest.fixture(scope="session", autouse=True)

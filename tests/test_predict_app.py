@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import CHROMIUM, CHROMIUM_ARGS, REAL_DATA, needs_real_data, running_app
+from conftest import BUNDLED_MODEL, CHROMIUM, CHROMIUM_ARGS, REAL_DATA, needs_real_data, running_app
 from PIL import Image
 
 from fer_bench.data.faces import find_faces
@@ -71,7 +71,7 @@ def test_astronaut_portrait_box_is_on_her_face_and_she_is_happy(cli, tmp_path):
     x, y, w, h = answer["box"]
     assert 80 <= x <= 100 and 22 <= y <= 42 and 30 <= w <= 55 and 40 <= h <= 65  # her face is near (90, 32, 42, 54)
     assert answer["label"] == "happy" and answer["probabilities"]["happy"] > 0.6
-    assert answer["model"].startswith("bundled:vggnet")
+    assert answer["model"].startswith(f"bundled:{BUNDLED_MODEL}-")
     haar_boxes = [a["box"] for a in json.loads(cli("predict", ASTRONAUT, "--json", "--detector", "haar")[1])]
     assert len(haar_boxes) == 2  # the reason MTCNN is the default: one of these is background
 
@@ -105,7 +105,7 @@ def test_default_is_the_bundled_model_and_runs_are_chosen_by_name(cli, trained_r
     photo = face_in_canvas(tmp_path / "p.jpg", "happy")
     # a complete run with perfect test accuracy in results/ must not take over from the bundled model
     code, out, _ = cli("predict", photo, "--results", trained_run.parent, "--detector", "none")
-    assert code == 0 and "run: the bundled model (vggnet" in out
+    assert code == 0 and f"run: the bundled model ({BUNDLED_MODEL}" in out
     code, out, _ = cli("predict", photo, "--results", trained_run.parent, "--run", "latest", "--detector", "none")
     assert code == 0 and f"run: {trained_run}" in out
     code, out, _ = cli("predict", photo, "--results", trained_run.parent, "--run", trained_run.name, "--json")
@@ -126,7 +126,7 @@ def test_quick_start_then_predict_answers_with_the_bundled_model(tmp_path, monke
     photo = face_in_canvas(tmp_path / "p.jpg", "happy")
     done = subprocess.run([sys.executable, "-m", "fer_bench", "predict", str(photo)], capture_output=True, text=True,
                           env=env, timeout=600)
-    assert done.returncode == 0 and "run: the bundled model (vggnet" in done.stdout, done.stderr[-2000:]
+    assert done.returncode == 0 and f"run: the bundled model ({BUNDLED_MODEL}" in done.stdout, done.stderr[-2000:]
 
 
 @pytest.mark.parametrize("content, fragment", [(b"", "the file is empty"), (b"hello", "not a readable image")])
@@ -191,7 +191,7 @@ def test_browser_upload_shows_boxes_crops_bars_and_survives_bad_upload(tmp_path)
         assert page.locator("#face-2").count() == 0
         assert page.locator("#face-1 img.crop").count() == 1 and page.locator("#face-1 .bar").count() == 7
         page.wait_for_selector("#photo img", timeout=60_000)
-        assert "bundled:vggnet" in page.inner_text("#run-info") and "calibrated" in page.inner_text("#run-info")
+        assert f"bundled:{BUNDLED_MODEL}-" in page.inner_text("#run-info") and "calibrated" in page.inner_text("#run-info")
         page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
 
         page.set_input_files("input#image", str(tmp_path / "junk.png"))
