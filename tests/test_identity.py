@@ -20,7 +20,7 @@ from fer_bench.training import harness
 ROOT = Path(__file__).resolve().parents[1]
 FINGERPRINT = {"train_sha256": "0123456789abcdef", "test_sha256": "fedcba9876543210"}
 # the shipped experiment bundled.toml on this fingerprint, as every machine must name it (AVX2 or AVX512_BF16, GPU or not)
-BUNDLED_ID = "mobilefacenet-full-all-64px-s7-a1258948"
+BUNDLED_ID = "mobilefacenet-full-all-64px-s7-b3ab0400"
 
 
 def _bundled_config(monkeypatch, fast_bfloat16: bool, data: Path) -> RunConfig:
