@@ -11,7 +11,7 @@ The Python API is the same machinery as the `fer-bench` command:
 Names are imported on first use, so `import fer_bench` stays light (no TensorFlow).
 """
 
-__version__ = "0.3.1"  # the one place: pyproject.toml reads it, CHANGELOG.md says what changed
+__version__ = "0.4.0"  # the one place: pyproject.toml reads it, CHANGELOG.md says what changed
 __all__ = ["RunConfig", "create_model", "list_models", "load_run", "run"]
 
 
