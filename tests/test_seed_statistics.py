@@ -4,6 +4,7 @@ and paired t-test, checked against values computed by hand."""
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -17,14 +18,14 @@ from fer_bench.run_folder import RESULTS_FORMAT
 N = 100  # test images
 
 
-def _write_run(root: Path, model: str, seed: int, correct: np.ndarray) -> None:
+def _write_run(root: Path, model: str, seed: int, correct: np.ndarray, seconds: float = 1.0, epochs: int = 10) -> None:
     run = root / f"{model}-s{seed}"
     run.mkdir(parents=True)
     config = {"model": model, "seed": seed, "recipe": "seed", "image_size": 48, "val_split": "train",
               "results_format": RESULTS_FORMAT, "classes": "happy,sad"}
     accuracy = float(correct.mean())
     metrics = {"accuracy": accuracy, "accuracy_ci95": [accuracy - 0.05, accuracy + 0.05], "balanced_accuracy": accuracy,
-               "macro_f1": accuracy, "trainable_params": 10, "total_train_seconds": 1.0, "test_images": N,
+               "macro_f1": accuracy, "trainable_params": 10, "total_train_seconds": seconds, "test_images": N,
                "majority_baseline_accuracy": 0.5}
     data = {"test_sha256": "same", "classes": ["happy", "sad"], "layout": "train+test"}
     truth = np.arange(N) % 2
@@ -34,6 +35,7 @@ def _write_run(root: Path, model: str, seed: int, correct: np.ndarray) -> None:
                           ("environment.json", {}), ("complete.json", {})):
         (run / name).write_text(json.dumps(content))
     predictions.to_csv(run / "predictions.csv", index=False)
+    pd.DataFrame({"epoch": range(1, epochs + 1)}).to_csv(run / "history.csv", index=False)
     pd.DataFrame([[1, 0], [0, 1]], index=["happy", "sad"], columns=["happy", "sad"]).to_csv(run / "confusion_matrix.csv")
 
 
@@ -47,9 +49,9 @@ def test_seed_paired_difference_and_mcnemar_match_hand_computation(tmp_path):
     runs = tmp_path / "runs"
     base = {1: _correct(70), 2: _correct(74)}
     other = {1: _correct(78), 2: _correct(80)}  # +0.08 and +0.06 over the baseline's seeds
-    for seed in (1, 2):
-        _write_run(runs, "scratch", seed, base[seed])
-        _write_run(runs, "vggnet", seed, other[seed])
+    for seed in (1, 2):  # the baseline: 10 epochs in 10 s and in 30 s, so 2 s an epoch
+        _write_run(runs, "scratch", seed, base[seed], seconds=(10.0, 30.0)[seed - 1], epochs=10)
+        _write_run(runs, "vggnet", seed, other[seed], seconds=(52.0, 70.0)[seed - 1], epochs=12)
     _write_run(runs, "minixception", 1, _correct(72))  # one seed only
     result = compare([runs], tmp_path / "out")
     table = pd.read_csv(result.folder / "comparison.csv")
@@ -71,6 +73,8 @@ def test_seed_paired_difference_and_mcnemar_match_hand_computation(tmp_path):
                                                                                             d.mean() + half))
     p = stats.ttest_1samp(d, 0.0).pvalue
     assert vgg["delta_vs_baseline_p"] == pytest.approx(p) and vgg["delta_vs_baseline_p_adjusted"] == pytest.approx(p)
+    baseline_epoch = 2.0
+    assert vgg["cost_baseline_epochs"] == pytest.approx(61.0 / baseline_epoch)  # its mean time in the baseline's epochs
     assert vgg["accuracy_mean"] == pytest.approx(0.79) and vgg["accuracy_std"] == pytest.approx(np.std([.78, .8], ddof=1))
     assert np.isnan(summary.loc["scratch", "delta_vs_baseline_p"])  # the baseline
     one_seed = summary.loc["minixception"]
@@ -78,3 +82,4 @@ def test_seed_paired_difference_and_mcnemar_match_hand_computation(tmp_path):
     markdown = (result.folder / "comparison.md").read_text()  # and the words people read
     assert f"{d.mean():+.4f} [{d.mean() - half:+.4f}, {d.mean() + half:+.4f}] (2 seeds)" in markdown
     assert f"{p:.3g} ({p:.3g})" in markdown and "1 seed: no seed variance" in markdown
+    assert re.search(r"\|\s*30\.5\s*\|", markdown)  # vggnet's cost column

@@ -44,8 +44,9 @@ LEGEND = ("Accuracy is plain (no test-time augmentation) with a 95 % Wilson inte
           "when the baseline has that seed): it says nothing of seed-to-seed variance; p adjusted: Benjamini-Hochberg "
           "across the table's checkpoints. Pooled table: the accuracy difference against the baseline paired by seed, "
           "with a t interval over seeds, and a paired t-test (BH-adjusted across configurations) when there are two "
-          "seeds or more. '-' in a column: the "
-          "option does not apply to that model.")
+          "seeds or more; cost in baseline epochs: mean training time (feature extraction included) over the "
+          "baseline's mean time per epoch, comparable only among runs timed on the same machine under the same load. "
+          "'-' in a column: the option does not apply to that model.")
 
 
 def mcnemar_exact(baseline_correct: np.ndarray, model_correct: np.ndarray) -> float:
@@ -69,6 +70,7 @@ class Run:
     correct: np.ndarray
     confusion: pd.DataFrame
     evaluations: dict  # `fer-bench evaluate` results on other data sets, by evaluation folder name
+    epochs_trained: int  # rows of history.csv (0 when it is missing)
 
     @property
     def transfer(self) -> bool:
@@ -97,9 +99,11 @@ class Run:
 def _load_run(run: RunFolder) -> Run:
     predictions = pd.read_csv(run.file(RunFolder.PREDICTIONS))
     config = {**neutral_values(), **run.config}  # older runs lack newer options
+    history = run.file(RunFolder.HISTORY)
     return Run(run.name, config, run.metrics, run.data, predictions["file"].tolist(),
                (predictions["true"] == predictions["predicted"]).to_numpy(),
-               pd.read_csv(run.file(RunFolder.CONFUSION), index_col=0), read_evaluations(run))
+               pd.read_csv(run.file(RunFolder.CONFUSION), index_col=0), read_evaluations(run),
+               len(pd.read_csv(history)) if history.exists() else 0)
 
 
 def _read_runs(complete: list[RunFolder]) -> tuple[list[Run], list[Path], list[tuple[Path, str]]]:
@@ -253,6 +257,7 @@ def build_table(runs: list[Run], wanted_baseline: str | None) -> Table:
     for key in ("mean", "low", "high", "seeds", "p"):
         pooled[f"delta_vs_baseline_{key}"] = [d[key] for d in differences]
     pooled["delta_vs_baseline_p_adjusted"] = [adjusted.get(k, math.nan) for k in range(len(differences))]
+    pooled["cost_baseline_epochs"] = pooled["train_seconds_mean"] / baseline_epoch_seconds(baselines)
     summary = None
     if frame.duplicated(config_columns).any():  # the table people read: only where seeds were pooled
         summary = pooled[config_columns + ["seeds"]].copy()
@@ -261,10 +266,19 @@ def build_table(runs: list[Run], wanted_baseline: str | None) -> Table:
             summary[label] = [f"{mean:.4f} ± {std:.4f}" if not math.isnan(std) else f"{mean:.4f}"
                               for mean, std in zip(pooled[f"{metric}_mean"], pooled[f"{metric}_std"])]
         summary["train time (s)"] = pooled["train_seconds_mean"].round(0).astype(int).to_numpy()
+        summary["cost in baseline epochs"] = pooled["cost_baseline_epochs"].map(
+            lambda c: "-" if math.isnan(c) else f"{c:.1f}").to_numpy()
         summary["Δ accuracy vs baseline, seed-paired [95% CI]"] = [d["text"] for d in differences]
         summary["p seeds (paired t, BH)"] = [f"{differences[k]['p']:.3g} ({adjusted[k]:.3g})" if k in adjusted
                                              else differences[k]["note"] for k in range(len(differences))]
     return Table(_caption(runs, baselines), runs, frame, shown, summary, pooled)
+
+
+def baseline_epoch_seconds(baselines: list[Run]) -> float:
+    """The baseline's mean training seconds per epoch (its runs' times over the epochs in their histories):
+    the unit of the cost column, so costs measured on one machine on one day compare; NaN without one."""
+    rates = [b.metrics["total_train_seconds"] / b.epochs_trained for b in baselines if b.epochs_trained]
+    return float(np.mean(rates)) if rates else math.nan
 
 
 def seed_paired_difference(group: pd.DataFrame, baselines: list[Run]) -> dict:
