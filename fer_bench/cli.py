@@ -180,12 +180,7 @@ def experiment(
     if file is None:
         raise UserError("name an experiment (a TOML file or a shipped name; `fer-bench experiment --list` shows them)")
     path = find_experiment_file(str(file))
-    files = {}
-    for item in weights or []:
-        model, sep, weights_file = item.partition("=")
-        if not sep or not model or not weights_file:
-            raise UserError(f"--weights takes MODEL=PATH (e.g. vgg16=path/to/vgg16_notop.h5), got {item!r}")
-        files[model.strip()] = weights_file.strip()
+    files = _weights_files(weights)
     spec = load_experiment(path, None if data is None else str(data), files)
     part = parse_shard(shard)
     if jobs < 1 or (jobs > 1 and part is not None):
@@ -233,6 +228,17 @@ def experiment(
                    f"`fer-bench compare {spec.name}` once every part has finished")
     elif not no_compare:
         _write_comparison([run_dir for _, run_dir, _ in plan(spec, results)], results / "comparisons" / spec.name)
+
+
+def _weights_files(items: Optional[list[str]]) -> dict[str, str]:
+    """--weights MODEL=PATH options → {model: path}."""
+    files = {}
+    for item in items or []:
+        model, sep, weights_file = item.partition("=")
+        if not sep or not model or not weights_file:
+            raise UserError(f"--weights takes MODEL=PATH (e.g. vgg16=path/to/vgg16_notop.h5), got {item!r}")
+        files[model.strip()] = weights_file.strip()
+    return files
 
 
 def _write_comparison(run_dirs: list[Path], out: Path, baseline: str | None = None, where: list[str] = ()) -> None:
@@ -322,6 +328,8 @@ def compare_command(
                                            "default: the seed CNN (scratch), under the seed recipe when present."),
     where: list[str] = typer.Option([], help="Only runs whose config has KEY=VALUE (comma list: any of them), "
                                     "e.g. --where model=vggnet --where data=fer2013; repeatable."),
+    weights: Optional[list[str]] = typer.Option(None, help="With an experiment name: MODEL=PATH, the weights file "
+                                                "its transfer runs were given (as `experiment --weights`)."),
 ):
     """Tabulate complete runs, one table per test set, with 95% CIs and McNemar tests against a baseline;
     writes MD, CSV, LaTeX, PNGs.
@@ -335,7 +343,8 @@ def compare_command(
         if path.is_dir():
             run_dirs.append(path)
             continue
-        spec = load_experiment(find_experiment_file(source), None if data is None else str(data))
+        spec = load_experiment(find_experiment_file(source), None if data is None else str(data),
+                               _weights_files(weights))
         planned = plan(spec, results)
         for _, run_dir, status in planned:
             if status == "to do":

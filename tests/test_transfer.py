@@ -223,6 +223,15 @@ def test_dry_run_names_every_missing_weights_file_with_the_reason(cli, tmp_path,
     assert len(skipped) == 3 and not any("mobilenet" in line for line in skipped)
     trained = sorted(p.name.split("-")[0] for p in (tmp_path / "results").iterdir() if (p / "complete.json").exists())
     assert trained == ["mobilenet", "scratch"]
+    # compare by the experiment's name finds the mobilenet run only when told the same weights file
+    code, out, err = cli("compare", small, "--results", tmp_path / "results", "--out", tmp_path / "without")
+    assert code == 0, err
+    assert any(line.startswith("missing (not started): mobilenet-") for line in out.splitlines())
+    code, out, err = cli("compare", small, "--results", tmp_path / "results", "--out", tmp_path / "with",
+                         "--weights", f"mobilenet={mobilenet}")
+    assert code == 0, err
+    assert not any(line.startswith("missing (not started): mobilenet-") for line in out.splitlines())
+    assert "mobilenet" in set(pd.read_csv(tmp_path / "with" / "comparison.csv")["model"])
     code, _, err = cli("experiment", small, "--weights", "scratch=x.h5", "--dry-run")
     assert code == 2 and "scratch is trained from scratch and takes no weights file" in err
 
