@@ -152,6 +152,8 @@ def experiment(
     no_compare: bool = typer.Option(False, "--no-compare", help="Do not write the comparison at the end."),
     weights: Optional[list[str]] = typer.Option(None, help="MODEL=PATH: the weights file of every run of a transfer "
                                                 "model (repeatable; over the file's \\[weights] table)."),
+    pool: bool = typer.Option(False, "--pool", hidden=True, help="As one of --jobs' workers: take every run not "
+                              "complete that no other worker is training, largest first."),
 ):
     """Run a grid of runs (skipping complete ones; runs whose weights are missing are reported and
     skipped), then write its comparison.
@@ -165,6 +167,7 @@ def experiment(
         parse_shard,
         plan,
         run_experiment,
+        score_unscored,
         shard_plan,
         shipped_experiments,
     )
@@ -183,7 +186,7 @@ def experiment(
     files = _weights_files(weights)
     spec = load_experiment(path, None if data is None else str(data), files)
     part = parse_shard(shard)
-    if jobs < 1 or (jobs > 1 and part is not None):
+    if jobs < 1 or (jobs > 1 and part is not None) or (pool and (part is not None or jobs > 1)):
         raise UserError("--jobs must be at least 1, and cannot be combined with --shard")
     if dry_run:
         from .models import model_info
@@ -220,9 +223,14 @@ def experiment(
         codes = run_workers(path, jobs, data, results, echo=typer.echo, weights=files)
         if any(codes):
             raise UserError(f"{sum(c != 0 for c in codes)} of {jobs} workers failed (exit codes {codes})")
-        missing = [run_dir for _, run_dir, status in plan(spec, results) if status != "complete"]
+        planned = plan(spec, results)
+        for cfg, run_dir, status in planned:  # runs complete before the workers started, not scored yet
+            score_unscored(spec, cfg, run_dir, typer.echo)
+        missing = [run_dir for _, run_dir, status in planned if status != "complete"]
     else:
-        _, missing = run_experiment(spec, results, echo=typer.echo, shard=part)
+        _, missing = run_experiment(spec, results, echo=typer.echo, shard=part, pool=pool)
+        if pool:
+            return  # the workers' parent says what is left
     if missing:
         typer.echo(f"{len(missing)} runs of {spec.name} are not complete yet (other parts); "
                    f"`fer-bench compare {spec.name}` once every part has finished")

@@ -81,6 +81,36 @@ def test_two_local_workers_complete_a_grid_and_compare_it(tmp_path):
 
 
 @pytest.mark.slow
+def test_pool_workers_take_only_runs_neither_complete_nor_being_trained(tmp_path):
+    """A worker of --jobs trains every run not complete that no other worker holds, whatever part of the
+    grid was complete already (a static deal left one worker idle on a resumed grid)."""
+    from fer_bench.run_folder import RunFolder
+
+    grid = tmp_path / "pool.toml"
+    grid.write_text('[defaults]\nepochs = 1\nclasses = "happy,sad"\nmodel = "scratch"\n[grid]\nseed = [1, 2, 3]\n')
+    out = tmp_path / "results"
+    first, held, last = (run_dir for _, run_dir, _ in plan(load_experiment(grid), out))
+
+    def experiment(*options):
+        return subprocess.run([sys.executable, "-m", "fer_bench", "experiment", str(grid), "--results", str(out),
+                               *options], capture_output=True, text=True, timeout=600, env=dict(os.environ))
+
+    with RunFolder(held).lock():  # another worker is training this one
+        done = experiment("--pool", "--no-compare")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert RunFolder(first).is_complete() and RunFolder(last).is_complete() and not RunFolder(held).is_complete()
+    assert done.stdout.count("another worker is training it, skipped") == 1
+    finished = {d: (d / "complete.json").stat().st_mtime_ns for d in (first, last)}
+    done = experiment("--jobs", "2")  # two workers, one run left: one trains it, none touches the others
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert RunFolder(held).is_complete() and (out / "comparisons" / "pool" / "comparison.csv").exists()
+    assert {d: (d / "complete.json").stat().st_mtime_ns for d in (first, last)} == finished
+    started = [line for line in done.stdout.splitlines() if line.endswith((": running", ": resuming"))]
+    assert started and all(held.name in line for line in started) and "complete, skipped" not in done.stdout
+    assert done.stdout.count("another worker is training it, skipped") == len(started) - 1  # one trained it
+
+
+@pytest.mark.slow
 def test_mirrored_strategy_on_two_logical_cpus_learns_like_one_device(tmp_path):
     out = tmp_path / "results"
     done = subprocess.run([sys.executable, "-m", "fer_bench", "run", "--devices", "2", "--epochs", "6", "--seed", "1",

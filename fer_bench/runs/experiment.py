@@ -289,28 +289,45 @@ def parse_shard(spec: str | None, environ=os.environ) -> tuple[int, int] | None:
     return k, n
 
 
+def largest_first(planned: list[tuple[RunConfig, Path, str]]) -> list[int]:
+    """The grid's runs by expected cost, largest first (ties by run id)."""
+    return sorted(range(len(planned)), key=lambda i: (-expected_cost(planned[i][0]), planned[i][1].name))
+
+
 def shard_plan(planned: list[tuple[RunConfig, Path, str]], n: int) -> list[list[int]]:
     """Split the grid into `n` disjoint parts of similar expected cost (largest first, each to the
     least-loaded part; ties broken by run id), the same on every machine whatever is complete."""
-    order = sorted(range(len(planned)), key=lambda i: (-expected_cost(planned[i][0]), planned[i][1].name))
     parts: list[list[int]] = [[] for _ in range(n)]
     loads = [0.0] * n
-    for i in order:
+    for i in largest_first(planned):
         lightest = min(range(n), key=lambda p: (loads[p], p))
         parts[lightest].append(i)
         loads[lightest] += expected_cost(planned[i][0])
     return [sorted(part) for part in parts]
 
 
-def run_experiment(experiment: Experiment, output: Path, echo=print, shard: tuple[int, int] | None = None
-                   ) -> tuple[list[Path], list[Path]]:
-    """Run every run of the grid (or of one shard of it) that is not complete yet.
+def score_unscored(experiment: Experiment, cfg: RunConfig, run_dir: Path, echo=print, prefix: str = "") -> None:
+    """Score a complete run on the experiment's other data sets it has not been scored on yet."""
+    run = RunFolder(run_dir)
+    if run.is_complete() and (unscored := sorted(set(experiment.evaluate) - scored_on(run))):
+        echo(f"{prefix or run_dir.name}: scoring on {', '.join(Path(p).name for p in unscored)}")
+        score_elsewhere(run, cfg.test_usage, [(p, None) for p in unscored])
+
+
+def run_experiment(experiment: Experiment, output: Path, echo=print, shard: tuple[int, int] | None = None,
+                   pool: bool = False) -> tuple[list[Path], list[Path]]:
+    """Run every run of the grid (or of one shard of it) that is not complete yet; as one of a pool of
+    local workers (`pool`), every run not complete, largest first, each taken by whichever worker
+    reaches it first, so the work is shared however much of the grid was complete already.
 
     Returns (this part's run folders, the grid's run folders that are not complete yet). A run
     another worker is training right now is skipped and left to it. A run's folder is the one
     `execute` returns (its id counts pretrained weights by content, fetched only then), not the planned one."""
     planned = plan(experiment, output)
-    mine = list(range(len(planned))) if shard is None else shard_plan(planned, shard[1])[shard[0] - 1]
+    if pool:
+        mine = [i for i in largest_first(planned) if planned[i][2] != "complete"]
+    else:
+        mine = list(range(len(planned))) if shard is None else shard_plan(planned, shard[1])[shard[0] - 1]
     done = []
     for count, i in enumerate(mine, start=1):
         cfg, run_dir, status = planned[i]
@@ -325,10 +342,9 @@ def run_experiment(experiment: Experiment, output: Path, echo=print, shard: tupl
                 run_dir = execute(cfg, output=output)
             except RunLocked:
                 echo(f"{prefix}: another worker is training it, skipped")
-        run = RunFolder(run_dir)
-        if run.is_complete() and (unscored := sorted(set(experiment.evaluate) - scored_on(run))):
-            echo(f"{prefix}: scoring on {', '.join(Path(p).name for p in unscored)}")
-            score_elsewhere(run, cfg.test_usage, [(p, None) for p in unscored])
+                done.append(run_dir)
+                continue  # and scoring it: that worker does
+        score_unscored(experiment, cfg, run_dir, echo, prefix)
         done.append(run_dir)
     missing = [d for d in done if not RunFolder(d).is_complete()] + [
         run_dir for i, (_, run_dir, _) in enumerate(planned) if i not in mine and not RunFolder(run_dir).is_complete()]

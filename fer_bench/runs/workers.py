@@ -1,6 +1,6 @@
-"""Local parallel workers for an experiment: J processes of `fer-bench experiment --shard k/J`, each
-with its share of the CPU cores (or one GPU each), their output relayed line by line with the
-worker's number in front."""
+"""Local parallel workers for an experiment: J processes of `fer-bench experiment --pool`, each with
+its share of the CPU cores (or one GPU each), taking the runs not complete yet largest first (a run's
+lock keeps two from training it), their output relayed line by line with the worker's number in front."""
 
 from __future__ import annotations
 
@@ -43,13 +43,13 @@ def _relay(k: int, stream, echo) -> None:
 
 def run_workers(experiment_file: Path, jobs: int, data: Path | None, output: Path, echo=print,
                 weights: dict[str, str] | None = None) -> list[int]:
-    """Start `jobs` workers on disjoint shards of the grid, relay their output, wait; returns exit codes."""
+    """Start `jobs` workers sharing the grid's runs, relay their output, wait; returns exit codes."""
     import tensorflow as tf
 
     gpus = len(tf.config.list_physical_devices("GPU"))
     processes = []
     for k in range(1, jobs + 1):
-        command = [sys.executable, "-m", "fer_bench", "experiment", str(experiment_file), "--shard", f"{k}/{jobs}",
+        command = [sys.executable, "-m", "fer_bench", "experiment", str(experiment_file), "--pool",
                    "--results", str(output), "--no-compare"] + (["--data", str(data)] if data is not None else []) + [
                    f"--weights={model}={file}" for model, file in (weights or {}).items()]
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
