@@ -210,7 +210,9 @@ def test_dry_run_estimates_time_from_the_rates_measured_here(grid_file, cli, tmp
     assert out.count("(rate of other models)") == 3  # minixception: the mean rate of the measured models
 
 
-def test_frozen_runs_are_estimated_as_one_feature_pass_at_the_measured_peak():
+def test_transfer_runs_are_estimated_by_what_they_train_through():
+    """Frozen: one feature pass at the measured peak; fine-tuned: plus its epochs through the base;
+    end to end: every epoch through the base."""
     from fer_bench.benchmarks.training_speed import RATES_FILE
     from fer_bench.config import RunConfig, resolve
     from fer_bench.data.dataset import cache_dir
@@ -228,3 +230,5 @@ def test_frozen_runs_are_estimated_as_one_feature_pass_at_the_measured_peak():
     epochs = 3 * _flops("vgg16", 32, None) * 2 * 800 * 0.9 / 1e9 / 10.0  # two fine-tuning epochs, fit images
     assert estimated_seconds(finetune) == (pytest.approx(feature_pass + epochs),
                                            "features at the measured peak; rate of other models")
+    full = resolve(RunConfig(**options, variant="full"))  # ten epochs through the whole base, no feature pass
+    assert estimated_seconds(full) == (pytest.approx(5 * epochs), "rate of other models")

@@ -226,12 +226,12 @@ def weights_problem(cfg: RunConfig) -> str | None:
 def cost_parts(cfg: RunConfig) -> tuple[float, float]:
     """A run's two kinds of work in forward-pass FLOPs: (per image of the data set, a frozen base's one
     feature pass; per training image, its training epochs, a backward pass being about twice a
-    forward one). Scratch models only train; a frozen base only extracts, unless fine-tuning adds
-    epochs through it."""
+    forward one). Scratch models and bases trained end to end (`full`) only train; a frozen base only
+    extracts, unless fine-tuning adds epochs through it."""
     from ..models import model_info
 
     flops = _flops(cfg.model, cfg.image_size, cfg.width)
-    if not model_info(cfg.model).transfer:
+    if not model_info(cfg.model).transfer or cfg.variant == "full":
         return 0.0, 3 * flops * cfg.epochs
     return flops, 3 * flops * (cfg.finetune_epochs if cfg.variant == "finetune" else 0)
 
