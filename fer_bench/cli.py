@@ -232,8 +232,9 @@ def experiment(
         if pool:
             return  # the workers' parent says what is left
     if missing:
-        typer.echo(f"{len(missing)} runs of {spec.name} are not complete yet (other parts); "
-                   f"`fer-bench compare {spec.name}` once every part has finished")
+        where = "in the grid's other parts" if part else "skipped above; the same command resumes them"
+        typer.echo(f"{len(missing)} runs of {spec.name} are not complete yet ({where}); "
+                   f"`fer-bench compare {spec.name}` once every run has finished")
     elif not no_compare:
         _write_comparison([run_dir for _, run_dir, _ in plan(spec, results)], results / "comparisons" / spec.name)
 
