@@ -232,7 +232,7 @@ def experiment(
         if pool:
             return  # the workers' parent says what is left
     if missing:
-        where = "in the grid's other parts" if part else "skipped above; the same command resumes them"
+        where = "in the grid's other parts" if part else "skipped above, each with its reason"
         typer.echo(f"{len(missing)} runs of {spec.name} are not complete yet ({where}); "
                    f"`fer-bench compare {spec.name}` once every run has finished")
     elif not no_compare:

@@ -221,7 +221,7 @@ def test_dry_run_names_every_missing_weights_file_with_the_reason(cli, tmp_path,
     assert code == 0, err
     skipped = [line for line in out.splitlines() if "skipped, its weights are missing" in line]
     assert len(skipped) == 3 and not any("mobilenet" in line for line in skipped)
-    assert "3 runs of small are not complete yet (skipped above; the same command resumes them)" in out
+    assert "3 runs of small are not complete yet (skipped above, each with its reason)" in out
     trained = sorted(p.name.split("-")[0] for p in (tmp_path / "results").iterdir() if (p / "complete.json").exists())
     assert trained == ["mobilenet", "scratch"]
     # compare by the experiment's name finds the mobilenet run only when told the same weights file
